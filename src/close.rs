@@ -131,3 +131,135 @@ impl fmt::Display for CloseFrame {
         write!(f, "{} {}", self.code, self.reason)
     }
 }
+
+/// Why a connection ended. The one mapping from cause to the close frame the
+/// peer receives and to the final state (`Closed` or `Failed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseCause {
+    /// The peer sent a close frame (its frame, if it had a valid one). We
+    /// answer 1000.
+    PeerClosed(Option<CloseFrame>),
+    /// The transport ended without a close frame (TCP reset, half-open peer).
+    PeerGone,
+    /// The transport reported an error.
+    TransportError,
+    /// The application asked for this close.
+    Requested(CloseFrame),
+    /// The server is going away (1001).
+    ServerGoingAway,
+    /// An inbound message exceeded the limit (1009).
+    MessageTooBig,
+    /// An application callback panicked (1011).
+    HandlerPanicked,
+    /// The on-ready hook did not finish in time (1013).
+    NotReadyInTime,
+    /// The pre-ready buffer overflowed under the `Close` policy (1013).
+    PreReadyOverflow,
+    /// The peer did not keep up with its outbound queue (4409).
+    SlowConsumer,
+    /// The user hit the per-user connection limit (4429).
+    ConnectionLimit,
+    /// Authentication failed after the upgrade (4401 or 4403, with the
+    /// error code as the reason).
+    AuthFailed(CloseFrame),
+    /// The future driving the connection was dropped.
+    Dropped,
+}
+
+impl CloseCause {
+    /// The close frame sent to the peer, if one is sent at all.
+    pub fn frame(&self) -> Option<CloseFrame> {
+        let (code, reason) = match self {
+            CloseCause::PeerClosed(_) => (CloseCode::NORMAL, ""),
+            CloseCause::PeerGone | CloseCause::TransportError | CloseCause::Dropped => return None,
+            CloseCause::Requested(frame) | CloseCause::AuthFailed(frame) => {
+                return Some(frame.clone());
+            }
+            CloseCause::ServerGoingAway => (CloseCode::GOING_AWAY, "going_away"),
+            CloseCause::MessageTooBig => (CloseCode::MESSAGE_TOO_BIG, "message_too_big"),
+            CloseCause::HandlerPanicked => (CloseCode::INTERNAL_ERROR, "internal_error"),
+            CloseCause::NotReadyInTime => (CloseCode::TRY_AGAIN_LATER, "not_ready_in_time"),
+            CloseCause::PreReadyOverflow => (CloseCode::TRY_AGAIN_LATER, "pre_ready_overflow"),
+            CloseCause::SlowConsumer => (CloseCode::SLOW_CONSUMER, "slow_consumer"),
+            CloseCause::ConnectionLimit => (CloseCode::RATE_LIMITED, "connection_limit"),
+        };
+        Some(CloseFrame::new(code, CloseReason::from_static(reason)))
+    }
+
+    /// Whether the connection ends `Failed` (an error or timeout) rather
+    /// than `Closed`.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            CloseCause::PeerGone
+                | CloseCause::TransportError
+                | CloseCause::HandlerPanicked
+                | CloseCause::NotReadyInTime
+                | CloseCause::AuthFailed(_)
+                | CloseCause::Dropped
+        )
+    }
+
+    /// Whether queued events should still be written before the close frame.
+    pub(crate) fn drains(&self) -> bool {
+        matches!(self, CloseCause::Requested(_) | CloseCause::ServerGoingAway)
+    }
+
+    /// A short machine-readable name, for logs and transition history.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CloseCause::PeerClosed(_) => "peer_closed",
+            CloseCause::PeerGone => "peer_gone",
+            CloseCause::TransportError => "transport_error",
+            CloseCause::Requested(_) => "requested",
+            CloseCause::ServerGoingAway => "going_away",
+            CloseCause::MessageTooBig => "message_too_big",
+            CloseCause::HandlerPanicked => "handler_panicked",
+            CloseCause::NotReadyInTime => "not_ready_in_time",
+            CloseCause::PreReadyOverflow => "pre_ready_overflow",
+            CloseCause::SlowConsumer => "slow_consumer",
+            CloseCause::ConnectionLimit => "connection_limit",
+            CloseCause::AuthFailed(_) => "auth_failed",
+            CloseCause::Dropped => "dropped",
+        }
+    }
+}
+
+impl fmt::Display for CloseCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crate_reasons_are_valid() {
+        let causes = [
+            CloseCause::PeerClosed(None),
+            CloseCause::ServerGoingAway,
+            CloseCause::MessageTooBig,
+            CloseCause::HandlerPanicked,
+            CloseCause::NotReadyInTime,
+            CloseCause::PreReadyOverflow,
+            CloseCause::SlowConsumer,
+            CloseCause::ConnectionLimit,
+        ];
+        for cause in causes {
+            let frame = cause.frame();
+            let frame = frame.as_ref();
+            assert!(frame.is_some(), "{cause}");
+            let reason = frame.map(|f| f.reason.as_str()).unwrap_or_default();
+            assert_eq!(
+                CloseReason::new(reason.to_owned())
+                    .as_ref()
+                    .map(CloseReason::as_str),
+                Some(reason)
+            );
+            assert!(frame.is_some_and(|f| CloseCode::new(f.code.as_u16()).is_some()));
+        }
+    }
+}

@@ -1,6 +1,106 @@
-//! ws-lifecycle (work in progress).
+//! # ws-lifecycle
+//!
+//! Everything between "a WebSocket upgrade was requested" and "that
+//! connection is gone", for Rust servers: one identity per connection, a
+//! state machine that refuses to write before the application is ready, a
+//! bounded per-connection event buffer with sequence numbers, and a per-user
+//! routing table that never delivers one user's events to another.
+//!
+//! The crate does not speak the WebSocket protocol: your stack (axum, warp,
+//! tokio-tungstenite, …) does, and plugs in through the small
+//! [`Transport`](transport::Transport) trait.
+//!
+//! ## The guarantees
+//!
+//! 1. **One identity.** A connection's [`ConnectionId`](id::ConnectionId) is
+//!    minted first and never replaced; every span, routing entry and report
+//!    carries it. All ids come from one [`IdGenerator`](id::IdGenerator), and
+//!    a [`RunId`](id::RunId) always knows its thread.
+//! 2. **Readiness gate.** Nothing reaches the transport before the
+//!    connection is `Ready`; earlier events are buffered and flushed in
+//!    emission order before any later event.
+//! 3. **Ordered, accounted delivery.** Every event gets a per-connection
+//!    sequence number from 1; an event that is not delivered is refused to
+//!    its caller or counted in [`MetricsSnapshot`](metrics::MetricsSnapshot),
+//!    never lost silently.
+//! 4. **Isolation.** Events for a user reach only that user's connections:
+//!    checked at lookup and again on each connection's write path.
+//! 5. **Table hygiene.** A connection is routable exactly while it is
+//!    authenticated and not closing; every exit path removes it.
+//!
+//! ## Example
+//!
+//! Two users, three connections, the five agent events, over the in-memory
+//! transport:
+//!
+//! ```
+//! use ws_lifecycle::{ConnectionHandle, Handler, Hub, Inbound};
+//! use ws_lifecycle::close::CloseFrame;
+//! use ws_lifecycle::event::{AgentEventKind, Event};
+//! use ws_lifecycle::id::UserId;
+//! use ws_lifecycle::transport::{memory, Message};
+//!
+//! struct App;
+//! impl Handler for App {
+//!     async fn on_message(&self, _: &ConnectionHandle, _: Inbound) -> Result<(), CloseFrame> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let hub = Hub::new();
+//! let (alice, bob) = (UserId::new("alice")?, UserId::new("bob")?);
+//! let mut clients = Vec::new();
+//! for user in [&alice, &alice, &bob] {
+//!     let (transport, client) = memory::pair(64);
+//!     let (hub, user) = (hub.clone(), user.clone());
+//!     tokio::spawn(async move { hub.serve(transport, user, &App).await });
+//!     clients.push(client);
+//! }
+//! # while hub.connection_count() < 3 { tokio::task::yield_now().await; }
+//!
+//! let ctx = hub.ids().mint_context(&alice);
+//! for kind in AgentEventKind::ALL {
+//!     let event = Event::agent(kind, &ctx.run, serde_json::json!({}));
+//!     let delivery = hub.send_to_user(&alice, &event)?;
+//!     assert_eq!(delivery.accepted(), 2);
+//! }
+//! for client in &mut clients[..2] {
+//!     for (seq, kind) in (1..).zip(AgentEventKind::ALL) {
+//!         let Some(Message::Text(frame)) = client.recv().await else { panic!() };
+//!         let frame: serde_json::Value = serde_json::from_str(&frame)?;
+//!         assert_eq!(frame["seq"], seq);
+//!         assert_eq!(frame["type"], kind.name());
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `jwt` | yes | JWT authentication on jsonwebtoken's pure-Rust backend |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod close;
+pub mod config;
+pub mod connection;
+mod emitter;
+pub mod event;
+mod handle;
+mod handler;
+mod hub;
 pub mod id;
+pub mod metrics;
+mod router;
+pub mod state;
+pub mod transport;
+mod writer;
+
+pub use handle::{ConnectionHandle, SendError};
+pub use handler::{CloseReport, Handler, Inbound};
+pub use hub::{Delivery, Hub, HubBuilder};

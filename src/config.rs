@@ -1,0 +1,148 @@
+//! Limits, timeouts and policies, with documented defaults.
+//!
+//! Every field is public and every struct `#[non_exhaustive]`: start from
+//! `Default` and change what you need.
+//!
+//! ```
+//! use ws_lifecycle::config::{HubConfig, ConnectionLimitPolicy};
+//!
+//! let mut config = HubConfig::default();
+//! config.max_connections_per_user = 4;
+//! config.connection_limit_policy = ConnectionLimitPolicy::EvictOldest;
+//! ```
+
+use std::time::Duration;
+
+use crate::event::WireMode;
+
+/// A bound on a per-connection buffer, in events and in bytes; whichever is
+/// reached first applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BufferLimit {
+    /// Most events held.
+    pub max_events: usize,
+    /// Most bytes held (approximate encoded size).
+    pub max_bytes: usize,
+}
+
+impl BufferLimit {
+    /// A limit of `max_events` events and `max_bytes` bytes.
+    pub fn new(max_events: usize, max_bytes: usize) -> Self {
+        BufferLimit {
+            max_events,
+            max_bytes,
+        }
+    }
+}
+
+impl Default for BufferLimit {
+    /// 1,000 events or 1 MiB: Centrifuge bounds a client's queue at 1 MiB;
+    /// 1,000 events is several minutes of a chatty agent run.
+    fn default() -> Self {
+        BufferLimit::new(1_000, 1 << 20)
+    }
+}
+
+/// What happens when the pre-ready buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PreReadyOverflow {
+    /// The new event is refused: the caller gets
+    /// [`SendError::Full`](crate::SendError::Full) and the connection lives.
+    Reject,
+    /// The oldest buffered event is dropped (and counted) to make room: the
+    /// client sees a gap in sequence numbers.
+    DropOldest,
+    /// The connection is closed with 1013 (try again later): a client that
+    /// cannot become ready while events pile up is better reconnected.
+    #[default]
+    Close,
+}
+
+/// What happens when a ready connection's outbound queue is full, or a write
+/// stalls past [`HubConfig::write_timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SlowConsumerPolicy {
+    /// Close with 4409 (slow consumer): the client reconnects and resyncs.
+    /// Centrifuge does the same (its code 3008).
+    #[default]
+    Close,
+    /// Drop the oldest queued event (counted); the client sees a gap.
+    DropOldest,
+    /// Refuse the new event (counted, reported to the sender).
+    DropNewest,
+}
+
+/// What happens when a user already has
+/// [`HubConfig::max_connections_per_user`] connections on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ConnectionLimitPolicy {
+    /// The new connection is closed with 4429.
+    #[default]
+    RefuseNewest,
+    /// The user's oldest connection is closed with 4429 to make room.
+    EvictOldest,
+}
+
+/// Configuration of a [`Hub`](crate::Hub).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// Bound on events emitted before the connection is ready.
+    /// Default: 1,000 events or 1 MiB.
+    pub pre_ready_buffer: BufferLimit,
+    /// What happens when the pre-ready buffer is full. Default: close 1013.
+    pub pre_ready_overflow: PreReadyOverflow,
+    /// Bound on events queued for a ready connection's writer.
+    /// Default: 1,000 events or 1 MiB (Centrifuge: 1 MiB; socketioxide: 128
+    /// packets).
+    pub outbound_queue: BufferLimit,
+    /// What happens when the outbound queue is full. Default: close 4409.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Longest a single write to the transport may take before the
+    /// slow-consumer policy closes the connection. Default: 1 s.
+    pub write_timeout: Duration,
+    /// Longest the application's on-ready hook may take; then close 1013.
+    /// Default: 10 s.
+    pub services_ready_timeout: Duration,
+    /// Longest a closing connection may spend flushing queued events before
+    /// it is closed regardless. Default: 5 s.
+    pub close_timeout: Duration,
+    /// Largest inbound message, in bytes; larger ones close the connection
+    /// with 1009. Default: 64 KiB (Centrifugo's default; tungstenite's
+    /// 64 MiB is far too generous for a control channel). Adapters also
+    /// configure it on the WebSocket stack so oversized frames are never
+    /// buffered.
+    pub max_message_size: usize,
+    /// Connections one user may hold on this node. Default: 16.
+    pub max_connections_per_user: usize,
+    /// What happens past that limit. Default: refuse the newest (close 4429).
+    pub connection_limit_policy: ConnectionLimitPolicy,
+    /// How event types are spelled on the wire. Default: names.
+    pub wire_mode: WireMode,
+    /// Shards of the routing table (rounded up to a power of two). More
+    /// shards, less contention between cores. Default: 64.
+    pub router_shards: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            pre_ready_buffer: BufferLimit::default(),
+            pre_ready_overflow: PreReadyOverflow::default(),
+            outbound_queue: BufferLimit::default(),
+            slow_consumer: SlowConsumerPolicy::default(),
+            write_timeout: Duration::from_secs(1),
+            services_ready_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            max_message_size: 64 * 1024,
+            max_connections_per_user: 16,
+            connection_limit_policy: ConnectionLimitPolicy::default(),
+            wire_mode: WireMode::default(),
+            router_shards: 64,
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! The owning side of one connection, as a typestate.
+//!
+//! [`Connection<S>`] moves through [`Connecting`], [`Accepted`],
+//! [`Authenticated`], [`ServicesReady`] and [`Ready`]; each step consumes the
+//! previous value. Only `Connection<Ready<T>>` has [`send`](Connection::send),
+//! and the transport's write half only leaves the connection (for its writer
+//! task) in [`Connection::ready`], so writing an event before Ready does not
+//! compile on this path. Handles held by other tasks
+//! ([`ConnectionHandle`]) check at run time instead.
+//!
+//! Most servers never touch this: [`Hub::serve`] drives the whole life.
+//!
+//! # Types
+//!
+//! A wrong chain is a type error, for example:
+//!
+//! ```compile_fail
+//! use ws_lifecycle::{Hub, event::{Event, EventName}, id::UserId, transport::memory};
+//! # async fn f() {
+//! let hub = Hub::new();
+//! let (transport, _client) = memory::pair(8);
+//! let conn = hub.connect().accept(transport);
+//! let conn = conn.authenticate(UserId::new("u").unwrap()).await.unwrap();
+//! // error[E0599]: no method named `send` found for struct `Connection<Authenticated<…>>`
+//! conn.send(Event::custom(EventName::new("x").unwrap(), serde_json::json!(null)));
+//! # }
+//! ```
+//!
+//! Closing works in every stage with a transport and returns the
+//! [`CloseReport`]. Dropping a connection at any stage runs the same cleanup
+//! (routing entry removed, queued events counted as dropped, state `Failed`).
+
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use crate::close::CloseCause;
+use crate::emitter::Outbox;
+use crate::event::Event;
+use crate::handle::{ConnShared, ConnectionHandle, SendError};
+use crate::handler::CloseReport;
+use crate::hub::Hub;
+use crate::id::{ConnectionId, UserId};
+use crate::metrics::Metrics;
+use crate::state::{ConnectionState, StateMachine, StateWatch, Transition, TransitionError};
+use crate::transport::{Transport, TransportSink};
+use crate::writer;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A stage of a [`Connection`]. Sealed: the stages below are all there is.
+pub trait Stage: sealed::Sealed {}
+
+/// Id minted; no transport yet (the upgrade has not happened).
+#[derive(Debug)]
+pub struct Connecting;
+
+/// The transport is open; no user bound yet.
+pub struct Accepted<T: Transport> {
+    sink: T::Sink,
+    pub(crate) stream: T::Stream,
+}
+
+/// A user is bound and the connection is in the routing table; events
+/// addressed to it are buffered.
+pub struct Authenticated<T: Transport> {
+    shared: Arc<ConnShared>,
+    sink: T::Sink,
+    pub(crate) stream: T::Stream,
+}
+
+/// The application's on-ready hook finished; events are still buffered.
+pub struct ServicesReady<T: Transport> {
+    shared: Arc<ConnShared>,
+    sink: T::Sink,
+    pub(crate) stream: T::Stream,
+}
+
+/// Events flow: the writer task owns the write half.
+pub struct Ready<T: Transport> {
+    shared: Arc<ConnShared>,
+    pub(crate) stream: T::Stream,
+}
+
+impl sealed::Sealed for Connecting {}
+impl Stage for Connecting {}
+impl<T: Transport> sealed::Sealed for Accepted<T> {}
+impl<T: Transport> Stage for Accepted<T> {}
+impl<T: Transport> sealed::Sealed for Authenticated<T> {}
+impl<T: Transport> Stage for Authenticated<T> {}
+impl<T: Transport> sealed::Sealed for ServicesReady<T> {}
+impl<T: Transport> Stage for ServicesReady<T> {}
+impl<T: Transport> sealed::Sealed for Ready<T> {}
+impl<T: Transport> Stage for Ready<T> {}
+
+/// One connection, owned by the code driving it. See the [module
+/// docs](self).
+pub struct Connection<S: Stage> {
+    core: Core,
+    pub(crate) stage: S,
+}
+
+impl<S: Stage> std::fmt::Debug for Connection<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.core.id)
+            .field("state", &self.core.sm.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every stage carries. Its `Drop` is the exit path of last resort.
+struct Core {
+    hub: Hub,
+    id: ConnectionId,
+    sm: StateMachine,
+    span: tracing::Span,
+    shared: Option<Arc<ConnShared>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Core {
+    fn transition(
+        &mut self,
+        to: ConnectionState,
+        reason: &'static str,
+    ) -> Result<(), TransitionError> {
+        let from = self.sm.transition(to, reason)?;
+        self.hub.env().metrics.transition(Some(from), to);
+        tracing::debug!(parent: &self.span, %from, %to, reason, "state transition");
+        Ok(())
+    }
+
+    fn unroute(&self) {
+        if let Some(shared) = &self.shared {
+            self.hub.router().remove(&shared.id, &shared.user);
+        }
+    }
+
+    /// The synchronous end of every exit path: leave the routing table, stop
+    /// the writer, count what was never written, reach a terminal state.
+    fn finish(&mut self, cause: &CloseCause) -> CloseReport {
+        self.unroute();
+        if let Some(writer) = self.writer.take() {
+            writer.abort();
+        }
+        let undelivered = match &self.shared {
+            Some(shared) => shared.outbox.discard(&self.hub.env().metrics),
+            None => 0,
+        };
+        if !self.sm.state().is_terminal() {
+            // Both targets are legal from every non-terminal state (Closed
+            // via Closing), so these cannot fail.
+            if cause.is_failure() {
+                let _ = self.transition(ConnectionState::Failed, cause.as_str());
+            } else {
+                if self.sm.state() != ConnectionState::Closing {
+                    let _ = self.transition(ConnectionState::Closing, cause.as_str());
+                }
+                let _ = self.transition(ConnectionState::Closed, cause.as_str());
+            }
+        }
+        tracing::info!(parent: &self.span, cause = cause.as_str(), undelivered, "connection ended");
+        CloseReport {
+            connection_id: self.id.clone(),
+            user: self.shared.as_ref().map(|s| s.user.clone()),
+            cause: cause.clone(),
+            state: self.sm.state(),
+            undelivered,
+        }
+    }
+
+    /// Sends the close frame for `cause` (if any) on a sink the connection
+    /// still owns, then finishes.
+    async fn close_with<K: TransportSink>(
+        &mut self,
+        sink: &mut K,
+        cause: CloseCause,
+    ) -> CloseReport {
+        let cause = self
+            .shared
+            .as_ref()
+            .and_then(|s| {
+                s.outbox.request_close(cause.clone());
+                s.outbox.close_cause()
+            })
+            .unwrap_or(cause);
+        self.unroute();
+        if !cause.is_failure() {
+            let _ = self.transition(ConnectionState::Closing, cause.as_str());
+        }
+        let timeout = self.hub.env().config.write_timeout;
+        let _ = tokio::time::timeout(timeout, sink.close(cause.frame())).await;
+        self.finish(&cause)
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        if !self.sm.state().is_terminal() {
+            self.finish(&CloseCause::Dropped);
+        }
+    }
+}
+
+impl<S: Stage> Connection<S> {
+    /// The connection's id: minted first, never replaced.
+    pub fn id(&self) -> &ConnectionId {
+        &self.core.id
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConnectionState {
+        self.core.sm.state()
+    }
+
+    /// The last transitions, oldest first (at most
+    /// [`HISTORY_LEN`](crate::state::HISTORY_LEN)).
+    pub fn history(&self) -> impl ExactSizeIterator<Item = &Transition> {
+        self.core.sm.history()
+    }
+
+    /// A watch other tasks can use to wait for readiness.
+    pub fn watch(&self) -> StateWatch {
+        self.core.sm.watch()
+    }
+
+    /// The connection's tracing span (carries `connection_id`, and
+    /// `user_id` once bound).
+    pub fn span(&self) -> &tracing::Span {
+        &self.core.span
+    }
+}
+
+impl Connection<Connecting> {
+    pub(crate) fn new(hub: Hub, id: ConnectionId) -> Self {
+        let span = tracing::info_span!(
+            "ws_connection",
+            connection_id = %id,
+            user_id = tracing::field::Empty
+        );
+        hub.env()
+            .metrics
+            .transition(None, ConnectionState::Connecting);
+        Connection {
+            core: Core {
+                hub,
+                id,
+                sm: StateMachine::new(),
+                span,
+                shared: None,
+                writer: None,
+            },
+            stage: Connecting,
+        }
+    }
+
+    /// The upgrade completed: take the transport.
+    pub fn accept<T: Transport>(mut self, transport: T) -> Connection<Accepted<T>> {
+        let (sink, stream) = transport.split();
+        // Connecting -> Accepted is always legal from a fresh connection.
+        let _ = self.core.transition(ConnectionState::Accepted, "upgraded");
+        Connection {
+            core: self.core,
+            stage: Accepted { sink, stream },
+        }
+    }
+
+    /// The upgrade was refused (for example authentication failed before
+    /// it): the connection ends `Failed` without ever having a transport.
+    pub fn refuse(mut self, reason: &'static str) -> CloseReport {
+        let _ = self.core.transition(ConnectionState::Failed, reason);
+        CloseReport {
+            connection_id: self.core.id.clone(),
+            user: None,
+            cause: CloseCause::PeerGone,
+            state: ConnectionState::Failed,
+            undelivered: 0,
+        }
+    }
+}
+
+impl<T: Transport> Connection<Accepted<T>> {
+    /// Binds `user` and enters the routing table.
+    ///
+    /// # Errors
+    ///
+    /// When the user already has
+    /// [`max_connections_per_user`](crate::config::HubConfig::max_connections_per_user)
+    /// connections and the policy refuses the newest, the connection is
+    /// closed with 4429 and its report returned.
+    pub async fn authenticate(
+        mut self,
+        user: UserId,
+    ) -> Result<Connection<Authenticated<T>>, CloseReport> {
+        let env = Arc::clone(self.core.hub.env());
+        let shared = Arc::new(ConnShared {
+            id: self.core.id.clone(),
+            user,
+            wire_mode: env.config.wire_mode,
+            outbox: Outbox::new(),
+            state: self.core.sm.watch(),
+            env: Arc::clone(&env),
+        });
+        let inserted = self.core.hub.router().insert(
+            &shared,
+            env.config.max_connections_per_user,
+            env.config.connection_limit_policy,
+        );
+        match inserted {
+            Ok(evicted) => {
+                if let Some(old) = evicted {
+                    Metrics::inc(&env.metrics.c.connection_limit_closes);
+                    old.outbox.request_close(CloseCause::ConnectionLimit);
+                }
+            }
+            Err(_) => {
+                Metrics::inc(&env.metrics.c.connection_limit_closes);
+                let cause = CloseCause::ConnectionLimit;
+                return Err(self.core.close_with(&mut self.stage.sink, cause).await);
+            }
+        }
+        self.core
+            .span
+            .record("user_id", tracing::field::display(&shared.user));
+        self.core.shared = Some(Arc::clone(&shared));
+        // Accepted -> Authenticated is legal; we hold the only `&mut`.
+        let _ = self
+            .core
+            .transition(ConnectionState::Authenticated, "auth_ok");
+        Ok(Connection {
+            core: self.core,
+            stage: Authenticated {
+                shared,
+                sink: self.stage.sink,
+                stream: self.stage.stream,
+            },
+        })
+    }
+
+    /// Closes the connection (for example after a failed authentication:
+    /// `CloseCause::AuthFailed`) and returns its report.
+    pub async fn close(mut self, cause: CloseCause) -> CloseReport {
+        self.core.close_with(&mut self.stage.sink, cause).await
+    }
+}
+
+impl<T: Transport> Connection<Authenticated<T>> {
+    /// A handle for the application and other tasks.
+    pub fn handle(&self) -> ConnectionHandle {
+        ConnectionHandle {
+            shared: Arc::clone(&self.stage.shared),
+        }
+    }
+
+    /// The application's services are ready.
+    pub fn services_ready(mut self) -> Connection<ServicesReady<T>> {
+        let _ = self
+            .core
+            .transition(ConnectionState::ServicesReady, "services_ready");
+        Connection {
+            core: self.core,
+            stage: ServicesReady {
+                shared: self.stage.shared,
+                sink: self.stage.sink,
+                stream: self.stage.stream,
+            },
+        }
+    }
+
+    /// Closes the connection and returns its report.
+    pub async fn close(mut self, cause: CloseCause) -> CloseReport {
+        self.core.close_with(&mut self.stage.sink, cause).await
+    }
+}
+
+impl<T: Transport> Connection<ServicesReady<T>> {
+    /// A handle for the application and other tasks.
+    pub fn handle(&self) -> ConnectionHandle {
+        ConnectionHandle {
+            shared: Arc::clone(&self.stage.shared),
+        }
+    }
+
+    /// Becomes Ready: the writer task takes the write half and flushes the
+    /// pre-ready buffer, in order, before anything emitted later.
+    ///
+    /// # Panics
+    ///
+    /// Spawns the writer with [`tokio::spawn`], so it must be called within
+    /// a Tokio runtime (as every async entry point of the crate is).
+    pub fn ready(mut self) -> Connection<Ready<T>> {
+        let shared = self.stage.shared;
+        let task =
+            writer::run(Arc::clone(&shared), self.stage.sink).instrument(self.core.span.clone());
+        self.core.writer = Some(tokio::spawn(task));
+        let _ = self.core.transition(ConnectionState::Ready, "ready");
+        shared.outbox.open();
+        Connection {
+            core: self.core,
+            stage: Ready {
+                shared,
+                stream: self.stage.stream,
+            },
+        }
+    }
+
+    /// Closes the connection and returns its report.
+    pub async fn close(mut self, cause: CloseCause) -> CloseReport {
+        self.core.close_with(&mut self.stage.sink, cause).await
+    }
+}
+
+impl<T: Transport> Connection<Ready<T>> {
+    /// A handle for the application and other tasks.
+    pub fn handle(&self) -> ConnectionHandle {
+        ConnectionHandle {
+            shared: Arc::clone(&self.stage.shared),
+        }
+    }
+
+    /// Sends `event` on this connection; returns its sequence number.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnectionHandle::emit`].
+    pub fn send(&self, event: Event) -> Result<u64, SendError<Event>> {
+        self.handle().emit(event)
+    }
+
+    /// Closes the connection: no new events are accepted; queued ones are
+    /// written first when `cause` is an orderly close (at most
+    /// [`close_timeout`](crate::config::HubConfig::close_timeout)), then the
+    /// close frame. Returns the report.
+    pub async fn close(mut self, cause: CloseCause) -> CloseReport {
+        let outbox = &self.stage.shared.outbox;
+        outbox.request_close(cause.clone());
+        let cause = outbox.close_cause().unwrap_or(cause);
+        self.core.unroute();
+        let _ = self
+            .core
+            .transition(ConnectionState::Closing, cause.as_str());
+        if let Some(writer) = self.core.writer.take() {
+            let abort = writer.abort_handle();
+            let timeout = self.core.hub.env().config.close_timeout;
+            if tokio::time::timeout(timeout, writer).await.is_err() {
+                abort.abort();
+            }
+        }
+        self.core.finish(&cause)
+    }
+}

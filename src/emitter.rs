@@ -1,0 +1,308 @@
+//! The per-connection outbox: pre-ready buffer and outbound queue in one
+//! ordered, bounded `VecDeque`.
+//!
+//! Sequence numbers are assigned under the same lock that appends, so queue
+//! order is sequence order. Before Ready the queue is the pre-ready buffer
+//! (nobody drains it); [`Outbox::open`] makes it the outbound queue and wakes
+//! the writer, which therefore flushes the buffered events first, exactly
+//! once, before anything emitted later. One structure means there is no
+//! hand-off between a buffer and a queue that an emit could race.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::close::{CloseCause, CloseFrame};
+use crate::config::{BufferLimit, HubConfig, PreReadyOverflow, SlowConsumerPolicy};
+use crate::event::EncodedEvent;
+use crate::id::{ConnectionId, UserId};
+use crate::metrics::Metrics;
+
+/// Who an event is for: checked against the connection it reaches, on the
+/// write path, before it gets a sequence number.
+#[derive(Debug, Clone)]
+pub(crate) enum Addressee {
+    User(UserId),
+    Connection(ConnectionId),
+}
+
+/// An encoded event with its addressee, shared by every connection it goes
+/// to.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    pub(crate) to: Addressee,
+    pub(crate) event: EncodedEvent,
+}
+
+impl Routed {
+    pub(crate) fn is_for(&self, id: &ConnectionId, user: &UserId) -> bool {
+        match &self.to {
+            Addressee::User(to) => to.ptr_eq(user) || to == user,
+            Addressee::Connection(to) => to == id,
+        }
+    }
+}
+
+/// One event in a connection's queue.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) seq: u64,
+    pub(crate) event: Arc<Routed>,
+    weight: usize,
+}
+
+/// Where an accepted event went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Accepted {
+    Buffered,
+    Queued,
+}
+
+/// Why an event was refused. The outbox has already counted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    Closed,
+    Full,
+    Misaddressed,
+}
+
+/// What the writer should do next.
+#[derive(Debug)]
+pub(crate) enum Drain {
+    /// Write these (moved into the caller's batch).
+    Items,
+    /// Nothing to write: wait for [`Outbox::writer_wake`].
+    Wait,
+    /// Send this close frame (if any) and stop.
+    Close(Option<CloseFrame>),
+}
+
+#[derive(Debug)]
+struct State {
+    open: bool,
+    closing: Option<CloseCause>,
+    next_seq: u64,
+    queue: VecDeque<Queued>,
+    bytes: usize,
+}
+
+impl State {
+    fn fits(&self, limit: BufferLimit, weight: usize) -> bool {
+        self.queue.len() < limit.max_events && self.bytes + weight <= limit.max_bytes
+    }
+
+    fn pop_front(&mut self) -> Option<Queued> {
+        let q = self.queue.pop_front()?;
+        self.bytes -= q.weight;
+        Some(q)
+    }
+}
+
+/// A connection's outbox.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    /// Wakes the writer task: something was queued or a close was asked for.
+    writer: Notify,
+    /// Wakes the task driving the connection: a close was asked for.
+    driver: Notify,
+}
+
+impl Outbox {
+    pub(crate) fn new() -> Self {
+        Outbox {
+            state: Mutex::new(State {
+                open: false,
+                closing: None,
+                next_seq: 1,
+                queue: VecDeque::new(),
+                bytes: 0,
+            }),
+            writer: Notify::new(),
+            driver: Notify::new(),
+        }
+    }
+
+    /// Appends `event`, assigning the next sequence number, or refuses it
+    /// under the configured overflow policy.
+    pub(crate) fn push(
+        &self,
+        owner: (&ConnectionId, &UserId),
+        event: &Arc<Routed>,
+        config: &HubConfig,
+        metrics: &Metrics,
+    ) -> Result<(u64, Accepted), Refused> {
+        let c = &metrics.c;
+        let mut s = self.state.lock();
+        if s.closing.is_some() {
+            Metrics::inc(&c.refused_closed);
+            return Err(Refused::Closed);
+        }
+        if !event.is_for(owner.0, owner.1) {
+            Metrics::inc(&c.isolation_refusals);
+            tracing::error!(
+                connection_id = %owner.0,
+                "isolation check refused an event addressed to another user or connection"
+            );
+            return Err(Refused::Misaddressed);
+        }
+        let weight = event.event.weight();
+        let (limit, refused_counter) = if s.open {
+            (config.outbound_queue, &c.refused_queue_full)
+        } else {
+            (config.pre_ready_buffer, &c.refused_before_ready)
+        };
+        if !s.fits(limit, weight) {
+            enum Action {
+                Refuse,
+                DropOldest,
+                Close(CloseCause),
+            }
+            let action = if s.open {
+                match config.slow_consumer {
+                    SlowConsumerPolicy::Close => Action::Close(CloseCause::SlowConsumer),
+                    SlowConsumerPolicy::DropOldest => Action::DropOldest,
+                    SlowConsumerPolicy::DropNewest => Action::Refuse,
+                }
+            } else {
+                match config.pre_ready_overflow {
+                    PreReadyOverflow::Close => Action::Close(CloseCause::PreReadyOverflow),
+                    PreReadyOverflow::DropOldest => Action::DropOldest,
+                    PreReadyOverflow::Reject => Action::Refuse,
+                }
+            };
+            match action {
+                Action::Refuse => {
+                    Metrics::inc(refused_counter);
+                    return Err(Refused::Full);
+                }
+                Action::Close(cause) => {
+                    Metrics::inc(refused_counter);
+                    tracing::warn!(connection_id = %owner.0, cause = cause.as_str(), "outbox full: closing connection");
+                    s.closing = Some(cause);
+                    drop(s);
+                    self.wake_all();
+                    return Err(Refused::Full);
+                }
+                Action::DropOldest => {
+                    while !s.fits(limit, weight) && s.pop_front().is_some() {
+                        Metrics::inc(&c.dropped_overflow);
+                    }
+                    if !s.fits(limit, weight) {
+                        // Larger than the whole buffer on its own.
+                        Metrics::inc(refused_counter);
+                        return Err(Refused::Full);
+                    }
+                }
+            }
+        }
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        let was_empty = s.queue.is_empty();
+        s.queue.push_back(Queued {
+            seq,
+            event: Arc::clone(event),
+            weight,
+        });
+        s.bytes += weight;
+        let open = s.open;
+        drop(s);
+        if open {
+            Metrics::inc(&c.events_queued);
+            // A non-empty queue is drained before the writer waits again, so
+            // only the empty-to-non-empty edge needs a wake-up.
+            if was_empty {
+                self.writer.notify_one();
+            }
+            Ok((seq, Accepted::Queued))
+        } else {
+            Metrics::inc(&c.events_buffered);
+            Ok((seq, Accepted::Buffered))
+        }
+    }
+
+    /// Turns the pre-ready buffer into the outbound queue and wakes the
+    /// writer, which flushes what was buffered before anything later.
+    pub(crate) fn open(&self) {
+        self.state.lock().open = true;
+        self.writer.notify_one();
+    }
+
+    /// Asks for the connection to close. The first request wins; later ones
+    /// return `false`. From now on every push is refused.
+    pub(crate) fn request_close(&self, cause: CloseCause) -> bool {
+        let mut s = self.state.lock();
+        if s.closing.is_some() {
+            return false;
+        }
+        s.closing = Some(cause);
+        drop(s);
+        self.wake_all();
+        true
+    }
+
+    fn wake_all(&self) {
+        self.writer.notify_one();
+        self.driver.notify_one();
+    }
+
+    /// The close asked for, if any.
+    pub(crate) fn close_cause(&self) -> Option<CloseCause> {
+        self.state.lock().closing.clone()
+    }
+
+    /// Resolves once a close has been asked for.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: `Notify` keeps the permit for the next call.
+    pub(crate) async fn closed(&self) -> CloseCause {
+        loop {
+            if let Some(cause) = self.close_cause() {
+                return cause;
+            }
+            self.driver.notified().await;
+        }
+    }
+
+    pub(crate) async fn writer_wake(&self) {
+        self.writer.notified().await;
+    }
+
+    /// Moves up to `max` events into `batch`, or says to wait or close.
+    pub(crate) fn drain(&self, batch: &mut Vec<Queued>, max: usize) -> Drain {
+        let mut s = self.state.lock();
+        if let Some(cause) = &s.closing
+            && (!cause.drains() || s.queue.is_empty())
+        {
+            return Drain::Close(cause.frame());
+        }
+        if !s.open || s.queue.is_empty() {
+            return Drain::Wait;
+        }
+        for _ in 0..max {
+            match s.pop_front() {
+                Some(q) => batch.push(q),
+                None => break,
+            }
+        }
+        Drain::Items
+    }
+
+    /// Drops whatever is still queued, counting it; returns how many. Called
+    /// once the connection can no longer write.
+    pub(crate) fn discard(&self, metrics: &Metrics) -> u64 {
+        let mut s = self.state.lock();
+        if s.closing.is_none() {
+            s.closing = Some(CloseCause::Dropped);
+        }
+        let n = s.queue.len() as u64;
+        s.queue.clear();
+        s.bytes = 0;
+        drop(s);
+        Metrics::add(&metrics.c.dropped_on_close, n);
+        n
+    }
+}

@@ -1,0 +1,317 @@
+//! Events and the versioned wire envelope.
+//!
+//! Every frame the crate writes is one JSON object:
+//!
+//! ```text
+//! {"v":1,"seq":7,"type":"agent_started","thread_id":"thread_…","run_id":"run_…","payload":{…}}
+//! {"v":1,"seq":8,"type":"chat.message","payload":{…}}
+//! ```
+//!
+//! `v` is the envelope version (1); `seq` the per-connection sequence number
+//! (from 1, gap-free unless an overflow policy dropped an event); `type` the
+//! event name. A connection in [`WireMode::LegacyNumeric`] gets the agent
+//! events' numeric codes instead (`"type":1` … `"type":5`) for clients
+//! written before the names existed; custom events keep their names there.
+//! Golden tests pin both encodings byte for byte: changing them is a breaking
+//! change.
+//!
+//! An event is serialised once per send ([`EncodedEvent`]); each connection
+//! only splices its own `seq` into the shared bytes.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::id::RunId;
+
+/// The envelope version written in every frame's `v` field.
+pub const WIRE_VERSION: u32 = 1;
+
+/// The five agent events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AgentEventKind {
+    /// A run started.
+    AgentStarted,
+    /// The agent is thinking (streamed reasoning, status).
+    AgentThinking,
+    /// A tool call started.
+    ToolExecuting,
+    /// A tool call finished.
+    ToolCompleted,
+    /// The run finished.
+    AgentCompleted,
+}
+
+impl AgentEventKind {
+    /// All five, in the order a run emits them.
+    pub const ALL: [AgentEventKind; 5] = [
+        AgentEventKind::AgentStarted,
+        AgentEventKind::AgentThinking,
+        AgentEventKind::ToolExecuting,
+        AgentEventKind::ToolCompleted,
+        AgentEventKind::AgentCompleted,
+    ];
+
+    /// The wire name (`agent_started`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentEventKind::AgentStarted => "agent_started",
+            AgentEventKind::AgentThinking => "agent_thinking",
+            AgentEventKind::ToolExecuting => "tool_executing",
+            AgentEventKind::ToolCompleted => "tool_completed",
+            AgentEventKind::AgentCompleted => "agent_completed",
+        }
+    }
+
+    /// The numeric code legacy clients expect (1 to 5).
+    pub fn legacy_code(self) -> u8 {
+        match self {
+            AgentEventKind::AgentStarted => 1,
+            AgentEventKind::AgentThinking => 2,
+            AgentEventKind::ToolExecuting => 3,
+            AgentEventKind::ToolCompleted => 4,
+            AgentEventKind::AgentCompleted => 5,
+        }
+    }
+}
+
+/// The name of a custom event: 1 to 64 bytes of `[a-z0-9_.-]`, not one of
+/// the five agent event names.
+///
+/// The grammar keeps names safe to write into JSON without escaping.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct EventName(Arc<str>);
+
+/// A custom event name was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid event name: use 1 to 64 bytes of [a-z0-9_.-], not an agent event name (got {len} bytes)"
+)]
+pub struct EventNameError {
+    len: usize,
+}
+
+impl EventName {
+    /// Validates `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`EventNameError`] when the name breaks the grammar or is reserved.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ws_lifecycle::event::EventName;
+    /// assert!(EventName::new("chat.message").is_ok());
+    /// assert!(EventName::new("Chat").is_err());
+    /// assert!(EventName::new("agent_started").is_err());
+    /// ```
+    pub fn new(name: &str) -> Result<Self, EventNameError> {
+        let grammar = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'));
+        let reserved = AgentEventKind::ALL.iter().any(|k| k.name() == name);
+        if grammar && !reserved {
+            Ok(EventName(Arc::from(name)))
+        } else {
+            Err(EventNameError { len: name.len() })
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventName({})", &self.0)
+    }
+}
+
+impl fmt::Display for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An event to deliver to a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// One of the five agent events, for a run (and so its thread).
+    Agent {
+        /// Which one.
+        kind: AgentEventKind,
+        /// The run it belongs to; the thread id on the wire is
+        /// `run.thread_id()`, so the two can never disagree.
+        run: RunId,
+        /// Application data.
+        payload: serde_json::Value,
+    },
+    /// An application-defined event.
+    Custom {
+        /// Its name (the wire `type`).
+        name: EventName,
+        /// Application data.
+        payload: serde_json::Value,
+    },
+}
+
+impl Event {
+    /// An agent event.
+    pub fn agent(kind: AgentEventKind, run: &RunId, payload: serde_json::Value) -> Self {
+        Event::Agent {
+            kind,
+            run: run.clone(),
+            payload,
+        }
+    }
+
+    /// A custom event.
+    pub fn custom(name: EventName, payload: serde_json::Value) -> Self {
+        Event::Custom { name, payload }
+    }
+
+    /// Serialises the event once, for any number of connections.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] if the payload cannot be serialised (serde_json
+    /// refuses, for example, maps with non-string keys).
+    pub fn encode(&self) -> Result<EncodedEvent, EncodeError> {
+        #[derive(Serialize)]
+        struct AgentTail<'a> {
+            thread_id: &'a str,
+            run_id: &'a str,
+            payload: &'a serde_json::Value,
+        }
+        #[derive(Serialize)]
+        struct CustomTail<'a> {
+            payload: &'a serde_json::Value,
+        }
+        let (tag, tail) = match self {
+            Event::Agent { kind, run, payload } => (
+                TypeTag::Agent(*kind),
+                serde_json::to_string(&AgentTail {
+                    thread_id: run.thread_id().as_str(),
+                    run_id: run.as_str(),
+                    payload,
+                }),
+            ),
+            Event::Custom { name, payload } => (
+                TypeTag::Custom(name.clone()),
+                serde_json::to_string(&CustomTail { payload }),
+            ),
+        };
+        let mut tail = tail.map_err(|e| EncodeError(e.to_string()))?;
+        // `{"thread_id":…}` becomes `,"thread_id":…}` so it can follow the
+        // type field directly.
+        if tail.starts_with('{') {
+            tail.replace_range(..1, ",");
+        }
+        Ok(EncodedEvent { tag, tail })
+    }
+}
+
+/// An event's payload could not be serialised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event could not be serialised: {0}")]
+pub struct EncodeError(String);
+
+/// How a connection's frames spell the event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WireMode {
+    /// `"type":"agent_started"` (the default).
+    #[default]
+    Named,
+    /// `"type":1` … `"type":5` for agent events, for clients written before
+    /// the names existed. Custom events keep their names.
+    LegacyNumeric,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TypeTag {
+    Agent(AgentEventKind),
+    Custom(EventName),
+}
+
+/// An event serialised once; [`EncodedEvent::write_frame`] splices in a
+/// connection's sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEvent {
+    tag: TypeTag,
+    /// Everything after the type field, starting with `,`.
+    tail: String,
+}
+
+impl EncodedEvent {
+    /// Bytes this event adds to a connection's buffer, for byte limits.
+    pub fn weight(&self) -> usize {
+        // prefix + seq digits + type: a fixed allowance keeps this O(1).
+        self.tail.len() + 48
+    }
+
+    /// Appends the full frame for `seq` in `mode` to `out`.
+    pub fn write_frame(&self, seq: u64, mode: WireMode, out: &mut String) {
+        out.reserve(self.weight());
+        out.push_str("{\"v\":1,\"seq\":");
+        push_u64(out, seq);
+        out.push_str(",\"type\":");
+        match (&self.tag, mode) {
+            (TypeTag::Agent(kind), WireMode::LegacyNumeric) => {
+                push_u64(out, u64::from(kind.legacy_code()));
+            }
+            (TypeTag::Agent(kind), WireMode::Named) => push_quoted(out, kind.name()),
+            (TypeTag::Custom(name), _) => push_quoted(out, name.as_str()),
+        }
+        out.push_str(&self.tail);
+    }
+
+    /// The frame for `seq` in `mode`.
+    pub fn frame(&self, seq: u64, mode: WireMode) -> String {
+        let mut out = String::new();
+        self.write_frame(seq, mode, &mut out);
+        out
+    }
+}
+
+fn push_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    out.push_str(s);
+    out.push('"');
+}
+
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written, so this is always valid UTF-8.
+    out.push_str(std::str::from_utf8(digits.get(i..).unwrap_or_default()).unwrap_or_default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u64_digits() {
+        for n in [0u64, 1, 9, 10, 12345, u64::MAX] {
+            let mut v = String::new();
+            push_u64(&mut v, n);
+            assert_eq!(v, n.to_string());
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! [`ConnectionHandle`]: what the application and other tasks hold.
+//!
+//! A handle exists only once authentication has bound the connection's
+//! user, so its user is never missing. It checks readiness at run time: an
+//! event emitted before Ready is buffered, one emitted after Closing comes
+//! back as [`SendError::Closed`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::close::{CloseCause, CloseFrame};
+use crate::emitter::{Accepted, Addressee, Outbox, Refused, Routed};
+use crate::event::{EncodeError, Event, WireMode};
+use crate::hub::Env;
+use crate::id::{ConnectionId, UserId};
+use crate::state::{ConnectionState, StateWatch, WaitError};
+
+/// State shared between a connection's driver, its writer, the router and
+/// handles.
+pub(crate) struct ConnShared {
+    pub(crate) id: ConnectionId,
+    pub(crate) user: UserId,
+    pub(crate) wire_mode: WireMode,
+    pub(crate) outbox: Outbox,
+    pub(crate) state: StateWatch,
+    pub(crate) env: Arc<Env>,
+}
+
+impl fmt::Debug for ConnShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .field("state", &self.state.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnShared {
+    pub(crate) fn push(&self, event: &Arc<Routed>) -> Result<(u64, Accepted), Refused> {
+        self.outbox.push(
+            (&self.id, &self.user),
+            event,
+            &self.env.config,
+            &self.env.metrics,
+        )
+    }
+}
+
+/// An event was not accepted; the event is handed back so nothing is lost.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError<T> {
+    /// The connection is closing or closed.
+    #[error("connection is closing or closed")]
+    Closed(T),
+    /// The pre-ready buffer or outbound queue is full and the overflow
+    /// policy refused the event (under the `Close` policy the connection is
+    /// now closing too).
+    #[error("connection buffer is full")]
+    Full(T),
+    /// The event could not be serialised.
+    #[error("{error}")]
+    Encode {
+        /// The event.
+        event: T,
+        /// Why.
+        error: EncodeError,
+    },
+}
+
+impl<T> SendError<T> {
+    /// The refused value.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Closed(t) | SendError::Full(t) | SendError::Encode { event: t, .. } => t,
+        }
+    }
+
+    pub(crate) fn from_refused(refused: Refused, value: T) -> Self {
+        match refused {
+            Refused::Full => SendError::Full(value),
+            // A handle addresses its own connection, so a misaddressed
+            // refusal cannot happen here; treat it like a closed connection
+            // rather than invent a variant callers must match.
+            Refused::Closed | Refused::Misaddressed => SendError::Closed(value),
+        }
+    }
+}
+
+/// A cheap, cloneable handle to one authenticated connection.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    pub(crate) shared: Arc<ConnShared>,
+}
+
+impl fmt::Debug for ConnectionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl ConnectionHandle {
+    /// The connection's id, minted when it started and never replaced.
+    pub fn id(&self) -> &ConnectionId {
+        &self.shared.id
+    }
+
+    /// The authenticated user the connection is bound to.
+    pub fn user(&self) -> &UserId {
+        &self.shared.user
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConnectionState {
+        self.shared.state.state()
+    }
+
+    /// Waits until the connection is Ready, at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// See [`StateWatch::wait_ready`].
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), WaitError> {
+        self.shared.state.wait_ready(timeout).await
+    }
+
+    /// Emits `event` to this connection and returns its sequence number.
+    ///
+    /// Before Ready the event waits in the pre-ready buffer and is flushed,
+    /// in order, when the connection becomes Ready; after that it goes to the
+    /// outbound queue.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] once the connection is closing,
+    /// [`SendError::Full`] when the overflow policy refuses it,
+    /// [`SendError::Encode`] when it cannot be serialised. Each hands the
+    /// event back.
+    pub fn emit(&self, event: Event) -> Result<u64, SendError<Event>> {
+        let encoded = match event.encode() {
+            Ok(encoded) => encoded,
+            Err(error) => return Err(SendError::Encode { event, error }),
+        };
+        let routed = Arc::new(Routed {
+            to: Addressee::Connection(self.shared.id.clone()),
+            event: encoded,
+        });
+        match self.shared.push(&routed) {
+            Ok((seq, _)) => Ok(seq),
+            Err(refused) => Err(SendError::from_refused(refused, event)),
+        }
+    }
+
+    /// Asks the connection to close with `frame` after writing what is
+    /// already queued. Returns `false` if it was already closing.
+    pub fn close(&self, frame: CloseFrame) -> bool {
+        self.shared
+            .outbox
+            .request_close(CloseCause::Requested(frame))
+    }
+
+    /// Whether a close has been asked for (by anyone).
+    pub fn is_closing(&self) -> bool {
+        self.shared.outbox.close_cause().is_some()
+    }
+}

@@ -1,0 +1,88 @@
+//! The application's side of a connection.
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::close::{CloseCause, CloseFrame};
+use crate::handle::ConnectionHandle;
+use crate::id::{ConnectionId, UserId};
+use crate::state::ConnectionState;
+
+/// An inbound data message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A text message.
+    Text(String),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+/// What the application does with a connection. One value serves every
+/// connection; per-connection state lives in the application, keyed by
+/// [`ConnectionHandle::id`].
+///
+/// A callback that panics fails only its own connection (close 1011). A
+/// callback that returns a [`CloseFrame`] closes its connection with it.
+///
+/// # Examples
+///
+/// ```
+/// use ws_lifecycle::{ConnectionHandle, Handler, Inbound, close::CloseFrame};
+///
+/// struct Echo;
+///
+/// impl Handler for Echo {
+///     async fn on_message(&self, conn: &ConnectionHandle, message: Inbound) -> Result<(), CloseFrame> {
+///         if let Inbound::Text(text) = message {
+///             tracing::info!(connection_id = %conn.id(), len = text.len(), "got a message");
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync {
+    /// Runs once the user is bound and the connection is routable, before
+    /// it becomes Ready: start per-connection services here. Events emitted
+    /// meanwhile are buffered and flushed, in order, when it becomes Ready.
+    /// Bounded by [`HubConfig::services_ready_timeout`](crate::config::HubConfig::services_ready_timeout)
+    /// (then close 1013).
+    fn on_ready(
+        &self,
+        conn: &ConnectionHandle,
+    ) -> impl Future<Output = Result<(), CloseFrame>> + Send {
+        let _ = conn;
+        async { Ok(()) }
+    }
+
+    /// Handles one inbound data message. Messages of one connection are
+    /// handled one at a time, in order; spawn long work rather than block
+    /// the connection's reader.
+    fn on_message(
+        &self,
+        conn: &ConnectionHandle,
+        message: Inbound,
+    ) -> impl Future<Output = Result<(), CloseFrame>> + Send;
+
+    /// Runs once after the connection has ended and left the routing table.
+    fn on_close(&self, conn: &ConnectionHandle, report: &CloseReport) {
+        let _ = (conn, report);
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CloseReport {
+    /// The connection.
+    pub connection_id: ConnectionId,
+    /// Its user, if authentication got that far.
+    pub user: Option<UserId>,
+    /// Why it ended.
+    pub cause: CloseCause,
+    /// Its final state: `Closed` or `Failed`.
+    pub state: ConnectionState,
+    /// Events still queued when it ended, never written (also counted in
+    /// the hub's `dropped_on_close` metric).
+    pub undelivered: u64,
+}

@@ -1,0 +1,391 @@
+//! [`Hub`]: mints ids, owns the routing table, and drives each connection's
+//! life.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tracing::Instrument;
+
+use crate::close::CloseCause;
+use crate::config::HubConfig;
+use crate::connection::{Authenticated, Connecting, Connection};
+use crate::emitter::{Accepted, Addressee, Refused, Routed};
+use crate::event::{EncodeError, Event};
+use crate::handle::{ConnectionHandle, SendError};
+use crate::handler::{CloseReport, Handler, Inbound};
+use crate::id::{ConnectionId, IdGenerator, UlidGenerator, UserId};
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::router::Router;
+use crate::transport::{Message, Transport, TransportError, TransportStream};
+
+/// Configuration and metrics every connection of a hub shares.
+#[derive(Debug)]
+pub(crate) struct Env {
+    pub(crate) config: HubConfig,
+    pub(crate) metrics: Metrics,
+}
+
+struct Inner {
+    env: Arc<Env>,
+    router: Router,
+    ids: Arc<dyn IdGenerator>,
+}
+
+/// The outcome of [`Hub::send_to_user`]: how many of the user's connections
+/// took the event, and how.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use = "a Delivery says whether anyone got the event"]
+pub struct Delivery {
+    /// Ready connections that queued it for writing.
+    pub queued: u32,
+    /// Connections not ready yet that buffered it (flushed at Ready).
+    pub buffered: u32,
+    /// Connections that refused it (closing, full, or misaddressed); each
+    /// refusal is also counted in the hub's metrics.
+    pub refused: u32,
+}
+
+impl Delivery {
+    /// Connections that accepted the event (queued or buffered).
+    pub fn accepted(&self) -> u32 {
+        self.queued + self.buffered
+    }
+
+    /// Whether the user had no connection on this node at all.
+    pub fn is_miss(&self) -> bool {
+        self.accepted() == 0 && self.refused == 0
+    }
+}
+
+/// Builds a [`Hub`].
+///
+/// ```
+/// use ws_lifecycle::{Hub, config::HubConfig, id::UlidGenerator};
+///
+/// let hub = Hub::builder()
+///     .config(HubConfig::default())
+///     .id_generator(UlidGenerator::new())
+///     .build();
+/// ```
+#[derive(Default)]
+pub struct HubBuilder {
+    config: HubConfig,
+    ids: Option<Arc<dyn IdGenerator>>,
+}
+
+impl std::fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HubBuilder {
+    /// Uses `config` (default: [`HubConfig::default`]).
+    pub fn config(mut self, config: HubConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Mints every id with `ids` (default: [`UlidGenerator`]).
+    pub fn id_generator(mut self, ids: impl IdGenerator) -> Self {
+        self.ids = Some(Arc::new(ids));
+        self
+    }
+
+    /// Builds the hub.
+    pub fn build(self) -> Hub {
+        let router = Router::new(self.config.router_shards);
+        Hub {
+            inner: Arc::new(Inner {
+                env: Arc::new(Env {
+                    config: self.config,
+                    metrics: Metrics::default(),
+                }),
+                router,
+                ids: self.ids.unwrap_or_else(|| Arc::new(UlidGenerator::new())),
+            }),
+        }
+    }
+}
+
+/// Runs connections and routes events to them. Cheap to clone: clones share
+/// one routing table.
+///
+/// # Examples
+///
+/// ```
+/// use ws_lifecycle::{Hub, ConnectionHandle, Handler, Inbound, close::CloseFrame};
+/// use ws_lifecycle::event::{Event, EventName};
+/// use ws_lifecycle::id::UserId;
+/// use ws_lifecycle::transport::{memory, Message};
+///
+/// struct Quiet;
+/// impl Handler for Quiet {
+///     async fn on_message(&self, _: &ConnectionHandle, _: Inbound) -> Result<(), CloseFrame> {
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let hub = Hub::new();
+/// let alice = UserId::new("alice")?;
+/// let (transport, mut client) = memory::pair(16);
+/// let server = tokio::spawn({
+///     let (hub, alice) = (hub.clone(), alice.clone());
+///     async move { hub.serve(transport, alice, &Quiet).await }
+/// });
+///
+/// // Sent before the connection is ready: buffered, then flushed in order.
+/// let hello = Event::custom(EventName::new("hello")?, serde_json::json!("hi"));
+/// let _ = hub.send_to_user(&alice, &hello)?;
+///
+/// let Some(Message::Text(frame)) = client.recv().await else { panic!() };
+/// assert_eq!(frame, r#"{"v":1,"seq":1,"type":"hello","payload":"hi"}"#);
+/// client.close(None).await;
+/// let report = server.await?;
+/// assert!(!hub.is_online(&alice));
+/// # let _ = report;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("connections", &self.inner.router.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    /// A hub with the default configuration and id generator.
+    pub fn new() -> Self {
+        HubBuilder::default().build()
+    }
+
+    /// A builder, to set the configuration or the id generator.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+
+    pub(crate) fn env(&self) -> &Arc<Env> {
+        &self.inner.env
+    }
+
+    pub(crate) fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.env.config
+    }
+
+    /// The id generator: mint thread, run and request ids here so every id
+    /// comes from one source.
+    pub fn ids(&self) -> &dyn IdGenerator {
+        &*self.inner.ids
+    }
+
+    /// A point-in-time copy of the metrics.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.env.metrics.snapshot()
+    }
+
+    /// Starts a connection: mints its id, first, before anything else.
+    pub fn connect(&self) -> Connection<Connecting> {
+        let id = self.inner.ids.mint_connection_id();
+        Connection::new(self.clone(), id)
+    }
+
+    /// Sends `event` to every connection of `user` on this node. The event
+    /// is serialised once; each connection splices in its own sequence
+    /// number. Never blocks: a full connection applies its overflow policy.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] if the event cannot be serialised (nothing was sent).
+    pub fn send_to_user(&self, user: &UserId, event: &Event) -> Result<Delivery, EncodeError> {
+        let routed = Arc::new(Routed {
+            to: Addressee::User(user.clone()),
+            event: event.encode()?,
+        });
+        Ok(self.deliver(user, &routed))
+    }
+
+    pub(crate) fn deliver(&self, user: &UserId, routed: &Arc<Routed>) -> Delivery {
+        let delivery = self.inner.router.with_user(user, |conns| {
+            let mut d = Delivery::default();
+            for conn in conns {
+                match conn.push(routed) {
+                    Ok((_, Accepted::Queued)) => d.queued += 1,
+                    Ok((_, Accepted::Buffered)) => d.buffered += 1,
+                    Err(Refused::Closed | Refused::Full | Refused::Misaddressed) => d.refused += 1,
+                }
+            }
+            d
+        });
+        if delivery.is_miss() {
+            Metrics::inc(&self.inner.env.metrics.c.routing_misses);
+        }
+        delivery
+    }
+
+    /// Sends `event` to one connection; returns its sequence number there.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] when no such connection is routable (never
+    /// authenticated, or closing), otherwise as [`ConnectionHandle::emit`].
+    pub fn send_to_connection(
+        &self,
+        id: &ConnectionId,
+        event: Event,
+    ) -> Result<u64, SendError<Event>> {
+        match self.inner.router.connection(id) {
+            Some(shared) => ConnectionHandle { shared }.emit(event),
+            None => {
+                Metrics::inc(&self.inner.env.metrics.c.routing_misses);
+                Err(SendError::Closed(event))
+            }
+        }
+    }
+
+    /// `user`'s routable connections on this node.
+    pub fn connections_of(&self, user: &UserId) -> Vec<ConnectionHandle> {
+        self.inner.router.with_user(user, |conns| {
+            conns
+                .iter()
+                .map(|shared| ConnectionHandle {
+                    shared: Arc::clone(shared),
+                })
+                .collect()
+        })
+    }
+
+    /// A routable connection by id.
+    pub fn connection(&self, id: &ConnectionId) -> Option<ConnectionHandle> {
+        self.inner
+            .router
+            .connection(id)
+            .map(|shared| ConnectionHandle { shared })
+    }
+
+    /// Whether `user` has a routable connection on this node.
+    pub fn is_online(&self, user: &UserId) -> bool {
+        self.inner.router.with_user(user, |conns| !conns.is_empty())
+    }
+
+    /// Connections in the routing table.
+    pub fn connection_count(&self) -> usize {
+        self.inner.router.len()
+    }
+
+    /// Users with at least one connection in the routing table.
+    pub fn user_count(&self) -> usize {
+        self.inner.router.user_count()
+    }
+
+    /// Runs a whole connection over `transport` for an already
+    /// authenticated `user` (authentication happened at the upgrade): mint
+    /// id, accept, bind, run [`Handler::on_ready`], become Ready, dispatch
+    /// inbound messages until the connection ends, clean up.
+    ///
+    /// Returns how it ended. Every exit (including this future being
+    /// dropped) removes the connection from the routing table.
+    pub async fn serve<T: Transport, H: Handler>(
+        &self,
+        transport: T,
+        user: UserId,
+        handler: &H,
+    ) -> CloseReport {
+        let conn = self.connect().accept(transport);
+        match conn.authenticate(user).await {
+            Ok(conn) => self.run(conn, handler).await,
+            Err(report) => report,
+        }
+    }
+
+    /// Drives an authenticated connection to its end: on-ready hook (bounded
+    /// by `services_ready_timeout`), Ready, the reader loop, close.
+    pub async fn run<T: Transport, H: Handler>(
+        &self,
+        conn: Connection<Authenticated<T>>,
+        handler: &H,
+    ) -> CloseReport {
+        let span = conn.span().clone();
+        self.run_inner(conn, handler).instrument(span).await
+    }
+
+    async fn run_inner<T: Transport, H: Handler>(
+        &self,
+        conn: Connection<Authenticated<T>>,
+        handler: &H,
+    ) -> CloseReport {
+        let config = &self.inner.env.config;
+        let handle = conn.handle();
+        let hook = AssertUnwindSafe(handler.on_ready(&handle)).catch_unwind();
+        let early = match tokio::time::timeout(config.services_ready_timeout, hook).await {
+            Err(_) => Some(CloseCause::NotReadyInTime),
+            Ok(Err(_)) => Some(CloseCause::HandlerPanicked),
+            Ok(Ok(Err(frame))) => Some(CloseCause::Requested(frame)),
+            Ok(Ok(Ok(()))) => handle.shared.outbox.close_cause(),
+        };
+        if let Some(cause) = early {
+            let report = conn.close(cause).await;
+            notify_close(handler, &handle, &report);
+            return report;
+        }
+        let mut conn = conn.services_ready().ready();
+        let cause = loop {
+            let next = tokio::select! {
+                biased;
+                cause = handle.shared.outbox.closed() => break cause,
+                next = conn.stage.stream.next() => next,
+            };
+            let inbound = match next {
+                None => break CloseCause::PeerGone,
+                Some(Err(TransportError::MessageTooBig { .. })) => break CloseCause::MessageTooBig,
+                Some(Err(_)) => break CloseCause::TransportError,
+                Some(Ok(Message::Close(frame))) => break CloseCause::PeerClosed(frame),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(message)) if message.len() > config.max_message_size => {
+                    break CloseCause::MessageTooBig;
+                }
+                Some(Ok(Message::Text(text))) => Inbound::Text(text),
+                Some(Ok(Message::Binary(bytes))) => Inbound::Binary(bytes),
+            };
+            match AssertUnwindSafe(handler.on_message(&handle, inbound))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(frame)) => break CloseCause::Requested(frame),
+                Err(_) => break CloseCause::HandlerPanicked,
+            }
+        };
+        let report = conn.close(cause).await;
+        notify_close(handler, &handle, &report);
+        report
+    }
+}
+
+fn notify_close<H: Handler>(handler: &H, handle: &ConnectionHandle, report: &CloseReport) {
+    let closed = std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_close(handle, report)));
+    if closed.is_err() {
+        tracing::error!("on_close callback panicked");
+    }
+}

@@ -1,0 +1,132 @@
+//! The per-user routing table, sharded so that sends to different users on
+//! different cores do not meet on one lock.
+//!
+//! Two indexes, each sharded: user -> connections (for `send_to_user`) and
+//! connection -> entry (for `send_to_connection`). Lock order is always user
+//! shard, then connection shard, then a connection's outbox; no lock is held
+//! across `.await` (the router has no async code at all).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::config::ConnectionLimitPolicy;
+use crate::handle::ConnShared;
+use crate::id::{ConnectionId, UserId};
+
+/// A user already has the maximum number of connections on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LimitReached;
+
+type UserShard = HashMap<UserId, Vec<Arc<ConnShared>>>;
+type ConnShard = HashMap<ConnectionId, Arc<ConnShared>>;
+
+#[derive(Debug)]
+pub(crate) struct Router {
+    users: Box<[RwLock<UserShard>]>,
+    conns: Box<[RwLock<ConnShard>]>,
+    hasher: RandomState,
+}
+
+impl Router {
+    pub(crate) fn new(shards: usize) -> Self {
+        let shards = shards.clamp(1, 4096).next_power_of_two();
+        Router {
+            users: (0..shards).map(|_| RwLock::default()).collect(),
+            conns: (0..shards).map(|_| RwLock::default()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard<'a, K: Hash, T>(&self, shards: &'a [T], key: &K) -> Option<&'a T> {
+        let hash = self.hasher.hash_one(key) as usize;
+        shards.get(hash & (shards.len() - 1))
+    }
+
+    /// Adds `conn` under its user, applying the per-user limit. Returns the
+    /// connection evicted to make room, if any; the caller closes it outside
+    /// the router's locks.
+    pub(crate) fn insert(
+        &self,
+        conn: &Arc<ConnShared>,
+        limit: usize,
+        policy: ConnectionLimitPolicy,
+    ) -> Result<Option<Arc<ConnShared>>, LimitReached> {
+        let (Some(users), Some(conns)) = (
+            self.shard(&self.users, &conn.user),
+            self.shard(&self.conns, &conn.id),
+        ) else {
+            return Err(LimitReached);
+        };
+        let mut users = users.write();
+        let list = users.entry(conn.user.clone()).or_default();
+        let mut evicted = None;
+        if list.len() >= limit.max(1) {
+            match policy {
+                ConnectionLimitPolicy::RefuseNewest => return Err(LimitReached),
+                ConnectionLimitPolicy::EvictOldest => {
+                    if !list.is_empty() {
+                        evicted = Some(list.remove(0));
+                    }
+                }
+            }
+        }
+        list.push(Arc::clone(conn));
+        if let Some(old) = &evicted
+            && let Some(shard) = self.shard(&self.conns, &old.id)
+        {
+            shard.write().remove(&old.id);
+        }
+        conns.write().insert(conn.id.clone(), Arc::clone(conn));
+        Ok(evicted)
+    }
+
+    /// Removes `id` (bound to `user`) if present. Idempotent, and removes
+    /// only that connection's entries.
+    pub(crate) fn remove(&self, id: &ConnectionId, user: &UserId) -> bool {
+        let mut removed = false;
+        if let Some(users) = self.shard(&self.users, user) {
+            let mut users = users.write();
+            if let Some(list) = users.get_mut(user) {
+                let before = list.len();
+                list.retain(|c| &c.id != id);
+                removed = list.len() != before;
+                if list.is_empty() {
+                    users.remove(user);
+                }
+            }
+        }
+        if let Some(conns) = self.shard(&self.conns, id) {
+            conns.write().remove(id);
+        }
+        removed
+    }
+
+    /// Runs `f` over `user`'s connections under the shard's read lock.
+    /// `f` must not block or await.
+    pub(crate) fn with_user<R>(&self, user: &UserId, f: impl FnOnce(&[Arc<ConnShared>]) -> R) -> R {
+        match self.shard(&self.users, user) {
+            Some(shard) => {
+                let shard = shard.read();
+                f(shard.get(user).map(Vec::as_slice).unwrap_or_default())
+            }
+            None => f(&[]),
+        }
+    }
+
+    pub(crate) fn connection(&self, id: &ConnectionId) -> Option<Arc<ConnShared>> {
+        self.shard(&self.conns, id)?.read().get(id).cloned()
+    }
+
+    /// Connections in the table.
+    pub(crate) fn len(&self) -> usize {
+        self.conns.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Users with at least one connection in the table.
+    pub(crate) fn user_count(&self) -> usize {
+        self.users.iter().map(|s| s.read().len()).sum()
+    }
+}

@@ -1,0 +1,325 @@
+//! The connection state machine: one transition table, bounded history, and
+//! a `watch` channel so other tasks can wait for readiness without polling.
+//!
+//! ```text
+//! Connecting -> Accepted -> Authenticated -> ServicesReady -> Ready
+//!     |            |              |                |            |
+//!     +------------+--------------+----------------+------------+--> Closing -> Closed
+//!     +------------------------- error / timeout -----------------------------> Failed
+//! ```
+//!
+//! An illegal transition returns [`TransitionError`] and changes nothing.
+//! `Closed` and `Failed` absorb: every transition out of them is illegal.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// Id minted; the transport is not open yet.
+    Connecting,
+    /// The transport is open (the WebSocket upgrade completed).
+    Accepted,
+    /// Authentication bound a user; the connection is in the routing table.
+    Authenticated,
+    /// The application's on-ready hook finished.
+    ServicesReady,
+    /// Events flow to the transport.
+    Ready,
+    /// Closing: no new events are accepted; queued ones may still be written.
+    Closing,
+    /// Closed cleanly. Terminal.
+    Closed,
+    /// Ended by an error or timeout. Terminal.
+    Failed,
+}
+
+impl ConnectionState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [ConnectionState; 8] = [
+        ConnectionState::Connecting,
+        ConnectionState::Accepted,
+        ConnectionState::Authenticated,
+        ConnectionState::ServicesReady,
+        ConnectionState::Ready,
+        ConnectionState::Closing,
+        ConnectionState::Closed,
+        ConnectionState::Failed,
+    ];
+
+    /// Whether the state is `Closed` or `Failed`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, ConnectionState::Closed | ConnectionState::Failed)
+    }
+
+    /// The transition table: whether `self -> to` is legal.
+    pub fn can_transition_to(self, to: ConnectionState) -> bool {
+        use ConnectionState::*;
+        matches!(
+            (self, to),
+            (Connecting, Accepted)
+                | (Accepted, Authenticated)
+                | (Authenticated, ServicesReady)
+                | (ServicesReady, Ready)
+                | (
+                    Connecting | Accepted | Authenticated | ServicesReady | Ready,
+                    Closing
+                )
+                | (Closing, Closed)
+                | (
+                    Connecting | Accepted | Authenticated | ServicesReady | Ready | Closing,
+                    Failed
+                )
+        )
+    }
+
+    /// A stable lower-case name, used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Connecting => "connecting",
+            ConnectionState::Accepted => "accepted",
+            ConnectionState::Authenticated => "authenticated",
+            ConnectionState::ServicesReady => "services_ready",
+            ConnectionState::Ready => "ready",
+            ConnectionState::Closing => "closing",
+            ConnectionState::Closed => "closed",
+            ConnectionState::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ConnectionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A transition the table does not allow; the state was left unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("illegal connection state transition {from} -> {to}")]
+pub struct TransitionError {
+    /// The state the machine was (and still is) in.
+    pub from: ConnectionState,
+    /// The state that was asked for.
+    pub to: ConnectionState,
+}
+
+/// One recorded transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The state left.
+    pub from: ConnectionState,
+    /// The state entered.
+    pub to: ConnectionState,
+    /// Why, as a short machine-readable code (for example `auth_ok`).
+    pub reason: &'static str,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// How many transitions [`StateMachine::history`] keeps. A connection's
+/// longest legal path has 7, so 16 always holds the whole story.
+pub const HISTORY_LEN: usize = 16;
+
+/// The state of one connection, its history, and the channel observers wait
+/// on.
+///
+/// Only the code that owns the connection mutates it (`&mut self`); other
+/// tasks hold a [`StateWatch`].
+#[derive(Debug)]
+pub struct StateMachine {
+    tx: watch::Sender<ConnectionState>,
+    history: VecDeque<Transition>,
+}
+
+impl Default for StateMachine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StateMachine {
+    /// A machine in `Connecting`.
+    pub fn new() -> Self {
+        StateMachine {
+            tx: watch::Sender::new(ConnectionState::Connecting),
+            history: VecDeque::with_capacity(HISTORY_LEN),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConnectionState {
+        *self.tx.borrow()
+    }
+
+    /// Moves to `to`, recording `reason`.
+    ///
+    /// # Errors
+    ///
+    /// [`TransitionError`] when the table does not allow it; the state and
+    /// history are unchanged.
+    pub fn transition(
+        &mut self,
+        to: ConnectionState,
+        reason: &'static str,
+    ) -> Result<ConnectionState, TransitionError> {
+        let from = self.state();
+        if !from.can_transition_to(to) {
+            return Err(TransitionError { from, to });
+        }
+        self.tx.send_replace(to);
+        if self.history.len() == HISTORY_LEN {
+            self.history.pop_front();
+        }
+        self.history.push_back(Transition {
+            from,
+            to,
+            reason,
+            at: SystemTime::now(),
+        });
+        Ok(from)
+    }
+
+    /// The last [`HISTORY_LEN`] transitions, oldest first.
+    pub fn history(&self) -> impl ExactSizeIterator<Item = &Transition> {
+        self.history.iter()
+    }
+
+    /// A handle other tasks use to observe the state.
+    pub fn watch(&self) -> StateWatch {
+        StateWatch {
+            rx: self.tx.subscribe(),
+        }
+    }
+}
+
+/// Why [`StateWatch::wait_ready`] returned without the connection being
+/// ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The deadline passed first.
+    #[error("connection not ready within {0:?}")]
+    Timeout(Duration),
+    /// The connection reached this state (closing, closed or failed) and will
+    /// never become ready.
+    #[error("connection will never be ready: it is {0}")]
+    Ended(ConnectionState),
+}
+
+/// A read-only view of a connection's state for other tasks.
+#[derive(Debug, Clone)]
+pub struct StateWatch {
+    rx: watch::Receiver<ConnectionState>,
+}
+
+impl StateWatch {
+    /// The current state.
+    pub fn state(&self) -> ConnectionState {
+        *self.rx.borrow()
+    }
+
+    /// Waits until the connection is `Ready`, at most `timeout`.
+    ///
+    /// Built on [`watch::Receiver::wait_for`]: it wakes on each transition,
+    /// never polls.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::Ended`] once the connection is closing, closed or failed
+    /// (it can no longer become ready); [`WaitError::Timeout`] when the
+    /// deadline passes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future loses nothing.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), WaitError> {
+        let mut rx = self.rx.clone();
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| {
+                *s == ConnectionState::Ready || s.is_terminal() || *s == ConnectionState::Closing
+            }),
+        )
+        .await;
+        let seen = match waited {
+            Err(_) => return Err(WaitError::Timeout(timeout)),
+            Ok(Ok(state)) => Some(*state),
+            Ok(Err(_)) => None,
+        };
+        match seen {
+            Some(ConnectionState::Ready) => Ok(()),
+            Some(state) => Err(WaitError::Ended(state)),
+            // The sender is gone: the connection's owner dropped it, so it
+            // will never become ready; report the last state it had.
+            None => Err(WaitError::Ended(*self.rx.borrow())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ConnectionState::*;
+
+    #[test]
+    fn happy_path_is_legal() {
+        let mut sm = StateMachine::new();
+        for to in [
+            Accepted,
+            Authenticated,
+            ServicesReady,
+            Ready,
+            Closing,
+            Closed,
+        ] {
+            assert!(sm.transition(to, "test").is_ok(), "-> {to}");
+        }
+        assert_eq!(sm.history().len(), 6);
+    }
+
+    #[test]
+    fn illegal_leaves_state() {
+        let mut sm = StateMachine::new();
+        let err = sm.transition(Ready, "skip");
+        assert_eq!(
+            err,
+            Err(TransitionError {
+                from: Connecting,
+                to: Ready
+            })
+        );
+        assert_eq!(sm.state(), Connecting);
+        assert_eq!(sm.history().len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_ready_wakes_and_times_out() {
+        let mut sm = StateMachine::new();
+        let watch = sm.watch();
+        assert_eq!(
+            watch.wait_ready(Duration::from_secs(1)).await,
+            Err(WaitError::Timeout(Duration::from_secs(1)))
+        );
+        let waiter = tokio::spawn({
+            let watch = watch.clone();
+            async move { watch.wait_ready(Duration::from_secs(10)).await }
+        });
+        for to in [Accepted, Authenticated, ServicesReady, Ready] {
+            sm.transition(to, "t").unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(waiter.await.ok(), Some(Ok(())));
+        sm.transition(Failed, "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            watch.wait_ready(Duration::from_secs(1)).await,
+            Err(WaitError::Ended(Failed))
+        );
+    }
+}

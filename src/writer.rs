@@ -1,0 +1,100 @@
+//! The one task per connection that writes to its transport.
+//!
+//! It drains the outbox in batches (one lock per batch, one flush per batch,
+//! so a burst of events costs one write), checks each event's addressee once
+//! more, splices in the sequence number, and stops after sending the close
+//! frame. Nothing else ever touches the sink.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::close::CloseCause;
+use crate::emitter::{Drain, Queued};
+use crate::handle::ConnShared;
+use crate::metrics::Metrics;
+use crate::transport::{Message, TransportSink};
+
+/// Events taken from the outbox and not yet written. Whatever is left when
+/// it drops (a failed write, or the task aborted after the close timeout) is
+/// counted as dropped, so no event vanishes uncounted.
+struct Batch {
+    items: VecDeque<Queued>,
+    shared: Arc<ConnShared>,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        let n = self.items.len() as u64;
+        Metrics::add(&self.shared.env.metrics.c.dropped_on_close, n);
+    }
+}
+
+const BATCH: usize = 64;
+
+pub(crate) async fn run<S: TransportSink>(shared: Arc<ConnShared>, mut sink: S) {
+    let write_timeout = shared.env.config.write_timeout;
+    let mut batch = Batch {
+        items: VecDeque::with_capacity(BATCH),
+        shared: Arc::clone(&shared),
+    };
+    let mut scratch = Vec::with_capacity(BATCH);
+    loop {
+        match shared.outbox.drain(&mut scratch, BATCH) {
+            Drain::Wait => {
+                shared.outbox.writer_wake().await;
+                continue;
+            }
+            Drain::Close(frame) => {
+                // Best effort: the peer may already be gone.
+                let _ = tokio::time::timeout(write_timeout, sink.close(frame)).await;
+                return;
+            }
+            Drain::Items => batch.items.extend(scratch.drain(..)),
+        }
+        if let Err(cause) = write_batch(&shared, &mut batch, &mut sink).await {
+            tracing::debug!(cause = cause.as_str(), "writer stopping");
+            shared.outbox.request_close(cause.clone());
+            if cause == CloseCause::SlowConsumer {
+                let _ = tokio::time::timeout(write_timeout, sink.close(cause.frame())).await;
+            }
+            return;
+        }
+    }
+}
+
+async fn write_batch<S: TransportSink>(
+    shared: &ConnShared,
+    batch: &mut Batch,
+    sink: &mut S,
+) -> Result<(), CloseCause> {
+    let metrics = &shared.env.metrics;
+    let write_timeout = shared.env.config.write_timeout;
+    while let Some(q) = batch.items.front() {
+        // Second isolation check, on the write path itself: the outbox
+        // already refused misaddressed events, so this only fires on a bug,
+        // and then refuses rather than writes.
+        if !q.event.is_for(&shared.id, &shared.user) {
+            Metrics::inc(&metrics.c.isolation_refusals);
+            tracing::error!("writer refused an event addressed to another user or connection");
+            batch.items.pop_front();
+            continue;
+        }
+        let mut text = String::new();
+        q.event
+            .event
+            .write_frame(q.seq, shared.wire_mode, &mut text);
+        match tokio::time::timeout(write_timeout, sink.feed(Message::Text(text))).await {
+            Ok(Ok(())) => {
+                batch.items.pop_front();
+                Metrics::inc(&metrics.c.events_written);
+            }
+            Ok(Err(_)) => return Err(CloseCause::TransportError),
+            Err(_) => return Err(CloseCause::SlowConsumer),
+        }
+    }
+    match tokio::time::timeout(write_timeout, sink.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(CloseCause::TransportError),
+        Err(_) => Err(CloseCause::SlowConsumer),
+    }
+}
