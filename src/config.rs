@@ -105,6 +105,11 @@ pub struct HubConfig {
     /// Longest a single write to the transport may take before the
     /// slow-consumer policy closes the connection. Default: 1 s.
     pub write_timeout: Duration,
+    /// Longest authentication may take once the transport is open
+    /// ([`Hub::serve_with_auth`](crate::Hub::serve_with_auth)); then close
+    /// 4408. Default: 15 s (Centrifuge closes a connection that has not
+    /// authenticated after 15 s; SignalR's handshake timeout is 15 s).
+    pub auth_timeout: Duration,
     /// Longest the application's on-ready hook may take; then close 1013.
     /// Default: 10 s.
     pub services_ready_timeout: Duration,
@@ -136,6 +141,7 @@ impl Default for HubConfig {
             outbound_queue: BufferLimit::default(),
             slow_consumer: SlowConsumerPolicy::default(),
             write_timeout: Duration::from_secs(1),
+            auth_timeout: Duration::from_secs(15),
             services_ready_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             max_message_size: 64 * 1024,

@@ -14,7 +14,7 @@
 //!
 //! A wrong chain is a type error, for example:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! use ws_lifecycle::{Hub, event::{Event, EventName}, id::UserId, transport::memory};
 //! # async fn f() {
 //! let hub = Hub::new();
@@ -34,13 +34,14 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
+use crate::auth::{AuthError, AuthOutcome};
 use crate::close::CloseCause;
 use crate::emitter::Outbox;
 use crate::event::Event;
 use crate::handle::{ConnShared, ConnectionHandle, SendError};
 use crate::handler::CloseReport;
 use crate::hub::Hub;
-use crate::id::{ConnectionId, UserId};
+use crate::id::ConnectionId;
 use crate::metrics::Metrics;
 use crate::state::{ConnectionState, StateMachine, StateWatch, Transition, TransitionError};
 use crate::transport::{Transport, TransportSink};
@@ -268,22 +269,20 @@ impl Connection<Connecting> {
         }
     }
 
-    /// The upgrade was refused (for example authentication failed before
-    /// it): the connection ends `Failed` without ever having a transport.
-    pub fn refuse(mut self, reason: &'static str) -> CloseReport {
-        let _ = self.core.transition(ConnectionState::Failed, reason);
-        CloseReport {
-            connection_id: self.core.id.clone(),
-            user: None,
-            cause: CloseCause::PeerGone,
-            state: ConnectionState::Failed,
-            undelivered: 0,
-        }
+    /// Authentication failed before the upgrade: the connection ends
+    /// `Failed` without ever having had a transport, and the failure is
+    /// counted under its code. The adapter answers with
+    /// [`AuthError::http_status`].
+    pub fn refuse(mut self, error: &AuthError) -> CloseReport {
+        self.core.hub.env().metrics.auth_failure(error.code());
+        let cause = CloseCause::AuthFailed(error.close_frame());
+        self.core.finish(&cause)
     }
 }
 
 impl<T: Transport> Connection<Accepted<T>> {
-    /// Binds `user` and enters the routing table.
+    /// Binds the authenticated user and enters the routing table: from now
+    /// on events addressed to the user are buffered for this connection.
     ///
     /// # Errors
     ///
@@ -293,13 +292,13 @@ impl<T: Transport> Connection<Accepted<T>> {
     /// closed with 4429 and its report returned.
     pub async fn authenticate(
         mut self,
-        user: UserId,
+        outcome: AuthOutcome,
     ) -> Result<Connection<Authenticated<T>>, CloseReport> {
         let env = Arc::clone(self.core.hub.env());
         let shared = Arc::new(ConnShared {
             id: self.core.id.clone(),
-            user,
-            wire_mode: env.config.wire_mode,
+            user: outcome.user,
+            wire_mode: outcome.wire_mode.unwrap_or(env.config.wire_mode),
             outbox: Outbox::new(),
             state: self.core.sm.watch(),
             env: Arc::clone(&env),
@@ -340,8 +339,17 @@ impl<T: Transport> Connection<Accepted<T>> {
         })
     }
 
-    /// Closes the connection (for example after a failed authentication:
-    /// `CloseCause::AuthFailed`) and returns its report.
+    /// Authentication failed after the upgrade: counts the failure under
+    /// its code and closes with [`AuthError::close_frame`] (4401, 4403, …),
+    /// so a browser learns why. The connection never entered the routing
+    /// table.
+    pub async fn reject(self, error: &AuthError) -> CloseReport {
+        self.core.hub.env().metrics.auth_failure(error.code());
+        self.close(CloseCause::AuthFailed(error.close_frame()))
+            .await
+    }
+
+    /// Closes the connection and returns its report.
     pub async fn close(mut self, cause: CloseCause) -> CloseReport {
         self.core.close_with(&mut self.stage.sink, cause).await
     }

@@ -70,8 +70,10 @@ pub trait Handler: Send + Sync {
     }
 }
 
-/// How a connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a connection ended. Also the error of a connection step that ended
+/// it (for example a refused [`authenticate`](crate::connection::Connection::authenticate)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("connection {connection_id} ended ({state}): {cause}")]
 #[non_exhaustive]
 pub struct CloseReport {
     /// The connection.

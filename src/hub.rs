@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
+use crate::auth::{AuthError, AuthOutcome, Authenticator, HandshakeRequest};
 use crate::close::CloseCause;
 use crate::config::HubConfig;
 use crate::connection::{Authenticated, Connecting, Connection};
@@ -134,17 +135,20 @@ impl HubBuilder {
 /// let hub = Hub::new();
 /// let alice = UserId::new("alice")?;
 /// let (transport, mut client) = memory::pair(16);
-/// let server = tokio::spawn({
-///     let (hub, alice) = (hub.clone(), alice.clone());
-///     async move { hub.serve(transport, alice, &Quiet).await }
-/// });
 ///
-/// // Sent before the connection is ready: buffered, then flushed in order.
+/// // Bound to alice and routable, not ready yet: events are buffered.
+/// let conn = hub.connect().accept(transport).authenticate(alice.clone().into()).await?;
 /// let hello = Event::custom(EventName::new("hello")?, serde_json::json!("hi"));
-/// let _ = hub.send_to_user(&alice, &hello)?;
+/// assert_eq!(hub.send_to_user(&alice, &hello)?.buffered, 1);
 ///
+/// // Drive it: on-ready hook, Ready (the buffer is flushed), reader loop.
+/// let server = tokio::spawn({
+///     let hub = hub.clone();
+///     async move { hub.run(conn, &Quiet).await }
+/// });
 /// let Some(Message::Text(frame)) = client.recv().await else { panic!() };
 /// assert_eq!(frame, r#"{"v":1,"seq":1,"type":"hello","payload":"hi"}"#);
+///
 /// client.close(None).await;
 /// let report = server.await?;
 /// assert!(!hub.is_online(&alice));
@@ -299,23 +303,63 @@ impl Hub {
         self.inner.router.user_count()
     }
 
-    /// Runs a whole connection over `transport` for an already
-    /// authenticated `user` (authentication happened at the upgrade): mint
-    /// id, accept, bind, run [`Handler::on_ready`], become Ready, dispatch
-    /// inbound messages until the connection ends, clean up.
+    /// Runs a whole connection over `transport` for a user authenticated at
+    /// the upgrade (the adapters' path): mint the id, accept, bind the user
+    /// (entering the routing table), run [`Handler::on_ready`], become Ready
+    /// and flush what was buffered, dispatch inbound messages until the
+    /// connection ends, clean up.
     ///
-    /// Returns how it ended. Every exit (including this future being
-    /// dropped) removes the connection from the routing table.
+    /// Returns how it ended. Every exit, including this future being
+    /// dropped, removes the connection from the routing table.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future ends the connection (`Failed`, cause `dropped`)
+    /// and removes it from the routing table; queued events are counted as
+    /// dropped.
     pub async fn serve<T: Transport, H: Handler>(
         &self,
         transport: T,
-        user: UserId,
+        auth: impl Into<AuthOutcome>,
         handler: &H,
     ) -> CloseReport {
         let conn = self.connect().accept(transport);
-        match conn.authenticate(user).await {
+        match conn.authenticate(auth.into()).await {
             Ok(conn) => self.run(conn, handler).await,
             Err(report) => report,
+        }
+    }
+
+    /// Like [`serve`](Hub::serve), but authenticates after the transport is
+    /// open, with `authenticator` reading `request`, bounded by
+    /// [`HubConfig::auth_timeout`]. A failure closes the connection with
+    /// [`AuthError::close_frame`] (4401, 4403, 4408 …) and counts it; the
+    /// connection never enters the routing table.
+    ///
+    /// This is the path for clients that must learn *why* they were refused
+    /// (a browser cannot read the HTTP status of a refused upgrade).
+    pub async fn serve_with_auth<T: Transport, A: Authenticator, H: Handler>(
+        &self,
+        transport: T,
+        request: &HandshakeRequest,
+        authenticator: &A,
+        handler: &H,
+    ) -> CloseReport {
+        let conn = self.connect().accept(transport);
+        let deadline = self.inner.env.config.auth_timeout;
+        let outcome = tokio::time::timeout(deadline, authenticator.authenticate(request))
+            .instrument(conn.span().clone())
+            .await
+            .unwrap_or(Err(AuthError::Timeout));
+        match outcome {
+            Ok(outcome) => match conn.authenticate(outcome).await {
+                Ok(conn) => self.run(conn, handler).await,
+                Err(report) => report,
+            },
+            Err(error) => {
+                tracing::info!(parent: conn.span(), code = error.code(), "authentication failed");
+                conn.reject(&error).await
+            }
         }
     }
 

@@ -40,6 +40,7 @@
 //! use ws_lifecycle::id::UserId;
 //! use ws_lifecycle::transport::{memory, Message};
 //!
+//! /// The application: here it ignores inbound messages.
 //! struct App;
 //! impl Handler for App {
 //!     async fn on_message(&self, _: &ConnectionHandle, _: Inbound) -> Result<(), CloseFrame> {
@@ -53,13 +54,15 @@
 //! let (alice, bob) = (UserId::new("alice")?, UserId::new("bob")?);
 //! let mut clients = Vec::new();
 //! for user in [&alice, &alice, &bob] {
+//!     // An adapter does this after the upgrade; here the transport is in memory.
 //!     let (transport, client) = memory::pair(64);
-//!     let (hub, user) = (hub.clone(), user.clone());
-//!     tokio::spawn(async move { hub.serve(transport, user, &App).await });
+//!     let conn = hub.connect().accept(transport).authenticate(user.clone().into()).await?;
+//!     let hub = hub.clone();
+//!     tokio::spawn(async move { hub.run(conn, &App).await });
 //!     clients.push(client);
 //! }
-//! # while hub.connection_count() < 3 { tokio::task::yield_now().await; }
 //!
+//! // One run, five events, to both of alice's connections and not to bob's.
 //! let ctx = hub.ids().mint_context(&alice);
 //! for kind in AgentEventKind::ALL {
 //!     let event = Event::agent(kind, &ctx.run, serde_json::json!({}));
@@ -68,10 +71,11 @@
 //! }
 //! for client in &mut clients[..2] {
 //!     for (seq, kind) in (1..).zip(AgentEventKind::ALL) {
-//!         let Some(Message::Text(frame)) = client.recv().await else { panic!() };
+//!         let Some(Message::Text(frame)) = client.recv().await else { panic!("closed") };
 //!         let frame: serde_json::Value = serde_json::from_str(&frame)?;
 //!         assert_eq!(frame["seq"], seq);
 //!         assert_eq!(frame["type"], kind.name());
+//!         assert_eq!(frame["run_id"], ctx.run.as_str());
 //!     }
 //! }
 //! # Ok(()) }
@@ -86,6 +90,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod auth;
 pub mod close;
 pub mod config;
 pub mod connection;

@@ -113,7 +113,6 @@ impl Metrics {
     }
 
     /// Counts an authentication failure under its stable error code.
-    #[allow(dead_code)] // wired up by the auth module
     pub(crate) fn auth_failure(&self, code: &'static str) {
         *self.auth_failures.lock().entry(code).or_default() += 1;
     }

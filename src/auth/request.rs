@@ -1,0 +1,188 @@
+//! [`HandshakeRequest`]: a framework-free view of a WebSocket upgrade request.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use super::AuthError;
+
+/// The parts of an upgrade request that authentication and routing need:
+/// headers (every value of a repeated header, in order), the offered
+/// subprotocols, the query string and the peer address. No framework types,
+/// so one [`Authenticator`](super::Authenticator) serves every adapter.
+///
+/// Header names are matched case-insensitively. The offered subprotocols are
+/// every `Sec-WebSocket-Protocol` line joined, split on commas and trimmed;
+/// [`HandshakeRequestBuilder::build`] refuses a request whose entries break
+/// the RFC 6455 token grammar.
+///
+/// `Debug` prints header names only: values may hold a token.
+///
+/// # Examples
+///
+/// ```
+/// use ws_lifecycle::auth::HandshakeRequest;
+///
+/// let request = HandshakeRequest::builder()
+///     .header("Sec-WebSocket-Protocol", "jwt-auth, jwt.abc")
+///     .header("Origin", "https://app.example")
+///     .build()?;
+/// assert_eq!(request.subprotocols(), ["jwt-auth", "jwt.abc"]);
+/// assert_eq!(request.origin(), Some("https://app.example"));
+/// # Ok::<(), ws_lifecycle::auth::AuthError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct HandshakeRequest {
+    headers: Vec<(String, String)>,
+    subprotocols: Vec<String>,
+    query: Option<String>,
+    peer_addr: Option<SocketAddr>,
+}
+
+impl fmt::Debug for HandshakeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandshakeRequest")
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("subprotocols", &self.subprotocols.len())
+            .field("peer_addr", &self.peer_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HandshakeRequest {
+    /// A builder; adapters fill it from their framework's request.
+    pub fn builder() -> HandshakeRequestBuilder {
+        HandshakeRequestBuilder::default()
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name` (case-insensitive), in request order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The offered subprotocols, in order.
+    pub fn subprotocols(&self) -> &[String] {
+        &self.subprotocols
+    }
+
+    /// The `Origin` header.
+    pub fn origin(&self) -> Option<&str> {
+        self.header("origin")
+    }
+
+    /// The raw query string (without `?`).
+    pub fn query(&self) -> Option<&str> {
+        self.query.as_deref()
+    }
+
+    /// The peer's address, when the adapter knows it.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
+    }
+}
+
+/// Builds a [`HandshakeRequest`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct HandshakeRequestBuilder {
+    request: HandshakeRequest,
+}
+
+impl HandshakeRequestBuilder {
+    /// Adds one header line. Repeated names keep every value.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.request.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the query string (without `?`).
+    pub fn query(mut self, query: impl Into<String>) -> Self {
+        self.request.query = Some(query.into());
+        self
+    }
+
+    /// Sets the peer address.
+    pub fn peer_addr(mut self, addr: SocketAddr) -> Self {
+        self.request.peer_addr = Some(addr);
+        self
+    }
+
+    /// Parses the offered subprotocols and returns the request.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Malformed`] when a `Sec-WebSocket-Protocol` entry is
+    /// empty or is not an RFC 6455 token (RFC 7230 `tchar`s only).
+    pub fn build(mut self) -> Result<HandshakeRequest, AuthError> {
+        let mut offered = Vec::new();
+        for line in self.request.header_values("sec-websocket-protocol") {
+            for entry in line.split(',') {
+                let entry = entry.trim_matches([' ', '\t']);
+                if entry.is_empty() || !entry.bytes().all(is_tchar) {
+                    return Err(AuthError::Malformed("invalid Sec-WebSocket-Protocol entry"));
+                }
+                offered.push(entry.to_owned());
+            }
+        }
+        self.request.subprotocols = offered;
+        Ok(self.request)
+    }
+}
+
+/// RFC 7230 `tchar`: the characters a subprotocol token may use.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subprotocol_lines_are_joined_split_and_trimmed() {
+        let request = HandshakeRequest::builder()
+            .header("Sec-WebSocket-Protocol", " jwt-auth ,jwt.a.b")
+            .header("sec-websocket-protocol", "chat")
+            .build();
+        assert_eq!(
+            request.as_ref().map(HandshakeRequest::subprotocols),
+            Ok(&[
+                "jwt-auth".to_owned(),
+                "jwt.a.b".to_owned(),
+                "chat".to_owned()
+            ][..])
+        );
+    }
+
+    #[test]
+    fn bad_subprotocol_grammar_is_malformed() {
+        for bad in ["a,,b", "a b", "jwt.{x}", ""] {
+            let request = HandshakeRequest::builder()
+                .header("Sec-WebSocket-Protocol", bad)
+                .build();
+            assert!(matches!(request, Err(AuthError::Malformed(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_header_values() {
+        let request = HandshakeRequest::builder()
+            .header("Authorization", "Bearer secret-token")
+            .build();
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("secret-token"), "{shown}");
+    }
+}
