@@ -124,6 +124,13 @@ impl MemoryClient {
         self.rx.recv().await
     }
 
+    /// The next message if one is already waiting, without waiting: `None`
+    /// when nothing has been written (or the server side is gone). Lets a
+    /// test assert that nothing reached the transport yet.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.rx.try_recv().ok()
+    }
+
     /// Sends a close frame and stops sending.
     pub async fn close(&mut self, frame: Option<CloseFrame>) {
         if let Some(tx) = self.tx.take() {
