@@ -53,6 +53,13 @@ pub(crate) struct Queued {
     weight: usize,
 }
 
+impl Queued {
+    pub(crate) fn new(seq: u64, event: Arc<Routed>) -> Self {
+        let weight = event.event.weight();
+        Queued { seq, event, weight }
+    }
+}
+
 /// Where an accepted event went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Accepted {
@@ -201,11 +208,7 @@ impl Outbox {
         let seq = s.next_seq;
         s.next_seq += 1;
         let was_empty = s.queue.is_empty();
-        s.queue.push_back(Queued {
-            seq,
-            event: Arc::clone(event),
-            weight,
-        });
+        s.queue.push_back(Queued::new(seq, Arc::clone(event)));
         s.bytes += weight;
         let open = s.open;
         drop(s);
@@ -304,5 +307,51 @@ impl Outbox {
         drop(s);
         Metrics::add(&metrics.c.dropped_on_close, n);
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventName};
+    use crate::id::{IdGenerator, UlidGenerator};
+
+    fn routed(to: Addressee) -> Arc<Routed> {
+        let name = EventName::new("e").unwrap_or_else(|e| panic!("{e}"));
+        let event = Event::custom(name, serde_json::json!(1)).encode();
+        Arc::new(Routed {
+            to,
+            event: event.unwrap_or_else(|e| panic!("{e}")),
+        })
+    }
+
+    #[test]
+    fn a_misaddressed_event_is_refused_counted_and_takes_no_sequence_number() {
+        let ids = UlidGenerator::new();
+        let (conn, other_conn) = (ids.mint_connection_id(), ids.mint_connection_id());
+        let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
+        let bob = UserId::new("bob").unwrap_or_else(|e| panic!("{e}"));
+        let (config, metrics) = (HubConfig::default(), Metrics::default());
+        let outbox = Outbox::new();
+        let owner = (&conn, &alice);
+        for wrong in [Addressee::User(bob), Addressee::Connection(other_conn)] {
+            let pushed = outbox.push(owner, &routed(wrong), &config, &metrics);
+            assert_eq!(pushed, Err(Refused::Misaddressed));
+        }
+        assert_eq!(metrics.snapshot().isolation_refusals, 2);
+        let right = outbox.push(
+            owner,
+            &routed(Addressee::User(alice.clone())),
+            &config,
+            &metrics,
+        );
+        assert_eq!(right, Ok((1, Accepted::Buffered)));
+        let direct = outbox.push(
+            owner,
+            &routed(Addressee::Connection(conn.clone())),
+            &config,
+            &metrics,
+        );
+        assert_eq!(direct, Ok((2, Accepted::Buffered)));
     }
 }

@@ -154,7 +154,11 @@ impl ConnectionHandle {
     }
 
     /// Asks the connection to close with `frame` after writing what is
-    /// already queued. Returns `false` if it was already closing.
+    /// already queued (bounded by
+    /// [`close_timeout`](crate::config::HubConfig::close_timeout)); a
+    /// connection not yet Ready first becomes Ready once its on-ready hook
+    /// succeeds, so its buffer is written too. Returns `false` if it was
+    /// already closing (the first close wins).
     pub fn close(&self, frame: CloseFrame) -> bool {
         self.shared
             .outbox

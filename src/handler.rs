@@ -47,6 +47,10 @@ pub trait Handler: Send + Sync {
     /// meanwhile are buffered and flushed, in order, when it becomes Ready.
     /// Bounded by [`HubConfig::services_ready_timeout`](crate::config::HubConfig::services_ready_timeout)
     /// (then close 1013).
+    ///
+    /// Returning a [`CloseFrame`] closes the connection without it ever
+    /// becoming Ready: what was buffered is not written, and is reported in
+    /// [`CloseReport::undelivered`].
     fn on_ready(
         &self,
         conn: &ConnectionHandle,

@@ -386,7 +386,10 @@ impl Hub {
             Err(_) => Some(CloseCause::NotReadyInTime),
             Ok(Err(_)) => Some(CloseCause::HandlerPanicked),
             Ok(Ok(Err(frame))) => Some(CloseCause::Requested(frame)),
-            Ok(Ok(Ok(()))) => handle.shared.outbox.close_cause(),
+            // An orderly close asked for meanwhile (`ConnectionHandle::close`)
+            // still becomes Ready, so what was buffered is written before the
+            // close frame; any other cause ends the connection here.
+            Ok(Ok(Ok(()))) => handle.shared.outbox.close_cause().filter(|c| !c.drains()),
         };
         if let Some(cause) = early {
             let report = conn.close(cause).await;

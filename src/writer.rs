@@ -98,3 +98,60 @@ async fn write_batch<S: TransportSink>(
         Err(_) => Err(CloseCause::SlowConsumer),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HubConfig;
+    use crate::emitter::{Addressee, Outbox, Routed};
+    use crate::event::{Event, EventName, WireMode};
+    use crate::hub::Env;
+    use crate::id::{IdGenerator, UlidGenerator, UserId};
+    use crate::state::StateMachine;
+    use crate::transport::{Transport, memory};
+
+    #[tokio::test]
+    async fn the_write_path_refuses_an_event_for_another_user() {
+        let env = Arc::new(Env {
+            config: HubConfig::default(),
+            metrics: Metrics::default(),
+        });
+        let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
+        let bob = UserId::new("bob").unwrap_or_else(|e| panic!("{e}"));
+        let shared = Arc::new(ConnShared {
+            id: UlidGenerator::new().mint_connection_id(),
+            user: alice.clone(),
+            wire_mode: WireMode::Named,
+            outbox: Outbox::new(),
+            state: StateMachine::new().watch(),
+            env: Arc::clone(&env),
+        });
+        let routed = |to: UserId, n: i32| {
+            let name = EventName::new("e").unwrap_or_else(|e| panic!("{e}"));
+            let event = Event::custom(name, serde_json::json!(n)).encode();
+            Arc::new(Routed {
+                to: Addressee::User(to),
+                event: event.unwrap_or_else(|e| panic!("{e}")),
+            })
+        };
+        // Simulates a router bug: bob's event already in alice's queue.
+        let mut batch = Batch {
+            items: VecDeque::from([
+                Queued::new(1, routed(bob, 1)),
+                Queued::new(2, routed(alice, 2)),
+            ]),
+            shared: Arc::clone(&shared),
+        };
+        let (transport, mut client) = memory::pair(4);
+        let (mut sink, _stream) = transport.split();
+        let written = write_batch(&shared, &mut batch, &mut sink).await;
+        assert_eq!(written, Ok(()));
+        let Some(Message::Text(frame)) = client.try_recv() else {
+            panic!("nothing written")
+        };
+        assert_eq!(frame, r#"{"v":1,"seq":2,"type":"e","payload":2}"#);
+        assert_eq!(client.try_recv(), None, "bob's event reached alice");
+        let m = env.metrics.snapshot();
+        assert_eq!((m.isolation_refusals, m.events_written), (1, 1));
+    }
+}
