@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The full suite: what CI runs and what a contributor runs before pushing.
+#
+#   scripts/test.sh
+#
+# 1. Installs the external programs the feature-gated suites need when they
+#    are missing: redis-server (multi-node tests) and chromium (browser
+#    tests), with apt-get when run as root. Not root? Install them by hand:
+#        sudo apt-get update && sudo apt-get install -y redis-server chromium
+# 2. cargo fmt --check
+# 3. cargo clippy --all-targets --all-features -- -D warnings
+# 4. cargo test --all-features
+#
+# Plain `cargo test` needs none of the external programs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing ${need[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: missing ${need[*]}; install with:" >&2
+    echo "    sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets --all-features -- -D warnings"
+cargo clippy --all-targets --all-features -- -D warnings
+echo "== cargo test --all-features"
+cargo test --all-features
