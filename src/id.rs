@@ -18,7 +18,7 @@
 //!
 //! [`FromStr`] (and serde) parse that default form strictly: the kind prefix,
 //! 26 upper-case Crockford base32 characters, and for a run id a run part
-//! minted after its thread part. A generator with its own format builds ids
+//! minted after its thread part and carrying its thread's check. A generator with its own format builds ids
 //! with the checked `from_custom` constructors instead.
 //!
 //! [`UserId`] is different: it comes from the application (usually the auth
@@ -91,6 +91,9 @@ pub enum IdProblem {
     /// The run id's run part sorts before its thread part, so it was not
     /// minted for that thread.
     RunBeforeThread,
+    /// The run id's run part does not carry its thread part's check, so the
+    /// two were not minted together (one of them was altered or spliced).
+    ThreadMismatch,
     /// The input contained a control character.
     ControlCharacter,
     /// The input contained a character the id grammar does not allow.
@@ -106,6 +109,7 @@ impl fmt::Display for IdProblem {
             IdProblem::InvalidUlid => "its body is not a 26-character upper-case ULID",
             IdProblem::InvalidThreadPart => "its thread part is not a valid ULID",
             IdProblem::RunBeforeThread => "its run part was not minted after its thread part",
+            IdProblem::ThreadMismatch => "its run part was not minted for its thread part",
             IdProblem::ControlCharacter => "it contains a control character",
             IdProblem::InvalidCharacter => "it contains a character outside [A-Za-z0-9_-]",
         })
@@ -122,23 +126,22 @@ pub struct IdError {
     input: String,
 }
 
-/// Longest input quoted in an [`IdError`], so a hostile megabyte id does not
-/// become a megabyte log line.
+/// Most characters of the input quoted in an [`IdError`], so a hostile
+/// megabyte id does not become a megabyte log line.
 const QUOTE_MAX: usize = 48;
 
 impl IdError {
     fn new(kind: IdKind, problem: IdProblem, input: &str) -> Self {
-        let mut end = input.len().min(QUOTE_MAX);
-        while !input.is_char_boundary(end) {
-            end -= 1;
-        }
+        // Anything that is not plainly printable (controls, combining marks,
+        // zero-width and format characters) becomes `?`, so the quote stays
+        // short after `Debug` escaping and cannot forge log lines.
+        let printable = |c: char| c == ' ' || c.is_ascii_graphic() || c.is_alphanumeric();
         let mut quoted: String = input
-            .get(..end)
-            .unwrap_or_default()
             .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
+            .take(QUOTE_MAX)
+            .map(|c| if printable(c) { c } else { '?' })
             .collect();
-        if end < input.len() {
+        if input.chars().nth(QUOTE_MAX).is_some() {
             quoted.push('…');
         }
         IdError {
@@ -194,6 +197,23 @@ fn check_custom(kind: IdKind, text: &str) -> Result<(), IdError> {
         return Err(IdError::new(kind, IdProblem::InvalidCharacter, text));
     }
     Ok(())
+}
+
+/// The low bits of a run ULID that carry its thread's check.
+const THREAD_CHECK_BITS: u32 = 40;
+const THREAD_CHECK_MASK: u128 = (1 << THREAD_CHECK_BITS) - 1;
+
+/// A 40-bit check of a thread ULID (FNV-1a over its 16 bytes), stored in the
+/// low bits of every run minted for it. Part of the id format: it lets
+/// [`RunId::from_str`] reject a run whose thread part was altered or spliced
+/// from another run (a mistake, not an attack: ids are not secrets).
+fn thread_check(thread: ulid::Ulid) -> u128 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in thread.to_bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    u128::from(hash) & THREAD_CHECK_MASK
 }
 
 fn prefixed(prefix: &str, ulid: ulid::Ulid) -> Arc<str> {
@@ -377,10 +397,14 @@ impl FromStr for RunId {
         let thread = parse_ulid(thread_part).ok_or_else(|| err(IdProblem::InvalidThreadPart))?;
         let run = parse_ulid(run_part).ok_or_else(|| err(IdProblem::InvalidUlid))?;
         // Both halves come from one monotonic generator in one call, thread
-        // first, so a run part that does not sort after its thread part was
-        // spliced onto another thread.
+        // first, and the run carries its thread's check: a run part that
+        // sorts first, or whose check does not match, was spliced onto
+        // another thread.
         if run <= thread {
             return Err(err(IdProblem::RunBeforeThread));
+        }
+        if run.0 & THREAD_CHECK_MASK != thread_check(thread) {
+            return Err(err(IdProblem::ThreadMismatch));
         }
         Ok(RunId {
             text: Arc::from(s),
@@ -565,9 +589,13 @@ pub trait IdGenerator: Send + Sync + 'static {
 
 /// The default [`IdGenerator`]: monotonic ULIDs, so ids minted by one
 /// generator sort in minting order.
+///
+/// A run's ULID carries a 40-bit check of its thread's ULID in its low bits
+/// (the other 40 random bits and the timestamp keep it unique), which is how
+/// parsing tells a genuine run id from one whose thread part was altered.
 #[derive(Debug, Default)]
 pub struct UlidGenerator {
-    inner: Mutex<ulid::Generator>,
+    last: Mutex<ulid::Ulid>,
 }
 
 impl UlidGenerator {
@@ -575,31 +603,44 @@ impl UlidGenerator {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
-    fn next(&self) -> ulid::Ulid {
-        let mut generator = self.inner.lock();
-        match generator.generate() {
-            Ok(ulid) => ulid,
-            // 2^80 ids in one millisecond: borrow from the next millisecond
-            // rather than fail; order is still kept.
-            Err(overflow) => overflow.commit_overflow_increment(),
-        }
+/// The next ULID after `last`: a fresh one when the clock has moved on,
+/// otherwise `last + 1` (borrowing from the next millisecond when the
+/// random part is exhausted), so order is kept even within a millisecond.
+fn after(last: ulid::Ulid) -> ulid::Ulid {
+    let fresh = ulid::Ulid::generate();
+    if fresh > last {
+        return fresh;
+    }
+    match last.increment() {
+        Ok(next) => next,
+        Err(_) => ulid::Ulid::from_parts(last.timestamp_ms().saturating_add(1), 0),
     }
 }
 
 impl IdGenerator for UlidGenerator {
     fn mint_connection_id(&self) -> ConnectionId {
-        ConnectionId::from_ulid(self.next())
+        let mut last = self.last.lock();
+        *last = after(*last);
+        ConnectionId::from_ulid(*last)
     }
 
     fn mint_context(&self, _user: &UserId) -> ContextIds {
         let (thread, run, request) = {
-            let mut generator = self.inner.lock();
-            let mut next = || match generator.generate() {
-                Ok(ulid) => ulid,
-                Err(overflow) => overflow.commit_overflow_increment(),
-            };
-            (next(), next(), next())
+            let mut last = self.last.lock();
+            let thread = after(*last);
+            let base = after(thread);
+            let check = thread_check(thread);
+            let mut run = ulid::Ulid((base.0 & !THREAD_CHECK_MASK) | check);
+            if run < base {
+                // The check lowered it: step the random part above the check
+                // bits so the run still sorts after everything minted before.
+                run = ulid::Ulid(run.0.saturating_add(1 << THREAD_CHECK_BITS));
+            }
+            let request = after(run);
+            *last = request;
+            (thread, run, request)
         };
         let run = RunId::from_ulids(thread, run);
         ContextIds {
@@ -624,6 +665,30 @@ mod tests {
         assert!(ctx.run.as_str().starts_with("run_"));
         assert_eq!(ctx.run.thread_id(), &ctx.thread);
         assert!(ctx.request.as_str().starts_with("req_"));
+    }
+
+    #[test]
+    fn minted_runs_parse_and_altered_threads_do_not() {
+        let ids = UlidGenerator::new();
+        let user = UserId::new("u").unwrap();
+        let body = |s: &str| parse_ulid(s.rsplit('_').next().unwrap()).unwrap();
+        let a = ids.mint_context(&user);
+        let b = ids.mint_context(&user);
+        // Minting order is sort order, across kinds and calls.
+        let order = [&a.thread.as_str(), &a.run.as_str(), &a.request.as_str()]
+            .into_iter()
+            .chain([&b.thread.as_str(), &b.run.as_str(), &b.request.as_str()])
+            .map(|s| body(s))
+            .collect::<Vec<_>>();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        assert_eq!(a.run.as_str().parse::<RunId>().as_ref(), Ok(&a.run));
+        // A thread part altered to a valid ULID that still sorts first.
+        let run_part = a.run.as_str().rsplit('_').next().unwrap();
+        let altered = ulid::Ulid(body(a.thread.as_str()).0 - 1);
+        let err = format!("run_{altered}_{run_part}")
+            .parse::<RunId>()
+            .unwrap_err();
+        assert_eq!(err.problem(), IdProblem::ThreadMismatch);
     }
 
     #[test]

@@ -126,7 +126,8 @@ pub struct Transition {
 }
 
 /// How many transitions [`StateMachine::history`] keeps. A connection's
-/// longest legal path has 7, so 16 always holds the whole story.
+/// longest legal path has 6 transitions, so 16 always holds the whole
+/// story; the bound is there so no future path can grow it.
 pub const HISTORY_LEN: usize = 16;
 
 /// The state of one connection, its history, and the channel observers wait

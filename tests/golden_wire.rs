@@ -19,9 +19,9 @@ use ws_lifecycle::id::RunId;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// A fixed run id: the run part (`…N5Q`) sorts after the thread part
-/// (`…N5P`), as a minted one would.
-const RUN: &str = "run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q";
+/// A fixed run id, valid as a minted one is: the run part sorts after the
+/// thread part (`…N5P`) and carries its 40-bit thread check.
+const RUN: &str = "run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3";
 const THREAD: &str = "thread_01HZX3V6Q0C1K9A3YB7W2M4N5P";
 
 /// One golden case: an event, the sequence number it is framed with, and
@@ -58,14 +58,14 @@ fn agent_started_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
         Case {
             event: Event::agent(AgentEventKind::AgentStarted, &run, json!({})),
             seq: 1,
-            named: r#"{"v":1,"seq":1,"type":"agent_started","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{}}"#,
-            legacy: r#"{"v":1,"seq":1,"type":1,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{}}"#,
+            named: r#"{"v":1,"seq":1,"type":"agent_started","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{}}"#,
+            legacy: r#"{"v":1,"seq":1,"type":1,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{}}"#,
         },
         Case {
             event: Event::agent(AgentEventKind::AgentStarted, &run, json!({})),
             seq: u64::MAX,
-            named: r#"{"v":1,"seq":18446744073709551615,"type":"agent_started","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{}}"#,
-            legacy: r#"{"v":1,"seq":18446744073709551615,"type":1,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{}}"#,
+            named: r#"{"v":1,"seq":18446744073709551615,"type":"agent_started","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{}}"#,
+            legacy: r#"{"v":1,"seq":18446744073709551615,"type":1,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{}}"#,
         },
     ])
 }
@@ -76,8 +76,8 @@ fn agent_thinking_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
         Case {
             event: Event::agent(AgentEventKind::AgentThinking, &run, Value::Null),
             seq: 2,
-            named: r#"{"v":1,"seq":2,"type":"agent_thinking","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":null}"#,
-            legacy: r#"{"v":1,"seq":2,"type":2,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":null}"#,
+            named: r#"{"v":1,"seq":2,"type":"agent_thinking","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":null}"#,
+            legacy: r#"{"v":1,"seq":2,"type":2,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":null}"#,
         },
         Case {
             event: Event::agent(
@@ -86,8 +86,8 @@ fn agent_thinking_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
                 json!({"status": "reasoning", "text": "Let me think…"}),
             ),
             seq: 10,
-            named: r#"{"v":1,"seq":10,"type":"agent_thinking","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{"status":"reasoning","text":"Let me think…"}}"#,
-            legacy: r#"{"v":1,"seq":10,"type":2,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{"status":"reasoning","text":"Let me think…"}}"#,
+            named: r#"{"v":1,"seq":10,"type":"agent_thinking","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"status":"reasoning","text":"Let me think…"}}"#,
+            legacy: r#"{"v":1,"seq":10,"type":2,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"status":"reasoning","text":"Let me think…"}}"#,
         },
     ])
 }
@@ -101,8 +101,8 @@ fn tool_executing_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
             json!({"args": {"q": "weather in Zürich"}, "tool": "search"}),
         ),
         seq: 3,
-        named: r#"{"v":1,"seq":3,"type":"tool_executing","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{"args":{"q":"weather in Zürich"},"tool":"search"}}"#,
-        legacy: r#"{"v":1,"seq":3,"type":3,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{"args":{"q":"weather in Zürich"},"tool":"search"}}"#,
+        named: r#"{"v":1,"seq":3,"type":"tool_executing","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"args":{"q":"weather in Zürich"},"tool":"search"}}"#,
+        legacy: r#"{"v":1,"seq":3,"type":3,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"args":{"q":"weather in Zürich"},"tool":"search"}}"#,
     }])
 }
 
@@ -114,12 +114,12 @@ fn tool_completed_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
         // DEL (U+007F) and U+2028 are valid unescaped in JSON and are
         // written raw; C0 controls become lower-case `\u00xx` escapes.
         named: concat!(
-            r#"{"v":1,"seq":4,"type":"tool_completed","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{"ctl":"\u0001\u001f"#,
+            r#"{"v":1,"seq":4,"type":"tool_completed","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"ctl":"\u0001\u001f"#,
             "\u{7f}\u{2028}",
             r#"","text":"quote \" backslash \\ newline \n tab \t </script> café ☕ 日本語 😀"}}"#,
         ),
         legacy: concat!(
-            r#"{"v":1,"seq":4,"type":4,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{"ctl":"\u0001\u001f"#,
+            r#"{"v":1,"seq":4,"type":4,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"ctl":"\u0001\u001f"#,
             "\u{7f}\u{2028}",
             r#"","text":"quote \" backslash \\ newline \n tab \t </script> café ☕ 日本語 😀"}}"#,
         ),
@@ -135,8 +135,8 @@ fn agent_completed_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
             json!({"ok": true, "tokens": [1, 2.5, -3], "usage": {"input": 12, "output": 34}}),
         ),
         seq: u64::MAX,
-        named: r#"{"v":1,"seq":18446744073709551615,"type":"agent_completed","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{"ok":true,"tokens":[1,2.5,-3],"usage":{"input":12,"output":34}}}"#,
-        legacy: r#"{"v":1,"seq":18446744073709551615,"type":5,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{"ok":true,"tokens":[1,2.5,-3],"usage":{"input":12,"output":34}}}"#,
+        named: r#"{"v":1,"seq":18446744073709551615,"type":"agent_completed","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"ok":true,"tokens":[1,2.5,-3],"usage":{"input":12,"output":34}}}"#,
+        legacy: r#"{"v":1,"seq":18446744073709551615,"type":5,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"ok":true,"tokens":[1,2.5,-3],"usage":{"input":12,"output":34}}}"#,
     }])
 }
 
@@ -325,11 +325,11 @@ fn write_frame_appends_and_one_encoding_serves_many_seqs() -> TestResult {
     encoded.write_frame(1, WireMode::Named, &mut out);
     assert_eq!(
         out,
-        r#"prefix|{"v":1,"seq":1,"type":"agent_started","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{}}"#
+        r#"prefix|{"v":1,"seq":1,"type":"agent_started","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{}}"#
     );
     assert_eq!(
         encoded.frame(2, WireMode::Named),
-        r#"{"v":1,"seq":2,"type":"agent_started","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YB7W2M4N5Q","payload":{}}"#
+        r#"{"v":1,"seq":2,"type":"agent_started","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{}}"#
     );
     Ok(())
 }

@@ -3,7 +3,12 @@
 //! consumers, authentication failures and id generation.
 
 // Tests assert by panicking; the crate's panic lints guard library code.
-#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 mod support;
 
