@@ -110,6 +110,13 @@ pub struct HubConfig {
     /// 4408. Default: 15 s (Centrifuge closes a connection that has not
     /// authenticated after 15 s; SignalR's handshake timeout is 15 s).
     pub auth_timeout: Duration,
+    /// How long before its credentials expire a connection is sent
+    /// `reauth_required`. Default: 60 s.
+    pub reauth_ahead: Duration,
+    /// How long after its credentials expire a connection that has not
+    /// re-authenticated is closed with 4401 `token_expired`. Default: 60 s
+    /// (the JWT leeway's default, so clocks a minute apart agree).
+    pub expiry_grace: Duration,
     /// Longest the application's on-ready hook may take; then close 1013.
     /// Default: 10 s.
     pub services_ready_timeout: Duration,
@@ -142,6 +149,8 @@ impl Default for HubConfig {
             slow_consumer: SlowConsumerPolicy::default(),
             write_timeout: Duration::from_secs(1),
             auth_timeout: Duration::from_secs(15),
+            reauth_ahead: Duration::from_secs(60),
+            expiry_grace: Duration::from_secs(60),
             services_ready_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             max_message_size: 64 * 1024,

@@ -43,6 +43,7 @@ use crate::handler::CloseReport;
 use crate::hub::Hub;
 use crate::id::ConnectionId;
 use crate::metrics::Metrics;
+use crate::reauth::Expiry;
 use crate::state::{ConnectionState, StateMachine, StateWatch, Transition, TransitionError};
 use crate::transport::{Transport, TransportSink};
 use crate::writer;
@@ -120,6 +121,7 @@ struct Core {
     span: tracing::Span,
     shared: Option<Arc<ConnShared>>,
     writer: Option<tokio::task::JoinHandle<()>>,
+    expiry: Option<Expiry>,
 }
 
 impl Core {
@@ -253,6 +255,7 @@ impl Connection<Connecting> {
                 span,
                 shared: None,
                 writer: None,
+                expiry: None,
             },
             stage: Connecting,
         }
@@ -321,6 +324,9 @@ impl<T: Transport> Connection<Accepted<T>> {
                 return Err(self.core.close_with(&mut self.stage.sink, cause).await);
             }
         }
+        self.core.expiry = outcome
+            .expires_at
+            .map(|at| Expiry::new(at, outcome.verifier.clone()));
         self.core
             .span
             .record("user_id", tracing::field::display(&shared.user));
@@ -429,6 +435,11 @@ impl<T: Transport> Connection<Ready<T>> {
         }
     }
 
+    /// The credentials' expiry, for the driver's reader loop.
+    pub(crate) fn take_expiry(&mut self) -> Option<Expiry> {
+        self.core.expiry.take()
+    }
+
     /// Sends `event` on this connection; returns its sequence number.
     ///
     /// # Errors
@@ -450,11 +461,13 @@ impl<T: Transport> Connection<Ready<T>> {
         let _ = self
             .core
             .transition(ConnectionState::Closing, cause.as_str());
-        if let Some(writer) = self.core.writer.take() {
-            let abort = writer.abort_handle();
+        if let Some(mut writer) = self.core.writer.take() {
             let timeout = self.core.hub.env().config.close_timeout;
-            if tokio::time::timeout(timeout, writer).await.is_err() {
-                abort.abort();
+            if tokio::time::timeout(timeout, &mut writer).await.is_err() {
+                // Await the aborted task too: its batch guard must have
+                // counted what it never wrote before the report is made.
+                writer.abort();
+                let _ = writer.await;
             }
         }
         self.core.finish(&cause)

@@ -93,6 +93,9 @@ struct State {
     next_seq: u64,
     queue: VecDeque<Queued>,
     bytes: usize,
+    /// Events the writer took from the queue but never wrote (it failed or
+    /// was stopped mid-batch); reported with the queue's leftovers.
+    lost_by_writer: u64,
 }
 
 impl State {
@@ -126,6 +129,7 @@ impl Outbox {
                 next_seq: 1,
                 queue: VecDeque::new(),
                 bytes: 0,
+                lost_by_writer: 0,
             }),
             writer: Notify::new(),
             driver: Notify::new(),
@@ -294,8 +298,15 @@ impl Outbox {
         Drain::Items
     }
 
-    /// Drops whatever is still queued, counting it; returns how many. Called
-    /// once the connection can no longer write.
+    /// Records `n` events the writer had taken but could not write (it has
+    /// already counted them in the metrics).
+    pub(crate) fn writer_lost(&self, n: u64) {
+        self.state.lock().lost_by_writer += n;
+    }
+
+    /// Drops whatever is still queued, counting it; returns how many events
+    /// were never written, including those the writer lost. Called once the
+    /// connection can no longer write.
     pub(crate) fn discard(&self, metrics: &Metrics) -> u64 {
         let mut s = self.state.lock();
         if s.closing.is_none() {
@@ -304,9 +315,10 @@ impl Outbox {
         let n = s.queue.len() as u64;
         s.queue.clear();
         s.bytes = 0;
+        let lost = s.lost_by_writer;
         drop(s);
         Metrics::add(&metrics.c.dropped_on_close, n);
-        n
+        n + lost
     }
 }
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
-use crate::auth::{AuthError, AuthOutcome, Authenticator, HandshakeRequest};
+use crate::auth::{AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
 use crate::close::CloseCause;
 use crate::config::HubConfig;
-use crate::connection::{Authenticated, Connecting, Connection};
+use crate::connection::{Accepted as AcceptedStage, Authenticated, Connecting, Connection};
 use crate::emitter::{Accepted, Addressee, Refused, Routed};
 use crate::event::{EncodeError, Event};
 use crate::handle::{ConnectionHandle, SendError};
@@ -331,7 +331,8 @@ impl Hub {
     }
 
     /// Like [`serve`](Hub::serve), but authenticates after the transport is
-    /// open, with `authenticator` reading `request`, bounded by
+    /// open, with `authenticator` reading `request` (and, when it allows,
+    /// the first message: `{"type":"auth","token":"…"}`), all within
     /// [`HubConfig::auth_timeout`]. A failure closes the connection with
     /// [`AuthError::close_frame`] (4401, 4403, 4408 …) and counts it; the
     /// connection never enters the routing table.
@@ -345,20 +346,33 @@ impl Hub {
         authenticator: &A,
         handler: &H,
     ) -> CloseReport {
-        let conn = self.connect().accept(transport);
-        let deadline = self.inner.env.config.auth_timeout;
-        let outcome = tokio::time::timeout(deadline, authenticator.authenticate(request))
-            .instrument(conn.span().clone())
+        let mut conn = self.connect().accept(transport);
+        let config = &self.inner.env.config;
+        let deadline = tokio::time::Instant::now() + config.auth_timeout;
+        let span = conn.span().clone();
+        let authenticated = async {
+            match authenticator.authenticate(request).await {
+                Err(failure)
+                    if failure.error == AuthError::TokenMissing
+                        && authenticator.first_message_auth() =>
+                {
+                    let token = first_message_token(&mut conn, config.max_message_size).await?;
+                    authenticator.authenticate_message(request, &token).await
+                }
+                other => other,
+            }
+        };
+        let outcome = tokio::time::timeout_at(deadline, authenticated.instrument(span))
             .await
-            .unwrap_or(Err(AuthError::Timeout));
+            .unwrap_or_else(|_| Err(AuthError::Timeout.into()));
         match outcome {
             Ok(outcome) => match conn.authenticate(outcome).await {
                 Ok(conn) => self.run(conn, handler).await,
                 Err(report) => report,
             },
-            Err(error) => {
-                tracing::info!(parent: conn.span(), code = error.code(), "authentication failed");
-                conn.reject(&error).await
+            Err(failure) => {
+                tracing::info!(parent: conn.span(), code = failure.error.code(), "authentication failed");
+                conn.reject(&failure.error).await
             }
         }
     }
@@ -397,10 +411,20 @@ impl Hub {
             return report;
         }
         let mut conn = conn.services_ready().ready();
+        let mut expiry = conn.take_expiry();
         let cause = loop {
+            let deadline = expiry
+                .as_ref()
+                .map(|e| e.deadline(config.reauth_ahead, config.expiry_grace));
             let next = tokio::select! {
                 biased;
                 cause = handle.shared.outbox.closed() => break cause,
+                () = until(deadline) => {
+                    match expiry.as_mut().and_then(|e| e.on_deadline(&handle)) {
+                        Some(cause) => break cause,
+                        None => continue,
+                    }
+                }
                 next = conn.stage.stream.next() => next,
             };
             let inbound = match next {
@@ -412,7 +436,17 @@ impl Hub {
                 Some(Ok(message)) if message.len() > config.max_message_size => {
                     break CloseCause::MessageTooBig;
                 }
-                Some(Ok(Message::Text(text))) => Inbound::Text(text),
+                Some(Ok(Message::Text(text))) => {
+                    let metrics = &self.inner.env.metrics;
+                    match expiry
+                        .as_mut()
+                        .and_then(|e| e.on_message(&text, &handle, metrics))
+                    {
+                        Some(Ok(())) => continue,
+                        Some(Err(cause)) => break cause,
+                        None => Inbound::Text(text),
+                    }
+                }
                 Some(Ok(Message::Binary(bytes))) => Inbound::Binary(bytes),
             };
             match AssertUnwindSafe(handler.on_message(&handle, inbound))
@@ -430,9 +464,36 @@ impl Hub {
     }
 }
 
+/// Sleeps until `deadline`, or forever when there is none.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn notify_close<H: Handler>(handler: &H, handle: &ConnectionHandle, report: &CloseReport) {
     let closed = std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_close(handle, report)));
     if closed.is_err() {
         tracing::error!("on_close callback panicked");
+    }
+}
+
+/// Reads the first data message of a connection that authenticates in-band
+/// and returns its token. Pings and pongs are skipped; anything else fails.
+async fn first_message_token<T: Transport>(
+    conn: &mut Connection<AcceptedStage<T>>,
+    max_len: usize,
+) -> Result<String, AuthFailure> {
+    let malformed = || AuthError::ProtocolInvalid("the first message is not an auth message");
+    loop {
+        match conn.stage.stream.next().await {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Text(text))) if text.len() <= max_len => {
+                return crate::reauth::auth_token(&text).ok_or_else(|| malformed().into());
+            }
+            Some(Ok(_)) => return Err(malformed().into()),
+            None | Some(Err(_)) => return Err(AuthError::TokenMissing.into()),
+        }
     }
 }

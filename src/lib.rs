@@ -101,6 +101,7 @@ mod handler;
 mod hub;
 pub mod id;
 pub mod metrics;
+mod reauth;
 mod router;
 pub mod state;
 pub mod transport;

@@ -25,7 +25,10 @@ struct Batch {
 impl Drop for Batch {
     fn drop(&mut self) {
         let n = self.items.len() as u64;
-        Metrics::add(&self.shared.env.metrics.c.dropped_on_close, n);
+        if n > 0 {
+            Metrics::add(&self.shared.env.metrics.c.dropped_on_close, n);
+            self.shared.outbox.writer_lost(n);
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::*;
-use ws_lifecycle::auth::{AuthError, AuthOutcome, Authenticator, HandshakeRequest};
+use ws_lifecycle::auth::{AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
 use ws_lifecycle::close::{CloseCause, CloseCode};
 use ws_lifecycle::config::{
     BufferLimit, ConnectionLimitPolicy, HubConfig, PreReadyOverflow, SlowConsumerPolicy,
@@ -570,14 +570,14 @@ async fn each_connection_can_keep_its_own_wire_mode() {
 struct HeaderAuth;
 
 impl Authenticator for HeaderAuth {
-    async fn authenticate(&self, request: &HandshakeRequest) -> Result<AuthOutcome, AuthError> {
+    async fn authenticate(&self, request: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
         match request.header("x-test-user") {
-            None => Err(AuthError::MissingCredentials),
-            Some("expired") => Err(AuthError::Expired),
-            Some("banned") => Err(AuthError::Forbidden),
+            None => Err(AuthError::TokenMissing.into()),
+            Some("expired") => Err(AuthError::TokenExpired.into()),
+            Some("banned") => Err(AuthError::Forbidden.into()),
             Some("hang") => std::future::pending().await,
             Some(name) => Ok(AuthOutcome::new(
-                UserId::new(name).map_err(|_| AuthError::InvalidToken("bad user"))?,
+                UserId::new(name).map_err(|_| AuthError::ClaimInvalid("bad user"))?,
             )
             .with_subprotocol("jwt-auth")),
         }
@@ -605,7 +605,7 @@ async fn serve_with_header(
 async fn failed_authentication_closes_with_its_code_and_never_routes() {
     let hub = Hub::new();
     let cases = [
-        (None, 4401, "missing_credentials"),
+        (None, 4401, "token_missing"),
         (Some("expired"), 4401, "token_expired"),
         (Some("banned"), 4403, "forbidden"),
         (Some("hang"), 4408, "auth_timeout"),
@@ -659,12 +659,13 @@ async fn successful_authentication_binds_the_user_it_names() {
 #[test]
 fn refusing_before_the_upgrade_counts_and_fails() {
     let hub = Hub::new();
-    let report = hub
-        .connect()
-        .refuse(&AuthError::InvalidToken("bad signature"));
+    let report = hub.connect().refuse(&AuthError::SignatureInvalid);
     assert_eq!(report.state, ConnectionState::Failed);
-    assert_eq!(hub.metrics().auth_failures.get("invalid_token"), Some(&1));
-    assert_eq!(AuthError::InvalidToken("x").http_status(), 401);
+    assert_eq!(
+        hub.metrics().auth_failures.get("signature_invalid"),
+        Some(&1)
+    );
+    assert_eq!(AuthError::SignatureInvalid.http_status(), 401);
     assert_eq!(hub.connection_count(), 0);
 }
 
@@ -771,4 +772,32 @@ fn public_types_are_send_and_sync() {
     let (transport, _client) = memory::pair(1);
     let authenticating = hub.serve_with_auth(transport, &request, &HeaderAuth, &handler);
     send(&authenticating);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_cut_short_reports_every_unwritten_event() {
+    let hub = hub_with(|c| c.close_timeout = Duration::from_millis(50));
+    let alice = user("alice");
+    // The client never reads: one frame fits, the writer stalls on the next.
+    let (conn, mut client) = bind(&hub, &alice, 1).await;
+    let conn = conn.services_ready().ready();
+    for i in 0..10 {
+        conn.send(event("e", json!(i))).unwrap();
+    }
+    let report = conn.close(CloseCause::Requested(frame(1000, "bye"))).await;
+    let m = hub.metrics();
+    assert_eq!(m.events_written, 1);
+    assert_eq!(
+        report.undelivered, 9,
+        "the report must match what was never written"
+    );
+    assert_eq!(m.dropped_on_close, 9);
+    assert_accounted(&m);
+    let mut received = 0;
+    while let Some(message) = client.recv().await {
+        if matches!(message, ws_lifecycle::transport::Message::Text(_)) {
+            received += 1;
+        }
+    }
+    assert_eq!(received, 1);
 }

@@ -9,20 +9,33 @@
 //! ([`AuthError::close_frame`]), because a browser cannot read the status of
 //! a refused upgrade.
 
+use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::event::WireMode;
 use crate::id::UserId;
 
 mod error;
+mod extract;
+#[cfg(feature = "jwt")]
+mod jwt;
+mod origin;
 mod request;
 
-pub use error::AuthError;
+pub use error::{AuthError, AuthFailure, Surface};
+pub use extract::{Credentials, Token, TokenSource, TokenSources};
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use jwt::{
+    JwtAlgorithm, JwtAuthenticator, JwtAuthenticatorBuilder, JwtConfigError, JwtKey, JwtKeySet,
+};
+pub use origin::OriginPolicy;
 pub use request::{HandshakeRequest, HandshakeRequestBuilder};
 
 /// Who a connection belongs to, as established by an [`Authenticator`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct AuthOutcome {
     /// The authenticated user: the only key the router uses.
@@ -38,6 +51,24 @@ pub struct AuthOutcome {
     /// hub's [`HubConfig::wire_mode`](crate::config::HubConfig::wire_mode).
     /// Lets one server keep old clients on numeric codes.
     pub wire_mode: Option<WireMode>,
+    /// Verifies a fresh token sent in-band (`{"type":"reauth","token":…}`)
+    /// before `expires_at`, so a live connection can be extended for the
+    /// same user. `None`: the connection is closed (4401) at expiry.
+    pub verifier: Option<Arc<dyn TokenVerifier>>,
+}
+
+impl fmt::Debug for AuthOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Claims are the application's data and may be personal: keys only.
+        f.debug_struct("AuthOutcome")
+            .field("user", &self.user)
+            .field("claims", &self.claims.keys().collect::<Vec<_>>())
+            .field("expires_at", &self.expires_at)
+            .field("selected_subprotocol", &self.selected_subprotocol)
+            .field("wire_mode", &self.wire_mode)
+            .field("verifier", &self.verifier.is_some())
+            .finish()
+    }
 }
 
 impl AuthOutcome {
@@ -61,7 +92,16 @@ impl AuthOutcome {
             expires_at: None,
             selected_subprotocol: None,
             wire_mode: None,
+            verifier: None,
         }
+    }
+
+    /// Sets when the credentials expire: the hub asks the client to
+    /// re-authenticate ahead of it and closes with 4401 once it passes.
+    #[must_use]
+    pub fn with_expiry(mut self, expires_at: SystemTime) -> Self {
+        self.expires_at = Some(expires_at);
+        self
     }
 
     /// Sets the subprotocol to echo.
@@ -90,34 +130,71 @@ impl From<UserId> for AuthOutcome {
 /// Implementations must not panic on hostile input and must not log the
 /// credentials they read. The hub bounds each call by
 /// [`HubConfig::auth_timeout`](crate::config::HubConfig::auth_timeout).
+/// A plain [`AuthError`] converts into an [`AuthFailure`] refused before the
+/// upgrade, so `?` works.
 ///
 /// # Examples
 ///
 /// ```
-/// use ws_lifecycle::auth::{AuthError, AuthOutcome, Authenticator, HandshakeRequest};
+/// use ws_lifecycle::auth::{AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
 /// use ws_lifecycle::id::UserId;
 ///
 /// /// Trusts a header set by a gateway that already authenticated the user.
 /// struct GatewayHeader;
 ///
 /// impl Authenticator for GatewayHeader {
-///     async fn authenticate(&self, request: &HandshakeRequest) -> Result<AuthOutcome, AuthError> {
-///         let user = request.header("x-authenticated-user").ok_or(AuthError::MissingCredentials)?;
-///         let user = UserId::new(user).map_err(|_| AuthError::InvalidToken("bad user id"))?;
+///     async fn authenticate(&self, request: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
+///         let user = request.header("x-authenticated-user").ok_or(AuthError::TokenMissing)?;
+///         let user = UserId::new(user).map_err(|_| AuthError::ClaimInvalid("bad user id"))?;
 ///         Ok(AuthOutcome::new(user))
 ///     }
 /// }
 /// ```
 pub trait Authenticator: Send + Sync {
-    /// Authenticates `request`.
+    /// Authenticates `request` from what the handshake carries.
     ///
     /// # Errors
     ///
-    /// An [`AuthError`] saying why; the hub closes the connection with its
-    /// [`close_frame`](AuthError::close_frame) and counts it under its
-    /// [`code`](AuthError::code).
+    /// An [`AuthFailure`]: the [`AuthError`] and where it surfaces.
     fn authenticate(
         &self,
         request: &HandshakeRequest,
-    ) -> impl Future<Output = Result<AuthOutcome, AuthError>> + Send;
+    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send;
+
+    /// Whether a handshake without credentials may authenticate with its
+    /// first message (`{"type":"auth","token":"…"}`) instead. Default: no.
+    fn first_message_auth(&self) -> bool {
+        false
+    }
+
+    /// Authenticates the token from the first message (called by
+    /// [`Hub::serve_with_auth`](crate::Hub::serve_with_auth) only when
+    /// [`first_message_auth`](Authenticator::first_message_auth) is true).
+    ///
+    /// # Errors
+    ///
+    /// An [`AuthFailure`]; the connection is already upgraded, so it is
+    /// closed with the error's close frame.
+    fn authenticate_message(
+        &self,
+        request: &HandshakeRequest,
+        token: &str,
+    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
+        let _ = (request, token);
+        async { Err(AuthError::TokenMissing.into()) }
+    }
+}
+
+/// Verifies a token sent in-band on a live connection (re-authentication).
+///
+/// Synchronous on purpose: it runs on the connection's reader, and token
+/// verification is CPU work. [`JwtAuthenticator`] implements it and puts
+/// itself in every [`AuthOutcome::verifier`] it returns.
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// Verifies `token`.
+    ///
+    /// # Errors
+    ///
+    /// The [`AuthError`] saying why it is not valid.
+    fn verify_token(&self, token: &str) -> Result<AuthOutcome, AuthError>;
 }

@@ -124,7 +124,7 @@ impl HandshakeRequestBuilder {
     ///
     /// # Errors
     ///
-    /// [`AuthError::Malformed`] when a `Sec-WebSocket-Protocol` entry is
+    /// [`AuthError::ProtocolInvalid`] when a `Sec-WebSocket-Protocol` entry is
     /// empty or is not an RFC 6455 token (RFC 7230 `tchar`s only).
     pub fn build(mut self) -> Result<HandshakeRequest, AuthError> {
         let mut offered = Vec::new();
@@ -132,7 +132,9 @@ impl HandshakeRequestBuilder {
             for entry in line.split(',') {
                 let entry = entry.trim_matches([' ', '\t']);
                 if entry.is_empty() || !entry.bytes().all(is_tchar) {
-                    return Err(AuthError::Malformed("invalid Sec-WebSocket-Protocol entry"));
+                    return Err(AuthError::ProtocolInvalid(
+                        "an offered subprotocol is not an RFC 6455 token",
+                    ));
                 }
                 offered.push(entry.to_owned());
             }
@@ -173,7 +175,10 @@ mod tests {
             let request = HandshakeRequest::builder()
                 .header("Sec-WebSocket-Protocol", bad)
                 .build();
-            assert!(matches!(request, Err(AuthError::Malformed(_))), "{bad:?}");
+            assert!(
+                matches!(request, Err(AuthError::ProtocolInvalid(_))),
+                "{bad:?}"
+            );
         }
     }
 

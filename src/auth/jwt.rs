@@ -1,0 +1,703 @@
+//! [`JwtAuthenticator`]: JWT validation on jsonwebtoken's pure-Rust
+//! (`rust_crypto`) backend.
+//!
+//! What it refuses, and why:
+//!
+//! * an `alg` outside the configured list (`none` is never in it), and any
+//!   list that mixes key families (HMAC with RSA, …): no key confusion;
+//! * a missing `exp`, an `exp`/`nbf` past/before now beyond the leeway
+//!   (default 60 s), an `iat` in the future, a wrong or missing `iss`/`aud`
+//!   when configured;
+//! * a non-empty `crit` header (no extension is understood);
+//! * a `kid` that names no configured key (a `kid` is only an opaque key into
+//!   the configured set; `jku`, `x5u` and `jwk` are never fetched or
+//!   trusted);
+//! * a user claim (default `sub`) that is not a non-empty string of at most
+//!   256 bytes without control characters.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{DecodingKey, Validation};
+use parking_lot::RwLock;
+use serde_json::{Map, Value};
+
+use super::extract::{Token, decode_base64url, is_compact_jws};
+use super::{
+    AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest, OriginPolicy,
+    TokenSources, TokenVerifier,
+};
+use crate::id::UserId;
+
+/// A signature algorithm the configuration may allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256.
+    HS256,
+    /// HMAC with SHA-384.
+    HS384,
+    /// HMAC with SHA-512.
+    HS512,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// ECDSA on P-384 with SHA-384.
+    ES384,
+    /// Ed25519.
+    EdDSA,
+}
+
+/// The key family an algorithm (and a key) belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Hmac,
+    Rsa,
+    Ec,
+    Ed,
+}
+
+impl JwtAlgorithm {
+    const ALL: [JwtAlgorithm; 12] = [
+        JwtAlgorithm::HS256,
+        JwtAlgorithm::HS384,
+        JwtAlgorithm::HS512,
+        JwtAlgorithm::RS256,
+        JwtAlgorithm::RS384,
+        JwtAlgorithm::RS512,
+        JwtAlgorithm::PS256,
+        JwtAlgorithm::PS384,
+        JwtAlgorithm::PS512,
+        JwtAlgorithm::ES256,
+        JwtAlgorithm::ES384,
+        JwtAlgorithm::EdDSA,
+    ];
+
+    /// The JOSE `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            JwtAlgorithm::HS256 => "HS256",
+            JwtAlgorithm::HS384 => "HS384",
+            JwtAlgorithm::HS512 => "HS512",
+            JwtAlgorithm::RS256 => "RS256",
+            JwtAlgorithm::RS384 => "RS384",
+            JwtAlgorithm::RS512 => "RS512",
+            JwtAlgorithm::PS256 => "PS256",
+            JwtAlgorithm::PS384 => "PS384",
+            JwtAlgorithm::PS512 => "PS512",
+            JwtAlgorithm::ES256 => "ES256",
+            JwtAlgorithm::ES384 => "ES384",
+            JwtAlgorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    fn family(self) -> Family {
+        match self {
+            JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512 => Family::Hmac,
+            JwtAlgorithm::RS256
+            | JwtAlgorithm::RS384
+            | JwtAlgorithm::RS512
+            | JwtAlgorithm::PS256
+            | JwtAlgorithm::PS384
+            | JwtAlgorithm::PS512 => Family::Rsa,
+            JwtAlgorithm::ES256 | JwtAlgorithm::ES384 => Family::Ec,
+            JwtAlgorithm::EdDSA => Family::Ed,
+        }
+    }
+
+    fn jsonwebtoken(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm as A;
+        match self {
+            JwtAlgorithm::HS256 => A::HS256,
+            JwtAlgorithm::HS384 => A::HS384,
+            JwtAlgorithm::HS512 => A::HS512,
+            JwtAlgorithm::RS256 => A::RS256,
+            JwtAlgorithm::RS384 => A::RS384,
+            JwtAlgorithm::RS512 => A::RS512,
+            JwtAlgorithm::PS256 => A::PS256,
+            JwtAlgorithm::PS384 => A::PS384,
+            JwtAlgorithm::PS512 => A::PS512,
+            JwtAlgorithm::ES256 => A::ES256,
+            JwtAlgorithm::ES384 => A::ES384,
+            JwtAlgorithm::EdDSA => A::EdDSA,
+        }
+    }
+}
+
+/// A verification key.
+#[derive(Clone)]
+pub struct JwtKey {
+    family: Family,
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKey")
+            .field("family", &self.family)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtKey {
+    /// An HMAC secret (for HS256/384/512).
+    pub fn hmac(secret: impl AsRef<[u8]>) -> Self {
+        JwtKey {
+            family: Family::Hmac,
+            key: DecodingKey::from_secret(secret.as_ref()),
+        }
+    }
+
+    /// An RSA public key in PEM (for RS* and PS*).
+    ///
+    /// # Errors
+    ///
+    /// [`JwtConfigError::InvalidKey`] when the PEM does not parse.
+    pub fn rsa_pem(pem: impl AsRef<[u8]>) -> Result<Self, JwtConfigError> {
+        let key = DecodingKey::from_rsa_pem(pem.as_ref())
+            .map_err(|_| JwtConfigError::InvalidKey("not an RSA public key in PEM"))?;
+        Ok(JwtKey {
+            family: Family::Rsa,
+            key,
+        })
+    }
+
+    /// An EC public key in PEM (for ES256/384).
+    ///
+    /// # Errors
+    ///
+    /// [`JwtConfigError::InvalidKey`] when the PEM does not parse.
+    pub fn ec_pem(pem: impl AsRef<[u8]>) -> Result<Self, JwtConfigError> {
+        let key = DecodingKey::from_ec_pem(pem.as_ref())
+            .map_err(|_| JwtConfigError::InvalidKey("not an EC public key in PEM"))?;
+        Ok(JwtKey {
+            family: Family::Ec,
+            key,
+        })
+    }
+
+    /// An Ed25519 public key in PEM (for EdDSA).
+    ///
+    /// # Errors
+    ///
+    /// [`JwtConfigError::InvalidKey`] when the PEM does not parse.
+    pub fn ed_pem(pem: impl AsRef<[u8]>) -> Result<Self, JwtConfigError> {
+        let key = DecodingKey::from_ed_pem(pem.as_ref())
+            .map_err(|_| JwtConfigError::InvalidKey("not an Ed25519 public key in PEM"))?;
+        Ok(JwtKey {
+            family: Family::Ed,
+            key,
+        })
+    }
+}
+
+/// The keys tokens are verified with: an optional default key (for tokens
+/// without a `kid`, or when it is the only key) and keys by `kid`.
+/// Rotate by building a new set and calling
+/// [`JwtAuthenticator::replace_keys`].
+#[derive(Debug, Clone, Default)]
+pub struct JwtKeySet {
+    default: Option<JwtKey>,
+    by_kid: HashMap<String, JwtKey>,
+}
+
+impl JwtKeySet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the key used for tokens without a `kid`.
+    #[must_use]
+    pub fn with_default(mut self, key: JwtKey) -> Self {
+        self.default = Some(key);
+        self
+    }
+
+    /// Adds a key selected by the token header's `kid`.
+    #[must_use]
+    pub fn with_kid(mut self, kid: impl Into<String>, key: JwtKey) -> Self {
+        self.by_kid.insert(kid.into(), key);
+        self
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &JwtKey> {
+        self.default.iter().chain(self.by_kid.values())
+    }
+
+    /// The key for a token: by `kid` when the token names one (an unknown
+    /// `kid` finds nothing), else the default key.
+    fn select(&self, kid: Option<&str>) -> Option<&JwtKey> {
+        match kid {
+            Some(kid) if !self.by_kid.is_empty() => self.by_kid.get(kid),
+            _ => self.default.as_ref(),
+        }
+    }
+}
+
+/// A [`JwtAuthenticator`] configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtConfigError {
+    /// No algorithm is allowed.
+    #[error("no JWT algorithm allowed: call `algorithms` with at least one")]
+    NoAlgorithms,
+    /// The allowed algorithms span key families (for example HS256 and
+    /// RS256): that is how key-confusion attacks work.
+    #[error("allowed JWT algorithms mix key families (HMAC, RSA, EC, Ed25519): configure one")]
+    MixedFamilies,
+    /// No key is configured.
+    #[error("no JWT key configured")]
+    NoKeys,
+    /// A key does not belong to the allowed algorithms' family.
+    #[error("a JWT key does not match the allowed algorithms' key family")]
+    KeyFamilyMismatch,
+    /// A key did not parse.
+    #[error("invalid JWT key: {0}")]
+    InvalidKey(&'static str),
+    /// The user claim name is empty.
+    #[error("the user claim name is empty")]
+    EmptyUserClaim,
+}
+
+/// Builds a [`JwtAuthenticator`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct JwtAuthenticatorBuilder {
+    algorithms: Vec<JwtAlgorithm>,
+    keys: JwtKeySet,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    leeway: Duration,
+    user_claim: String,
+    sources: TokenSources,
+    origin: OriginPolicy,
+    subprotocol_failures_after_upgrade: bool,
+}
+
+impl JwtAuthenticatorBuilder {
+    /// The algorithms tokens may use, all of one key family. Required.
+    pub fn algorithms(mut self, algorithms: &[JwtAlgorithm]) -> Self {
+        self.algorithms = algorithms.to_vec();
+        self
+    }
+
+    /// The verification keys. Required.
+    pub fn keys(mut self, keys: JwtKeySet) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Shorthand: allow HS256 with one shared secret.
+    pub fn hs256(self, secret: impl AsRef<[u8]>) -> Self {
+        self.algorithms(&[JwtAlgorithm::HS256])
+            .keys(JwtKeySet::new().with_default(JwtKey::hmac(secret)))
+    }
+
+    /// Require `iss` to be this issuer (callable more than once: any of
+    /// them). Default: `iss` is not checked.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuers.push(issuer.into());
+        self
+    }
+
+    /// Require `aud` to contain this audience (callable more than once: any
+    /// of them). Default: `aud` is not checked.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Clock leeway for `exp`, `nbf` and `iat`. Default: 60 s.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// The claim naming the user. Default: `sub`.
+    pub fn user_claim(mut self, claim: impl Into<String>) -> Self {
+        self.user_claim = claim.into();
+        self
+    }
+
+    /// Where tokens are read from. Default: [`TokenSources::default`].
+    pub fn sources(mut self, sources: TokenSources) -> Self {
+        self.sources = sources;
+        self
+    }
+
+    /// Which origins may connect. Default: any.
+    pub fn origin(mut self, origin: OriginPolicy) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// Whether a subprotocol token that fails validation is reported after
+    /// the upgrade (close 4401/4403, the default: a browser can read that)
+    /// or before it (an HTTP status the browser cannot read).
+    pub fn subprotocol_failures_after_upgrade(mut self, after: bool) -> Self {
+        self.subprotocol_failures_after_upgrade = after;
+        self
+    }
+
+    /// Checks the configuration and builds the authenticator.
+    ///
+    /// Also installs jsonwebtoken's `rust_crypto` provider as the process
+    /// default unless the application installed one first, so a second
+    /// crypto backend enabled elsewhere in the dependency graph cannot make
+    /// verification panic.
+    ///
+    /// # Errors
+    ///
+    /// A [`JwtConfigError`] naming what is wrong.
+    pub fn build(self) -> Result<JwtAuthenticator, JwtConfigError> {
+        let family = match self.algorithms.first() {
+            None => return Err(JwtConfigError::NoAlgorithms),
+            Some(first) => first.family(),
+        };
+        if self.algorithms.iter().any(|a| a.family() != family) {
+            return Err(JwtConfigError::MixedFamilies);
+        }
+        if self.keys.keys().next().is_none() {
+            return Err(JwtConfigError::NoKeys);
+        }
+        if self.keys.keys().any(|k| k.family != family) {
+            return Err(JwtConfigError::KeyFamilyMismatch);
+        }
+        if self.user_claim.is_empty() {
+            return Err(JwtConfigError::EmptyUserClaim);
+        }
+        // Err means a provider is already installed: the application chose.
+        let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
+            &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER,
+        );
+        Ok(JwtAuthenticator {
+            inner: Arc::new(Inner {
+                algorithms: self.algorithms,
+                keys: RwLock::new(Arc::new(self.keys)),
+                issuers: self.issuers,
+                audiences: self.audiences,
+                leeway: self.leeway,
+                user_claim: self.user_claim,
+                sources: self.sources,
+                origin: self.origin,
+                subprotocol_failures_after_upgrade: self.subprotocol_failures_after_upgrade,
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    algorithms: Vec<JwtAlgorithm>,
+    keys: RwLock<Arc<JwtKeySet>>,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    leeway: Duration,
+    user_claim: String,
+    sources: TokenSources,
+    origin: OriginPolicy,
+    subprotocol_failures_after_upgrade: bool,
+}
+
+/// Authenticates WebSocket handshakes with JWTs from the header, a
+/// subprotocol, or (when enabled) the query or the first message. Cheap to
+/// clone.
+///
+/// # Examples
+///
+/// ```
+/// use ws_lifecycle::auth::{Authenticator, HandshakeRequest, JwtAuthenticator};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let auth = JwtAuthenticator::builder()
+///     .hs256("a secret of at least 32 bytes, from config!")
+///     .issuer("https://auth.example")
+///     .build()?;
+///
+/// // A browser-style offer whose token is not a JWT at all.
+/// let request = HandshakeRequest::builder()
+///     .header("Sec-WebSocket-Protocol", "jwt-auth, jwt.not-a-token")
+///     .build()?;
+/// let failure = auth.authenticate(&request).await.unwrap_err();
+/// assert_eq!(failure.error.code(), "token_malformed");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct JwtAuthenticator {
+    inner: Arc<Inner>,
+}
+
+/// A verified token.
+struct Verified {
+    user: UserId,
+    claims: Map<String, Value>,
+    expires_at: SystemTime,
+}
+
+impl JwtAuthenticator {
+    /// A builder: set the algorithms and keys (or [`hs256`](JwtAuthenticatorBuilder::hs256)).
+    pub fn builder() -> JwtAuthenticatorBuilder {
+        JwtAuthenticatorBuilder {
+            algorithms: Vec::new(),
+            keys: JwtKeySet::new(),
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            leeway: Duration::from_secs(60),
+            user_claim: "sub".into(),
+            sources: TokenSources::default(),
+            origin: OriginPolicy::default(),
+            subprotocol_failures_after_upgrade: true,
+        }
+    }
+
+    /// Replaces the key set (rotation). Tokens verified from now on use the
+    /// new set; verifications already running finish with the old one.
+    ///
+    /// # Errors
+    ///
+    /// [`JwtConfigError::NoKeys`] or [`JwtConfigError::KeyFamilyMismatch`];
+    /// the old set stays in place.
+    pub fn replace_keys(&self, keys: JwtKeySet) -> Result<(), JwtConfigError> {
+        let family = self.inner.algorithms.first().map(|a| a.family());
+        if keys.keys().next().is_none() {
+            return Err(JwtConfigError::NoKeys);
+        }
+        if keys.keys().any(|k| Some(k.family) != family) {
+            return Err(JwtConfigError::KeyFamilyMismatch);
+        }
+        *self.inner.keys.write() = Arc::new(keys);
+        Ok(())
+    }
+
+    /// The token sources this authenticator reads.
+    pub fn sources(&self) -> &TokenSources {
+        &self.inner.sources
+    }
+
+    fn verify(&self, token: &Token) -> Result<Verified, AuthError> {
+        let inner = &self.inner;
+        let token = token.expose();
+        if token.len() > inner.sources.max_token_len {
+            return Err(AuthError::TokenTooLarge {
+                limit: inner.sources.max_token_len,
+            });
+        }
+        if !is_compact_jws(token) {
+            return Err(AuthError::TokenMalformed("not a compact JWS"));
+        }
+        let header = token.split('.').next().unwrap_or_default();
+        let header: Map<String, Value> = decode_base64url(header)
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(AuthError::TokenMalformed(
+                "the header is not base64url JSON",
+            ))?;
+        let alg = match header.get("alg") {
+            Some(Value::String(alg)) => alg.as_str(),
+            _ => return Err(AuthError::TokenMalformed("the header has no alg")),
+        };
+        let algorithm = JwtAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == alg && inner.algorithms.contains(a))
+            .ok_or(AuthError::AlgorithmNotAllowed)?;
+        match header.get("crit") {
+            None => {}
+            Some(Value::Array(crit)) if crit.is_empty() => {}
+            Some(_) => return Err(AuthError::TokenMalformed("the header has a crit extension")),
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.as_str()),
+            Some(_) => return Err(AuthError::TokenMalformed("the header kid is not a string")),
+        };
+        let keys = Arc::clone(&inner.keys.read());
+        let key = keys.select(kid).ok_or(AuthError::SignatureInvalid)?;
+
+        let mut validation = Validation::new(algorithm.jsonwebtoken());
+        validation.leeway = inner.leeway.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        if inner.issuers.is_empty() {
+            validation.iss = None;
+        } else {
+            validation.set_issuer(&inner.issuers);
+            required.push("iss");
+        }
+        if inner.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&inner.audiences);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+            .map_err(|e| map_error(e.kind()))?;
+        let claims = data.claims;
+
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        match claims.get("iat") {
+            None => {}
+            Some(Value::Number(iat)) => {
+                let iat = iat.as_f64().unwrap_or(f64::INFINITY);
+                if iat > (now.saturating_add(inner.leeway.as_secs())) as f64 {
+                    return Err(AuthError::ClaimInvalid("iat is in the future"));
+                }
+            }
+            Some(_) => return Err(AuthError::ClaimInvalid("iat is not a number")),
+        }
+        let user = match claims.get(&inner.user_claim) {
+            Some(Value::String(user)) => UserId::new(user)
+                .map_err(|_| AuthError::ClaimInvalid("the user claim is not a valid user id"))?,
+            _ => {
+                return Err(AuthError::ClaimInvalid(
+                    "the user claim is missing or not a string",
+                ));
+            }
+        };
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or(AuthError::ClaimInvalid("exp is not a number"))?;
+        Ok(Verified {
+            user,
+            claims,
+            expires_at: UNIX_EPOCH + Duration::from_secs(exp),
+        })
+    }
+
+    fn outcome(&self, verified: Verified, marker: Option<String>) -> AuthOutcome {
+        let mut outcome = AuthOutcome::new(verified.user);
+        outcome.claims = verified.claims;
+        outcome.expires_at = Some(verified.expires_at);
+        outcome.selected_subprotocol = marker;
+        outcome.verifier = Some(Arc::new(self.clone()));
+        outcome
+    }
+}
+
+fn map_error(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::InvalidSignature
+        | ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat
+        | ErrorKind::RsaFailedSigning
+        | ErrorKind::Signing(_)
+        | ErrorKind::Provider(_) => AuthError::SignatureInvalid,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm
+        | ErrorKind::MissingAlgorithm => AuthError::AlgorithmNotAllowed,
+        ErrorKind::ExpiredSignature => AuthError::TokenExpired,
+        ErrorKind::ImmatureSignature => AuthError::TokenNotYetValid,
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::ClaimInvalid(match claim.as_str() {
+            "exp" => "exp is missing",
+            "iss" => "iss is missing",
+            "aud" => "aud is missing",
+            _ => "a required claim is missing",
+        }),
+        ErrorKind::InvalidClaimFormat(claim) => AuthError::ClaimInvalid(match claim.as_str() {
+            "exp" => "exp is not a number",
+            "nbf" => "nbf is not a number",
+            _ => "a claim has the wrong type",
+        }),
+        ErrorKind::InvalidIssuer => AuthError::ClaimInvalid("iss is not an accepted issuer"),
+        ErrorKind::InvalidAudience => AuthError::ClaimInvalid("aud is not an accepted audience"),
+        ErrorKind::InvalidSubject => AuthError::ClaimInvalid("sub is not accepted"),
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_) => AuthError::TokenMalformed("the token does not decode"),
+        _ => AuthError::TokenMalformed("the token was refused"),
+    }
+}
+
+impl Authenticator for JwtAuthenticator {
+    async fn authenticate(&self, request: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
+        let inner = &self.inner;
+        inner.origin.check(request.origin())?;
+        let credentials = inner.sources.extract(request)?;
+        let marker = credentials.marker.clone();
+        let verify = |token: Option<Token>| token.map(|t| self.verify(&t)).transpose();
+        let header = verify(credentials.header)?;
+        let subprotocol = verify(credentials.subprotocol).map_err(|error| {
+            if inner.subprotocol_failures_after_upgrade {
+                AuthFailure::after_upgrade(error, marker.clone())
+            } else {
+                AuthFailure::before_upgrade(error)
+            }
+        })?;
+        let query = verify(credentials.query)?;
+        let verified = match (header, subprotocol, query) {
+            (Some(h), Some(s), _) if h.user != s.user => {
+                return Err(AuthError::CredentialsAmbiguous(
+                    "the header and subprotocol tokens name different users",
+                )
+                .into());
+            }
+            // Both verified for one user: the one expiring first bounds the
+            // connection.
+            (Some(h), Some(s), _) => {
+                if s.expires_at < h.expires_at {
+                    s
+                } else {
+                    h
+                }
+            }
+            (Some(v), None, _) | (None, Some(v), _) | (None, None, Some(v)) => v,
+            (None, None, None) => return Err(AuthError::TokenMissing.into()),
+        };
+        Ok(self.outcome(verified, marker))
+    }
+
+    fn first_message_auth(&self) -> bool {
+        self.inner.sources.first_message
+    }
+
+    async fn authenticate_message(
+        &self,
+        request: &HandshakeRequest,
+        token: &str,
+    ) -> Result<AuthOutcome, AuthFailure> {
+        let inner = &self.inner;
+        let marker = request
+            .subprotocols()
+            .contains(&inner.sources.marker)
+            .then(|| inner.sources.marker.clone());
+        let after = |error| AuthFailure::after_upgrade(error, marker.clone());
+        inner.origin.check(request.origin()).map_err(after)?;
+        let token = inner
+            .sources
+            .check_first_message_token(token)
+            .map_err(after)?;
+        let verified = self.verify(&token).map_err(after)?;
+        Ok(self.outcome(verified, marker))
+    }
+}
+
+impl TokenVerifier for JwtAuthenticator {
+    fn verify_token(&self, token: &str) -> Result<AuthOutcome, AuthError> {
+        let token = self.inner.sources.check_first_message_token(token)?;
+        let verified = self.verify(&token)?;
+        Ok(self.outcome(verified, None))
+    }
+}
