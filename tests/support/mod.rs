@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "jwt")]
+pub mod tokens;
+
 use ws_lifecycle::close::{CloseCode, CloseFrame, CloseReason};
 use ws_lifecycle::connection::{Authenticated, Connection};
 use ws_lifecycle::event::{Event, EventName};
