@@ -85,7 +85,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `jwt` | yes | JWT authentication on jsonwebtoken's pure-Rust backend |
+//! | `jwt` | yes | [`JwtAuthenticator`](auth::JwtAuthenticator) on jsonwebtoken's pure-Rust backend |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

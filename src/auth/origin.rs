@@ -14,8 +14,9 @@ use super::AuthError;
 /// Matching is exact on scheme, host and port (scheme and host compared
 /// case-insensitively, default ports made explicit): `https://app.example`
 /// does not admit `https://app.example.evil.com`, `http://app.example` or
-/// `https://app.example:8443`. The literal `null` origin (sandboxed frames,
-/// `file:` pages) is always refused. A request with no `Origin` header is
+/// `https://app.example:8443`. Once a list is configured, the literal `null`
+/// origin (sandboxed frames, `file:` pages) is refused. A request with no
+/// `Origin` header is
 /// admitted: only browsers send one, and a non-browser client can forge it
 /// anyway.
 ///

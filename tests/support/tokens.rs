@@ -24,7 +24,11 @@ pub fn claims(sub: &str) -> Value {
 
 /// An HS256 token over `claims`, signed with [`SECRET`].
 pub fn hs256(claims: &Value) -> String {
-    sign(&Header::default(), claims, &EncodingKey::from_secret(SECRET))
+    sign(
+        &Header::default(),
+        claims,
+        &EncodingKey::from_secret(SECRET),
+    )
 }
 
 /// A token with any header and key.
@@ -34,8 +38,7 @@ pub fn sign(header: &Header, claims: &Value, key: &EncodingKey) -> String {
 
 /// Unpadded base64url.
 pub fn b64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
         let b = [
