@@ -19,11 +19,14 @@
     reason = "integration tests: a failed unwrap is a failed test"
 )]
 
+mod support;
+
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use support::{bind, hub_with};
 use ws_lifecycle::close::{CloseCause, CloseCode, CloseFrame, CloseReason};
 use ws_lifecycle::config::{BufferLimit, HubConfig, PreReadyOverflow};
 use ws_lifecycle::connection::{Authenticated, Connection, Ready};
@@ -31,7 +34,7 @@ use ws_lifecycle::event::{AgentEventKind, Event, EventName};
 use ws_lifecycle::id::UserId;
 use ws_lifecycle::state::ConnectionState;
 use ws_lifecycle::transport::Message;
-use ws_lifecycle::transport::memory::{self, MemoryClient, MemoryTransport};
+use ws_lifecycle::transport::memory::MemoryTransport;
 use ws_lifecycle::{CloseReport, ConnectionHandle, Delivery, Handler, Hub, Inbound, SendError};
 
 /// One step of a script.
@@ -184,27 +187,6 @@ fn done() -> CloseFrame {
 
 fn alice() -> UserId {
     UserId::new("alice").expect("user id")
-}
-
-fn hub_with(edit: impl FnOnce(&mut HubConfig)) -> Hub {
-    let mut config = HubConfig::default();
-    edit(&mut config);
-    Hub::builder().config(config).build()
-}
-
-async fn bind(
-    hub: &Hub,
-    user: &UserId,
-    capacity: usize,
-) -> (Connection<Authenticated<MemoryTransport>>, MemoryClient) {
-    let (transport, client) = memory::pair(capacity);
-    let conn = hub
-        .connect()
-        .accept(transport)
-        .authenticate(user.clone().into())
-        .await
-        .unwrap_or_else(|report| panic!("bind refused: {report}"));
-    (conn, client)
 }
 
 /// The connection in whichever stage the script has reached.

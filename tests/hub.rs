@@ -28,12 +28,6 @@ use ws_lifecycle::state::ConnectionState;
 use ws_lifecycle::transport::memory;
 use ws_lifecycle::{CloseReport, ConnectionHandle, Hub, SendError};
 
-fn hub_with(edit: impl FnOnce(&mut HubConfig)) -> Hub {
-    let mut config = HubConfig::default();
-    edit(&mut config);
-    Hub::builder().config(config).build()
-}
-
 fn assert_gone(hub: &Hub, user: &UserId) {
     assert_eq!(hub.connection_count(), 0, "routing table not empty");
     assert_eq!(hub.user_count(), 0, "user index not empty");

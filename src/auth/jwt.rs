@@ -153,6 +153,15 @@ impl std::fmt::Debug for JwtKey {
 }
 
 impl JwtKey {
+    fn parsed(
+        family: Family,
+        key: jsonwebtoken::errors::Result<DecodingKey>,
+        what: &'static str,
+    ) -> Result<Self, JwtConfigError> {
+        key.map(|key| JwtKey { family, key })
+            .map_err(|_| JwtConfigError::InvalidKey(what))
+    }
+
     /// An HMAC secret (for HS256/384/512).
     pub fn hmac(secret: impl AsRef<[u8]>) -> Self {
         JwtKey {
@@ -167,12 +176,11 @@ impl JwtKey {
     ///
     /// [`JwtConfigError::InvalidKey`] when the PEM does not parse.
     pub fn rsa_pem(pem: impl AsRef<[u8]>) -> Result<Self, JwtConfigError> {
-        let key = DecodingKey::from_rsa_pem(pem.as_ref())
-            .map_err(|_| JwtConfigError::InvalidKey("not an RSA public key in PEM"))?;
-        Ok(JwtKey {
-            family: Family::Rsa,
-            key,
-        })
+        Self::parsed(
+            Family::Rsa,
+            DecodingKey::from_rsa_pem(pem.as_ref()),
+            "not an RSA public key in PEM",
+        )
     }
 
     /// An EC public key in PEM (for ES256/384).
@@ -181,12 +189,11 @@ impl JwtKey {
     ///
     /// [`JwtConfigError::InvalidKey`] when the PEM does not parse.
     pub fn ec_pem(pem: impl AsRef<[u8]>) -> Result<Self, JwtConfigError> {
-        let key = DecodingKey::from_ec_pem(pem.as_ref())
-            .map_err(|_| JwtConfigError::InvalidKey("not an EC public key in PEM"))?;
-        Ok(JwtKey {
-            family: Family::Ec,
-            key,
-        })
+        Self::parsed(
+            Family::Ec,
+            DecodingKey::from_ec_pem(pem.as_ref()),
+            "not an EC public key in PEM",
+        )
     }
 
     /// An Ed25519 public key in PEM (for EdDSA).
@@ -195,12 +202,11 @@ impl JwtKey {
     ///
     /// [`JwtConfigError::InvalidKey`] when the PEM does not parse.
     pub fn ed_pem(pem: impl AsRef<[u8]>) -> Result<Self, JwtConfigError> {
-        let key = DecodingKey::from_ed_pem(pem.as_ref())
-            .map_err(|_| JwtConfigError::InvalidKey("not an Ed25519 public key in PEM"))?;
-        Ok(JwtKey {
-            family: Family::Ed,
-            key,
-        })
+        Self::parsed(
+            Family::Ed,
+            DecodingKey::from_ed_pem(pem.as_ref()),
+            "not an Ed25519 public key in PEM",
+        )
     }
 }
 

@@ -94,6 +94,13 @@ pub fn frame(code: u16, reason: &'static str) -> CloseFrame {
     )
 }
 
+/// A hub with the default configuration changed by `edit`.
+pub fn hub_with(edit: impl FnOnce(&mut ws_lifecycle::config::HubConfig)) -> Hub {
+    let mut config = ws_lifecycle::config::HubConfig::default();
+    edit(&mut config);
+    Hub::builder().config(config).build()
+}
+
 /// Binds `user` on a fresh in-memory pair of capacity `cap`.
 pub async fn bind(
     hub: &Hub,
