@@ -21,7 +21,7 @@
 
 use std::fmt;
 
-use super::{AuthError, HandshakeRequest};
+use super::{AuthError, AuthFailure, HandshakeRequest};
 
 /// Where a token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,26 +129,35 @@ impl TokenSources {
     /// # Errors
     ///
     /// `token_too_large`, `token_malformed`, `credentials_ambiguous`,
-    /// `protocol_invalid` or `token_in_query`; see [`AuthError`]. An empty
-    /// result is not an error here: the caller decides between
+    /// `protocol_invalid` or `token_in_query`; see [`AuthError`]. Each is
+    /// refused before the upgrade, except a malformed *subprotocol* token,
+    /// which surfaces after it (echoing the marker) like any other
+    /// subprotocol token that fails: a browser cannot read an HTTP status.
+    /// An empty result is not an error here: the caller decides between
     /// `token_missing` and first-message auth.
-    pub fn extract(&self, request: &HandshakeRequest) -> Result<Credentials, AuthError> {
+    pub fn extract(&self, request: &HandshakeRequest) -> Result<Credentials, AuthFailure> {
         let marker = request
             .subprotocols()
             .contains(&self.marker)
             .then(|| self.marker.clone());
+        let subprotocol = self
+            .subprotocol_token(request, marker.is_some())
+            .map_err(|error| match error {
+                AuthError::TokenMalformed(_) => AuthFailure::after_upgrade(error, marker.clone()),
+                other => AuthFailure::before_upgrade(other),
+            })?;
         let credentials = Credentials {
             header: self.header_token(request)?,
-            subprotocol: self.subprotocol_token(request, marker.is_some())?,
+            subprotocol,
             query: self.query_token(request)?,
             marker,
         };
         if credentials.query.is_some()
             && (credentials.header.is_some() || credentials.subprotocol.is_some())
         {
-            return Err(AuthError::CredentialsAmbiguous(
-                "a query token beside another token",
-            ));
+            return Err(
+                AuthError::CredentialsAmbiguous("a query token beside another token").into(),
+            );
         }
         Ok(credentials)
     }

@@ -641,7 +641,13 @@ impl Authenticator for JwtAuthenticator {
     async fn authenticate(&self, request: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
         let inner = &self.inner;
         inner.origin.check(request.origin())?;
-        let credentials = inner.sources.extract(request)?;
+        let credentials = inner.sources.extract(request).map_err(|failure| {
+            if inner.subprotocol_failures_after_upgrade {
+                failure
+            } else {
+                AuthFailure::before_upgrade(failure.error)
+            }
+        })?;
         let marker = credentials.marker.clone();
         let verify = |token: Option<Token>| token.map(|t| self.verify(&t)).transpose();
         let header = verify(credentials.header)?;
