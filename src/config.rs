@@ -105,6 +105,10 @@ pub struct HubConfig {
     /// Longest a single write to the transport may take before the
     /// slow-consumer policy closes the connection. Default: 1 s.
     pub write_timeout: Duration,
+    /// Longest the HTTP upgrade request may take to arrive, in total (a
+    /// slowloris defence; tokio-tungstenite has none of its own). Default:
+    /// 10 s.
+    pub upgrade_timeout: Duration,
     /// Longest authentication may take once the transport is open
     /// ([`Hub::serve_with_auth`](crate::Hub::serve_with_auth)); then close
     /// 4408. Default: 15 s (Centrifuge closes a connection that has not
@@ -148,6 +152,7 @@ impl Default for HubConfig {
             outbound_queue: BufferLimit::default(),
             slow_consumer: SlowConsumerPolicy::default(),
             write_timeout: Duration::from_secs(1),
+            upgrade_timeout: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(15),
             reauth_ahead: Duration::from_secs(60),
             expiry_grace: Duration::from_secs(60),

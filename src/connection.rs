@@ -31,6 +31,7 @@
 //! (routing entry removed, queued events counted as dropped, state `Failed`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tracing::Instrument;
 
@@ -164,6 +165,10 @@ impl Core {
                 }
                 let _ = self.transition(ConnectionState::Closed, cause.as_str());
             }
+            let env = self.hub.env();
+            if env.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+                env.idle.notify_waiters();
+            }
         }
         tracing::info!(parent: &self.span, cause = cause.as_str(), undelivered, "connection ended");
         CloseReport {
@@ -247,6 +252,7 @@ impl Connection<Connecting> {
         hub.env()
             .metrics
             .transition(None, ConnectionState::Connecting);
+        hub.env().live.fetch_add(1, Ordering::AcqRel);
         Connection {
             core: Core {
                 hub,

@@ -156,10 +156,29 @@ pub enum Event {
     Custom {
         /// Its name (the wire `type`).
         name: EventName,
+        /// Extra top-level fields, written between `type` and `payload`
+        /// (for protocols that expect, say, `"from"` beside `"type"`).
+        fields: Fields,
         /// Application data.
         payload: serde_json::Value,
     },
 }
+
+/// Top-level fields of a custom event's envelope, beside `v`, `seq`, `type`
+/// and `payload`. Names are 1 to 64 bytes of `[a-z0-9_]` and never one of
+/// the envelope's own (`v`, `seq`, `type`, `payload`, `thread_id`,
+/// `run_id`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fields(serde_json::Map<String, serde_json::Value>);
+
+/// A field name was rejected: it breaks the grammar or is the envelope's own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid event field name: use 1 to 64 bytes of [a-z0-9_], not v, seq, type, payload, thread_id or run_id"
+)]
+pub struct FieldError;
+
+const ENVELOPE_FIELDS: [&str; 6] = ["v", "seq", "type", "payload", "thread_id", "run_id"];
 
 impl Event {
     /// An agent event.
@@ -173,7 +192,47 @@ impl Event {
 
     /// A custom event.
     pub fn custom(name: EventName, payload: serde_json::Value) -> Self {
-        Event::Custom { name, payload }
+        Event::Custom {
+            name,
+            fields: Fields::default(),
+            payload,
+        }
+    }
+
+    /// Adds a top-level field to a custom event (agent events have a fixed
+    /// shape and ignore it: use their payload).
+    ///
+    /// # Errors
+    ///
+    /// [`FieldError`] when `name` breaks the grammar or is one of the
+    /// envelope's own fields.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ws_lifecycle::event::{Event, EventName};
+    /// let message = Event::custom(EventName::new("message")?, "hi".into()).with_field("from", "alice")?;
+    /// let frame = message.encode()?.frame(1, Default::default());
+    /// assert_eq!(frame, r#"{"v":1,"seq":1,"type":"message","from":"alice","payload":"hi"}"#);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_field(
+        mut self,
+        name: &str,
+        value: impl Into<serde_json::Value>,
+    ) -> Result<Self, FieldError> {
+        let grammar = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'));
+        if !grammar || ENVELOPE_FIELDS.contains(&name) {
+            return Err(FieldError);
+        }
+        if let Event::Custom { fields, .. } = &mut self {
+            fields.0.insert(name.to_owned(), value.into());
+        }
+        Ok(self)
     }
 
     /// Serialises the event once, for any number of connections.
@@ -191,6 +250,8 @@ impl Event {
         }
         #[derive(Serialize)]
         struct CustomTail<'a> {
+            #[serde(flatten)]
+            fields: &'a serde_json::Map<String, serde_json::Value>,
             payload: &'a serde_json::Value,
         }
         let (tag, tail) = match self {
@@ -202,9 +263,16 @@ impl Event {
                     payload,
                 }),
             ),
-            Event::Custom { name, payload } => (
+            Event::Custom {
+                name,
+                fields,
+                payload,
+            } => (
                 TypeTag::Custom(name.clone()),
-                serde_json::to_string(&CustomTail { payload }),
+                serde_json::to_string(&CustomTail {
+                    fields: &fields.0,
+                    payload,
+                }),
             ),
         };
         let mut tail = tail.map_err(|e| EncodeError(e.to_string()))?;

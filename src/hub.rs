@@ -3,12 +3,14 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::FutureExt;
+use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::auth::{AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
-use crate::close::CloseCause;
+use crate::close::{CloseCause, CloseFrame};
 use crate::config::HubConfig;
 use crate::connection::{Accepted as AcceptedStage, Authenticated, Connecting, Connection};
 use crate::emitter::{Accepted, Addressee, Refused, Routed};
@@ -25,6 +27,21 @@ use crate::transport::{Message, Transport, TransportError, TransportStream};
 pub(crate) struct Env {
     pub(crate) config: HubConfig,
     pub(crate) metrics: Metrics,
+    /// Connections minted and not yet terminal.
+    pub(crate) live: AtomicUsize,
+    /// Notified when `live` drops to zero.
+    pub(crate) idle: Notify,
+}
+
+impl Env {
+    pub(crate) fn new(config: HubConfig) -> Self {
+        Env {
+            config,
+            metrics: Metrics::default(),
+            live: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
 }
 
 struct Inner {
@@ -101,10 +118,7 @@ impl HubBuilder {
         let router = Router::new(self.config.router_shards);
         Hub {
             inner: Arc::new(Inner {
-                env: Arc::new(Env {
-                    config: self.config,
-                    metrics: Metrics::default(),
-                }),
+                env: Arc::new(Env::new(self.config)),
                 router,
                 ids: self.ids.unwrap_or_else(|| Arc::new(UlidGenerator::new())),
             }),
@@ -301,6 +315,40 @@ impl Hub {
     /// Users with at least one connection in the routing table.
     pub fn user_count(&self) -> usize {
         self.inner.router.user_count()
+    }
+
+    /// Asks every routable connection to close with `frame` after writing
+    /// what it has queued (as [`ConnectionHandle::close`]); returns how many
+    /// were asked. For example `1001 going_away` on Ctrl-C, then
+    /// [`idle`](Hub::idle).
+    pub fn close_all(&self, frame: CloseFrame) -> usize {
+        let conns = self.inner.router.all();
+        let asked = conns
+            .iter()
+            .filter(|c| c.outbox.request_close(CloseCause::Requested(frame.clone())))
+            .count();
+        tracing::info!(asked, code = %frame.code, "closing every connection");
+        asked
+    }
+
+    /// Resolves once no connection of this hub is alive (every one minted
+    /// has reached `Closed` or `Failed`), so their close frames have been
+    /// written or given up on.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn idle(&self) {
+        let env = &self.inner.env;
+        loop {
+            let notified = env.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if env.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Runs a whole connection over `transport` for a user authenticated at

@@ -90,6 +90,8 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(any(feature = "axum", feature = "tungstenite"))]
+pub mod adapters;
 pub mod auth;
 pub mod close;
 pub mod config;
@@ -105,6 +107,7 @@ mod reauth;
 mod router;
 pub mod state;
 pub mod transport;
+pub mod upgrade;
 mod writer;
 
 pub use handle::{ConnectionHandle, SendError};

@@ -120,6 +120,14 @@ impl Router {
         self.shard(&self.conns, id)?.read().get(id).cloned()
     }
 
+    /// Every connection in the table (a snapshot, taken shard by shard).
+    pub(crate) fn all(&self) -> Vec<Arc<ConnShared>> {
+        self.conns
+            .iter()
+            .flat_map(|shard| shard.read().values().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
     /// Connections in the table.
     pub(crate) fn len(&self) -> usize {
         self.conns.iter().map(|s| s.read().len()).sum()

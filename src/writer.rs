@@ -115,10 +115,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_write_path_refuses_an_event_for_another_user() {
-        let env = Arc::new(Env {
-            config: HubConfig::default(),
-            metrics: Metrics::default(),
-        });
+        let env = Arc::new(Env::new(HubConfig::default()));
         let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
         let bob = UserId::new("bob").unwrap_or_else(|e| panic!("{e}"));
         let shared = Arc::new(ConnShared {

@@ -317,6 +317,10 @@ proptest! {
         let f = fixture();
         let mutated = apply(&mutation, &f.token, &f.other);
         prop_assert_ne!(&mutated, &f.token);
+        // Whitespace added only at the token's edges leaves the token itself
+        // untouched (headers and subprotocol entries are trimmed): that is
+        // not a near miss, and accepting it is right.
+        prop_assume!(mutated.trim_matches([' ', '\t']) != f.token);
         if let Ok(request) = carry(carrier, &mutated) {
             for result in authenticate_all(&request) {
                 prop_assert!(result.is_err(), "{mutation:?} in {carrier:?} authenticated");

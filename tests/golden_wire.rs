@@ -288,7 +288,7 @@ fn assert_frame_json(frame: &str, event: &Event, seq: u64, mode: WireMode) -> Te
             assert_eq!(parsed.get("payload"), Some(payload));
             assert_eq!(object.len(), 6, "{frame}");
         }
-        Event::Custom { name, payload } => {
+        Event::Custom { name, payload, .. } => {
             assert_eq!(parsed.get("type"), Some(&json!(name.as_str())), "{frame}");
             assert_eq!(parsed.get("payload"), Some(payload));
             assert_eq!(object.len(), 4, "{frame}");
@@ -359,4 +359,32 @@ proptest! {
             }
         }
     }
+}
+
+/// Extra top-level fields of a custom event sit between `type` and
+/// `payload`, in name order; the envelope's own names are refused.
+#[test]
+fn custom_event_fields_golden() -> TestResult {
+    let message = Event::custom(EventName::new("message")?, json!("hi \"there\""))
+        .with_field("to", "bob")?
+        .with_field("from", "alice")?;
+    assert_eq!(
+        message.encode()?.frame(3, WireMode::Named),
+        r#"{"v":1,"seq":3,"type":"message","from":"alice","to":"bob","payload":"hi \"there\""}"#
+    );
+    for reserved in [
+        "v",
+        "seq",
+        "type",
+        "payload",
+        "thread_id",
+        "run_id",
+        "",
+        "From",
+        "a-b",
+    ] {
+        let refused = Event::custom(EventName::new("x")?, json!(null)).with_field(reserved, 1);
+        assert!(refused.is_err(), "{reserved:?} accepted");
+    }
+    Ok(())
 }

@@ -1,0 +1,70 @@
+//! The axum routes of the demo server: shared by `examples/axum_chat.rs` and
+//! the adapter tests, which drive exactly what a newcomer runs. The
+//! including crate declares `chat` and `server` (from `examples/common/`).
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use ws_lifecycle::Hub;
+use ws_lifecycle::adapters::axum::WsUpgrade;
+use ws_lifecycle::auth::JwtAuthenticator;
+use ws_lifecycle::id::UserId;
+
+use crate::chat::ChatApp;
+use crate::server;
+
+#[derive(Clone)]
+struct AppState {
+    hub: Hub,
+    auth: JwtAuthenticator,
+    app: Arc<ChatApp>,
+    secret: Arc<str>,
+}
+
+async fn ws(upgrade: WsUpgrade, State(s): State<AppState>) -> Response {
+    upgrade.serve(&s.hub, &s.auth, Arc::clone(&s.app)).await
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    user: String,
+}
+
+async fn demo_token(Query(q): Query<TokenQuery>, State(s): State<AppState>) -> Response {
+    let Ok(user) = UserId::new(&q.user) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "user: 1 to 256 bytes, no control characters",
+        )
+            .into_response();
+    };
+    match server::demo_token(&s.secret, &user) {
+        Ok(token) => Json(serde_json::json!({ "token": token })).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> String {
+    s.hub.metrics().to_string()
+}
+
+/// The demo server's routes over `hub`, trusting tokens signed with `secret`.
+pub(crate) fn router(hub: Hub, secret: &str) -> Result<Router, Box<dyn std::error::Error>> {
+    let state = AppState {
+        app: Arc::new(ChatApp::new(hub.clone())),
+        auth: server::demo_authenticator(secret)?,
+        hub,
+        secret: Arc::from(secret),
+    };
+    Ok(Router::new()
+        .route("/", get(|| async { Html(include_str!("demo.html")) }))
+        .route("/demo-token", get(demo_token))
+        // `any`, so a malformed upgrade (a POST, say) gets the crate's 400.
+        .route("/ws", any(ws))
+        .route("/metrics", get(metrics))
+        .with_state(state))
+}

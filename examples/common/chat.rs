@@ -1,0 +1,108 @@
+//! The demo application every example serves, speaking the protocol in
+//! `shared/bench-protocol.md`:
+//!
+//! * on ready: `{"type":"ready","connection_id":"…","user":"…"}`;
+//! * `{"type":"publish","to":"<user>","payload":"<text>"}` delivers
+//!   `{"type":"message","from":"<sender>","payload":"<text>"}` to every
+//!   connection of `to`;
+//! * `{"type":"agent_run","prompt":"<text>"}` answers the sender's user with
+//!   the five agent events, in order, for one freshly minted run.
+//!
+//! Frames also carry the crate's envelope fields (`v`, `seq`, and for agent
+//! events `thread_id` and `run_id`), which clients that do not know them
+//! ignore.
+
+use serde::Deserialize;
+use serde_json::json;
+use ws_lifecycle::close::{CloseCode, CloseFrame, CloseReason};
+use ws_lifecycle::event::{AgentEventKind, Event, EventName};
+use ws_lifecycle::id::UserId;
+use ws_lifecycle::{ConnectionHandle, Handler, Hub, Inbound};
+
+/// One message from a client.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    Publish { to: String, payload: String },
+    AgentRun { prompt: String },
+}
+
+/// The demo application. One value serves every connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ChatApp {
+    hub: Hub,
+}
+
+impl ChatApp {
+    /// An app that routes through `hub`.
+    pub(crate) fn new(hub: Hub) -> Self {
+        ChatApp { hub }
+    }
+}
+
+fn name(name: &str) -> Result<EventName, CloseFrame> {
+    EventName::new(name).map_err(|_| internal())
+}
+
+fn internal() -> CloseFrame {
+    close(CloseCode::INTERNAL_ERROR, "internal_error")
+}
+
+fn close(code: CloseCode, reason: &'static str) -> CloseFrame {
+    let reason = CloseReason::new(reason).unwrap_or_else(|| unreachable!("a valid constant"));
+    CloseFrame::new(code, reason)
+}
+
+impl Handler for ChatApp {
+    async fn on_ready(&self, conn: &ConnectionHandle) -> Result<(), CloseFrame> {
+        // Emitted before Ready: buffered and written first, once Ready.
+        let ready = Event::custom(name("ready")?, json!(null))
+            .with_field("connection_id", conn.id().as_str())
+            .and_then(|e| e.with_field("user", conn.user().as_str()))
+            .map_err(|_| internal())?;
+        conn.emit(ready).map_err(|_| internal())?;
+        Ok(())
+    }
+
+    async fn on_message(
+        &self,
+        conn: &ConnectionHandle,
+        message: Inbound,
+    ) -> Result<(), CloseFrame> {
+        let Inbound::Text(text) = message else {
+            return Err(close(CloseCode::APP_PROTOCOL_ERROR, "text_frames_only"));
+        };
+        let Ok(message) = serde_json::from_str::<ClientMessage>(&text) else {
+            let error = Event::custom(name("error")?, json!({ "code": "bad_message" }));
+            let _ = conn.emit(error);
+            return Ok(());
+        };
+        match message {
+            ClientMessage::Publish { to, payload } => {
+                let Ok(to) = UserId::new(&to) else {
+                    let error = Event::custom(name("error")?, json!({ "code": "bad_user" }));
+                    let _ = conn.emit(error);
+                    return Ok(());
+                };
+                let event = Event::custom(name("message")?, json!(payload))
+                    .with_field("from", conn.user().as_str())
+                    .map_err(|_| internal())?;
+                // A user with no connection simply misses it (counted by
+                // the hub as a routing miss).
+                let _ = self.hub.send_to_user(&to, &event);
+            }
+            ClientMessage::AgentRun { prompt } => {
+                let user = conn.user();
+                let ctx = self.hub.ids().mint_context(user);
+                for (step, kind) in (1..).zip(AgentEventKind::ALL) {
+                    let payload =
+                        json!({ "prompt": prompt, "step": step, "request_id": ctx.request });
+                    let _ = self
+                        .hub
+                        .send_to_user(user, &Event::agent(kind, &ctx.run, payload));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! The smallest server on the tokio-tungstenite adapter: every text message
+//! comes back to the connection that sent it, with its sequence number.
+//!
+//! Run with: `cargo run --example tungstenite_echo --features tungstenite`
+//! and connect with a demo token from the axum example, or any HS256 token
+//! signed with `WS_LIFECYCLE_DEMO_SECRET` (default `demo-secret`).
+
+#[allow(dead_code)] // the token endpoint is the axum example's
+#[path = "common/server.rs"]
+mod server;
+
+use std::sync::Arc;
+
+use ws_lifecycle::adapters::tungstenite;
+use ws_lifecycle::close::{CloseCode, CloseFrame, CloseReason};
+use ws_lifecycle::event::{Event, EventName};
+use ws_lifecycle::{ConnectionHandle, Handler, Hub, Inbound};
+
+struct Echo;
+
+impl Handler for Echo {
+    async fn on_message(
+        &self,
+        conn: &ConnectionHandle,
+        message: Inbound,
+    ) -> Result<(), CloseFrame> {
+        if let (Inbound::Text(text), Ok(name)) = (message, EventName::new("echo")) {
+            let _ = conn.emit(Event::custom(name, serde_json::Value::String(text)));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = server::listen_addr()?;
+    let hub = Hub::new();
+    let auth = Arc::new(server::demo_authenticator(&server::demo_secret())?);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!(
+        "ws-lifecycle tungstenite_echo listening on ws://{}/",
+        listener.local_addr()?
+    );
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = accepted?;
+                let (hub, auth) = (hub.clone(), Arc::clone(&auth));
+                tokio::spawn(async move { tungstenite::serve(stream, Some(peer), &hub, &*auth, &Echo).await });
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    let going_away = CloseReason::new("going_away").unwrap_or_else(|| unreachable!());
+    hub.close_all(CloseFrame::new(CloseCode::GOING_AWAY, going_away));
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), hub.idle()).await;
+    Ok(())
+}
