@@ -1,0 +1,393 @@
+//! A real browser against the axum demo server: headless Chromium (Debian's
+//! `/usr/bin/chromium`, installed by `scripts/test.sh`), driven over the
+//! DevTools protocol with the crate's own tokio-tungstenite client.
+//!
+//! Behind the `browser-tests` feature so plain `cargo test` needs no
+//! browser; `scripts/test.sh` runs it (`--all-features`). Without Chromium
+//! the tests fail with the command that installs it.
+//!
+//! `WS_LIFECYCLE_SCREENSHOT=docs/demo.png cargo test --all-features --test
+//! browser` also writes the README's screenshot.
+
+#![cfg(all(
+    feature = "browser-tests",
+    feature = "axum",
+    feature = "tungstenite",
+    feature = "jwt"
+))]
+// Tests assert by panicking; the crate's panic lints guard library code.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+#[path = "../examples/common/axum_app.rs"]
+mod axum_app;
+#[path = "../examples/common/chat.rs"]
+mod chat;
+#[allow(dead_code)] // the listening helpers are the examples'
+#[path = "../examples/common/server.rs"]
+mod server;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use ws_lifecycle::Hub;
+use ws_lifecycle::adapters::axum::AxumTransport;
+use ws_lifecycle::auth::Authenticator;
+
+const SECRET: &str = "browser test secret";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const AGENT_EVENTS: [&str; 5] = [
+    "agent_started",
+    "agent_thinking",
+    "tool_executing",
+    "tool_completed",
+    "agent_completed",
+];
+
+/// The demo server as `examples/axum_chat.rs` serves it.
+async fn demo_server(hub: Hub) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = axum_app::router(hub, SECRET).unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// The same app, but `/ws` is a deliberately broken server: it
+/// authenticates the subprotocol token and upgrades WITHOUT echoing the
+/// marker subprotocol, as too many servers do.
+async fn non_echoing_server(hub: Hub) -> SocketAddr {
+    use axum::extract::ws::WebSocketUpgrade;
+    use axum::http::HeaderMap;
+    use axum::routing::get;
+    use ws_lifecycle::auth::HandshakeRequest;
+
+    let demo = axum_app::router(hub.clone(), SECRET).unwrap();
+    let auth = Arc::new(server::demo_authenticator(SECRET).unwrap());
+    let app = Arc::new(chat::ChatApp::new(hub.clone()));
+    let broken = get(
+        move |upgrade: WebSocketUpgrade, headers: HeaderMap| async move {
+            let mut request = HandshakeRequest::builder();
+            for (name, value) in &headers {
+                request = request.header(name.as_str(), value.to_str().unwrap_or_default());
+            }
+            let outcome = auth.authenticate(&request.build().unwrap()).await.unwrap();
+            // No `.protocols([...])`: the marker is not echoed.
+            upgrade.on_upgrade(move |socket| async move {
+                let transport = AxumTransport::new(socket, 64 * 1024);
+                hub.serve(transport, outcome, &*app).await;
+            })
+        },
+    );
+    // `/ws` is the broken one; everything else (page, tokens) is the demo's.
+    let router = axum::Router::new()
+        .route("/ws", broken)
+        .fallback_service(demo);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// A headless Chromium and a DevTools connection to it.
+struct Browser {
+    _process: Child,
+    _profile: TempDir,
+    cdp: WebSocketStream<TcpStream>,
+    next_id: u64,
+}
+
+/// A fresh `--user-data-dir`, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Browser {
+    async fn launch() -> Browser {
+        assert!(
+            std::path::Path::new(CHROMIUM).exists(),
+            "{CHROMIUM} is missing: run scripts/test.sh, or `sudo apt-get install -y chromium`"
+        );
+        static LAUNCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = format!("ws-lifecycle-chromium-{}-{n}", std::process::id());
+        let profile = std::env::temp_dir().join(dir);
+        let profile = TempDir(profile);
+        let mut process = Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1000,720",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.0.display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromium did not start");
+        let stderr = process.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let endpoint = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    return url.trim().to_owned();
+                }
+            }
+            panic!("chromium exited without a DevTools endpoint");
+        })
+        .await
+        .expect("no DevTools endpoint within 60 s");
+        // Keep draining stderr so Chromium never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let host = endpoint
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let stream = TcpStream::connect(host).await.unwrap();
+        let (cdp, _) = tokio_tungstenite::client_async(endpoint.as_str(), stream)
+            .await
+            .unwrap();
+        Browser {
+            _process: process,
+            _profile: profile,
+            cdp,
+            next_id: 0,
+        }
+    }
+
+    /// Sends a DevTools command and waits for its result; events that
+    /// arrive meanwhile are handed to `on_event`.
+    async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut command = json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = session {
+            command["sessionId"] = json!(session);
+        }
+        self.cdp
+            .send(Message::text(command.to_string()))
+            .await
+            .unwrap();
+        loop {
+            let message = self.recv().await;
+            if message["id"] == id {
+                assert!(message.get("error").is_none(), "{method}: {message}");
+                return message["result"].clone();
+            }
+        }
+    }
+
+    async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(60), self.cdp.next())
+                .await
+                .expect("no DevTools message within 60 s")
+                .expect("DevTools connection closed")
+                .unwrap();
+            if let Message::Text(text) = message {
+                return serde_json::from_str(text.as_str()).unwrap();
+            }
+        }
+    }
+
+    /// Opens `url` in a new tab and waits for its load event; returns the
+    /// tab's session id.
+    async fn open(&mut self, url: &str) -> String {
+        let target = self
+            .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
+            .await;
+        let attached = self
+            .call(
+                None,
+                "Target.attachToTarget",
+                json!({ "targetId": target["targetId"], "flatten": true }),
+            )
+            .await;
+        let session = attached["sessionId"].as_str().unwrap().to_owned();
+        self.call(Some(&session), "Page.enable", json!({})).await;
+        self.call(Some(&session), "Page.navigate", json!({ "url": url }))
+            .await;
+        loop {
+            let event = self.recv().await;
+            if event["method"] == "Page.loadEventFired" && event["sessionId"] == session.as_str() {
+                return session;
+            }
+        }
+    }
+
+    /// Evaluates `expression` (awaiting it if it is a promise) in a tab.
+    async fn eval(&mut self, session: &str, expression: &str) -> Value {
+        let result = self
+            .call(
+                Some(session),
+                "Runtime.evaluate",
+                json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
+            )
+            .await;
+        assert!(
+            result.get("exceptionDetails").is_none(),
+            "{expression}: {result}"
+        );
+        result["result"]["value"].clone()
+    }
+}
+
+/// Resolves once `condition` (a JS expression) holds, re-checking on every
+/// DOM change in the page (no polling), or rejects after 20 s.
+fn when(condition: &str) -> String {
+    format!(
+        "new Promise((resolve, reject) => {{
+            const check = () => {{ if ({condition}) {{ observer.disconnect(); resolve(true); return true; }} return false; }};
+            const observer = new MutationObserver(check);
+            observer.observe(document.body, {{ subtree: true, childList: true, characterData: true, attributes: true }});
+            if (!check()) setTimeout(() => {{ observer.disconnect(); reject(new Error('timed out: ' + {condition:?})); }}, 20000);
+        }})"
+    )
+}
+
+/// Connects the tab as `user` with the page's own button.
+async fn connect_as(browser: &mut Browser, tab: &str, user: &str) {
+    browser
+        .eval(tab, &format!("document.getElementById('user').value = {user:?}; document.getElementById('connect').click(); true"))
+        .await;
+}
+
+/// The page's event log: (type, seq) per line.
+async fn events(browser: &mut Browser, tab: &str) -> Vec<(String, u64)> {
+    let value = browser
+        .eval(tab, "[...document.querySelectorAll('#events li')].map(li => [li.dataset.type, Number(li.dataset.seq)])")
+        .await;
+    serde_json::from_value(value).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_in_chromium_each_see_only_their_own_agent_run_in_order() {
+    let hub = Hub::new();
+    let addr = demo_server(hub.clone()).await;
+    let mut browser = Browser::launch().await;
+    let url = format!("http://{addr}/");
+    let alice = browser.open(&url).await;
+    let bob = browser.open(&url).await;
+    connect_as(&mut browser, &alice, "alice").await;
+    connect_as(&mut browser, &bob, "bob").await;
+    let ready = when("document.getElementById('status').textContent === 'ready'");
+    browser.eval(&alice, &ready).await;
+    browser.eval(&bob, &ready).await;
+
+    // Alice starts a run; Bob messages Alice, then Alice messages Bob.
+    browser.eval(&alice, "document.getElementById('text').value = 'plan a trip'; document.getElementById('run').click(); true").await;
+    let five =
+        when("document.querySelectorAll('#events li[data-type=agent_completed]').length === 1");
+    browser.eval(&alice, &five).await;
+    browser.eval(&alice, "document.getElementById('to').value = 'bob'; document.getElementById('text').value = 'hi bob'; document.getElementById('send').click(); true").await;
+    browser
+        .eval(
+            &bob,
+            &when("document.querySelectorAll('#events li[data-type=message]').length === 1"),
+        )
+        .await;
+
+    let alice_events = events(&mut browser, &alice).await;
+    let expected: Vec<(String, u64)> = std::iter::once("ready")
+        .chain(AGENT_EVENTS)
+        .zip(1..)
+        .map(|(t, seq)| (t.to_owned(), seq))
+        .collect();
+    assert_eq!(
+        alice_events, expected,
+        "alice: the five agent events, in order, gap-free"
+    );
+    let bob_events = events(&mut browser, &bob).await;
+    assert_eq!(
+        bob_events,
+        [("ready".to_owned(), 1), ("message".to_owned(), 2)],
+        "bob saw only his own frames"
+    );
+    let echoed = browser
+        .eval(
+            &bob,
+            "document.querySelector('#events li[data-type=message] .detail').textContent",
+        )
+        .await;
+    assert_eq!(echoed, "alice: hi bob");
+
+    if let Ok(path) = std::env::var("WS_LIFECYCLE_SCREENSHOT") {
+        let shot = browser
+            .call(
+                Some(&alice),
+                "Page.captureScreenshot",
+                json!({ "format": "png" }),
+            )
+            .await;
+        std::fs::write(&path, base64_decode(shot["data"].as_str().unwrap())).unwrap();
+    }
+    assert_eq!(hub.metrics().isolation_refusals, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_refuses_a_server_that_does_not_echo_the_subprotocol() {
+    let hub = Hub::new();
+    let addr = non_echoing_server(hub.clone()).await;
+    let mut browser = Browser::launch().await;
+    let tab = browser.open(&format!("http://{addr}/")).await;
+    connect_as(&mut browser, &tab, "alice").await;
+    // Chromium fails the handshake: the page sees close 1006, never ready.
+    browser
+        .eval(
+            &tab,
+            &when("document.getElementById('status').textContent.startsWith('closed 1006')"),
+        )
+        .await;
+    assert!(
+        events(&mut browser, &tab).await.is_empty(),
+        "nothing arrived"
+    );
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        acc = (acc << 6) | u32::from(value(c));
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
