@@ -86,11 +86,14 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `jwt` | yes | [`JwtAuthenticator`](auth::JwtAuthenticator) on jsonwebtoken's pure-Rust backend |
+//! | `axum` | no | `adapters::axum`: the `WsUpgrade` extractor |
+//! | `warp` | no | `adapters::warp`: the `upgrade()` filter |
+//! | `tungstenite` | no | `adapters::tungstenite::serve` for any tokio stream |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(any(feature = "axum", feature = "tungstenite"))]
+#[cfg(any(feature = "axum", feature = "tungstenite", feature = "warp"))]
 pub mod adapters;
 pub mod auth;
 pub mod close;

@@ -1,0 +1,60 @@
+//! The warp routes of the demo server: shared by `examples/warp_chat.rs` and
+//! the adapter tests. Same app, same protocol and page as the axum example.
+//! The including crate declares `chat` and `server` (from
+//! `examples/common/`).
+
+use std::sync::Arc;
+
+use warp::Filter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+use ws_lifecycle::Hub;
+use ws_lifecycle::adapters::warp::{WarpUpgrade, upgrade};
+use ws_lifecycle::id::UserId;
+
+use crate::chat::ChatApp;
+use crate::server;
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    user: String,
+}
+
+/// The demo server's routes over `hub`, trusting tokens signed with `secret`.
+pub(crate) fn routes(
+    hub: Hub,
+    secret: &str,
+) -> Result<
+    impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + use<>,
+    Box<dyn std::error::Error>,
+> {
+    let auth = Arc::new(server::demo_authenticator(secret)?);
+    let app = Arc::new(ChatApp::new(hub.clone()));
+    let secret: Arc<str> = Arc::from(secret);
+
+    let page =
+        warp::path::end().map(|| warp::reply::html(include_str!("demo.html")).into_response());
+    let token = warp::path("demo-token")
+        .and(warp::query::<TokenQuery>())
+        .map(move |q: TokenQuery| {
+            let Ok(user) = UserId::new(&q.user) else {
+                return warp::reply::with_status("bad user", StatusCode::BAD_REQUEST)
+                    .into_response();
+            };
+            match server::demo_token(&secret, &user) {
+                Ok(token) => {
+                    warp::reply::json(&serde_json::json!({ "token": token })).into_response()
+                }
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            }
+        });
+    let metrics = warp::path("metrics").map({
+        let hub = hub.clone();
+        move || hub.metrics().to_string().into_response()
+    });
+    let ws = warp::path("ws").and(upgrade()).then(move |u: WarpUpgrade| {
+        let (hub, auth, app) = (hub.clone(), Arc::clone(&auth), Arc::clone(&app));
+        async move { u.serve(&hub, &*auth, app).await }
+    });
+    Ok(ws.or(page).unify().or(token).unify().or(metrics).unify())
+}

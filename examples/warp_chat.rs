@@ -1,0 +1,51 @@
+//! The demo chat and agent-run server on warp: the same app, page and
+//! protocol as `axum_chat`.
+//!
+//! Run with: `cargo run --example warp_chat --features warp`
+//! then open <http://127.0.0.1:3000/> in two tabs.
+//!
+//! `--addr HOST:PORT` or `WS_LIFECYCLE_ADDR` changes where it listens.
+//! Ctrl-C closes every connection with 1001 and exits once they are closed.
+
+#[path = "common/chat.rs"]
+mod chat;
+#[path = "common/server.rs"]
+mod server;
+#[path = "common/warp_app.rs"]
+mod warp_app;
+
+use std::time::Duration;
+
+use ws_lifecycle::Hub;
+use ws_lifecycle::close::{CloseCode, CloseFrame, CloseReason};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let addr = server::listen_addr()?;
+    let hub = Hub::new();
+    let routes = warp_app::routes(hub.clone(), &server::demo_secret())?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!(
+        "ws-lifecycle warp_chat listening on http://{}/",
+        listener.local_addr()?
+    );
+    let shutdown = {
+        let hub = hub.clone();
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+            let reason = CloseReason::new("going_away").unwrap_or_else(|| unreachable!());
+            let asked = hub.close_all(CloseFrame::new(CloseCode::GOING_AWAY, reason));
+            println!("closing {asked} connections");
+            let _ = tokio::time::timeout(Duration::from_secs(5), hub.idle()).await;
+        }
+    };
+    warp::serve(routes)
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+    Ok(())
+}

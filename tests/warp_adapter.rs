@@ -1,0 +1,35 @@
+//! The warp adapter over real sockets on 127.0.0.1 (port 0), serving the
+//! demo app as `examples/warp_chat.rs` does: the shared adapter suite.
+
+#![cfg(all(feature = "warp", feature = "tungstenite", feature = "jwt"))]
+// Tests assert by panicking; the crate's panic lints guard library code.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+mod adapter_cases;
+#[path = "../examples/common/chat.rs"]
+mod chat;
+#[allow(dead_code)] // the listening helpers are the examples'
+#[path = "../examples/common/server.rs"]
+mod server;
+mod support;
+#[path = "../examples/common/warp_app.rs"]
+mod warp_app;
+mod ws_client;
+
+use ws_lifecycle::Hub;
+
+async fn start() -> (Hub, std::net::SocketAddr) {
+    let hub = Hub::new();
+    let routes = warp_app::routes(hub.clone(), adapter_cases::SECRET).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(routes).incoming(listener).run());
+    (hub, addr)
+}
+
+adapter_cases::adapter_suite!(start);
