@@ -138,8 +138,10 @@ impl Core {
     }
 
     fn unroute(&self) {
-        if let Some(shared) = &self.shared {
-            self.hub.router().remove(&shared.id, &shared.user);
+        if let Some(shared) = &self.shared
+            && self.hub.router().remove(&shared.id, &shared.user)
+        {
+            self.hub.user_left(&shared.user);
         }
     }
 
@@ -318,8 +320,11 @@ impl<T: Transport> Connection<Accepted<T>> {
             env.config.connection_limit_policy,
         );
         match inserted {
-            Ok(evicted) => {
-                if let Some(old) = evicted {
+            Ok(inserted) => {
+                if inserted.first_of_user {
+                    self.core.hub.user_joined(&shared.user);
+                }
+                if let Some(old) = inserted.evicted {
                     Metrics::inc(&env.metrics.c.connection_limit_closes);
                     old.outbox.request_close(CloseCause::ConnectionLimit);
                 }

@@ -339,6 +339,51 @@ impl EncodedEvent {
         out.push_str(&self.tail);
     }
 
+    /// The form another node receives through a backplane (only a
+    /// backplane feature calls it, and the unit tests):
+    /// `a<code>\n<tail>` for an agent event, `c<name>\n<tail>` for a
+    /// custom one. The tail is the payload serialised once, shared as is.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn to_wire(&self) -> String {
+        let mut out = String::with_capacity(self.tail.len() + 70);
+        match &self.tag {
+            TypeTag::Agent(kind) => {
+                out.push('a');
+                push_u64(&mut out, u64::from(kind.legacy_code()));
+            }
+            TypeTag::Custom(name) => {
+                out.push('c');
+                out.push_str(name.as_str());
+            }
+        }
+        out.push('\n');
+        out.push_str(&self.tail);
+        out
+    }
+
+    /// Parses [`to_wire`](EncodedEvent::to_wire)'s form, checking it as
+    /// untrusted input: a known tag and a tail that completes a JSON object,
+    /// so a corrupt message can never become a broken frame.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn from_wire(wire: &str) -> Option<EncodedEvent> {
+        let (tag, tail) = wire.split_once('\n')?;
+        let tag = match tag.split_at_checked(1)? {
+            ("a", code) => {
+                let code: u8 = code.parse().ok()?;
+                TypeTag::Agent(AgentEventKind::ALL.into_iter().find(|k| k.legacy_code() == code)?)
+            }
+            ("c", name) => TypeTag::Custom(EventName::new(name).ok()?),
+            _ => return None,
+        };
+        let body = tail.strip_prefix(',')?;
+        let object = format!("{{{body}");
+        serde_json::from_str::<serde::de::IgnoredAny>(&object).ok()?;
+        object.ends_with('}').then(|| EncodedEvent {
+            tag,
+            tail: tail.to_owned(),
+        })
+    }
+
     /// The frame for `seq` in `mode`.
     pub fn frame(&self, seq: u64, mode: WireMode) -> String {
         let mut out = String::new();
@@ -373,6 +418,36 @@ fn push_u64(out: &mut String, mut n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_form_round_trips_and_refuses_corruption() {
+        let run: RunId = "run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3"
+            .parse()
+            .unwrap();
+        let events = [
+            Event::agent(AgentEventKind::ToolCompleted, &run, serde_json::json!({"ok": true})),
+            Event::custom(EventName::new("chat.message").unwrap(), serde_json::json!("hi"))
+                .with_field("from", "alice")
+                .unwrap(),
+        ];
+        for event in events {
+            let encoded = event.encode().unwrap();
+            let back = EncodedEvent::from_wire(&encoded.to_wire());
+            assert_eq!(back.as_ref(), Some(&encoded));
+        }
+        for corrupt in [
+            "",
+            "a9\n,\"payload\":1}",
+            "cBad\n,\"payload\":1}",
+            "cok\n\"payload\":1}",
+            "cok\n,\"payload\":1",
+            "cok\n,\"payload\":1}}",
+            "cok\n,\"payload\":1},\"x\":{",
+            "x\n,\"payload\":1}",
+        ] {
+            assert_eq!(EncodedEvent::from_wire(corrupt), None, "{corrupt:?}");
+        }
+    }
 
     #[test]
     fn u64_digits() {

@@ -10,11 +10,12 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::auth::{AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
+use crate::backplane::{Backplane, BackplaneError, NodeLink, Remote, SharedBackplane};
 use crate::close::{CloseCause, CloseFrame};
 use crate::config::HubConfig;
 use crate::connection::{Accepted as AcceptedStage, Authenticated, Connecting, Connection};
 use crate::emitter::{Accepted, Addressee, Refused, Routed};
-use crate::event::{EncodeError, Event};
+use crate::event::{EncodeError, EncodedEvent, Event, EventName};
 use crate::handle::{ConnectionHandle, SendError};
 use crate::handler::{CloseReport, Handler, Inbound};
 use crate::id::{ConnectionId, IdGenerator, UlidGenerator, UserId};
@@ -44,10 +45,11 @@ impl Env {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     env: Arc<Env>,
     router: Router,
     ids: Arc<dyn IdGenerator>,
+    backplane: Option<SharedBackplane>,
 }
 
 /// The outcome of [`Hub::send_to_user`]: how many of the user's connections
@@ -62,6 +64,8 @@ pub struct Delivery {
     /// Connections that refused it (closing, full, or misaddressed); each
     /// refusal is also counted in the hub's metrics.
     pub refused: u32,
+    /// Whether it was handed on to the other nodes.
+    pub remote: Remote,
 }
 
 impl Delivery {
@@ -90,6 +94,7 @@ impl Delivery {
 pub struct HubBuilder {
     config: HubConfig,
     ids: Option<Arc<dyn IdGenerator>>,
+    backplane: Option<SharedBackplane>,
 }
 
 impl std::fmt::Debug for HubBuilder {
@@ -113,16 +118,29 @@ impl HubBuilder {
         self
     }
 
-    /// Builds the hub.
+    /// Routes to and from other nodes through `backplane` (default: none,
+    /// this node only).
+    pub fn backplane(mut self, backplane: impl Backplane) -> Self {
+        self.backplane = Some(Arc::new(backplane));
+        self
+    }
+
+    /// Builds the hub (and starts its backplane, if any: call within a
+    /// Tokio runtime then).
     pub fn build(self) -> Hub {
         let router = Router::new(self.config.router_shards);
-        Hub {
-            inner: Arc::new(Inner {
-                env: Arc::new(Env::new(self.config)),
-                router,
-                ids: self.ids.unwrap_or_else(|| Arc::new(UlidGenerator::new())),
-            }),
+        let inner = Arc::new(Inner {
+            env: Arc::new(Env::new(self.config)),
+            router,
+            ids: self.ids.unwrap_or_else(|| Arc::new(UlidGenerator::new())),
+            backplane: self.backplane,
+        });
+        if let Some(backplane) = &inner.backplane {
+            backplane.start(NodeLink {
+                inner: Arc::downgrade(&inner),
+            });
         }
+        Hub { inner }
     }
 }
 
@@ -199,6 +217,10 @@ impl Hub {
         HubBuilder::default()
     }
 
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Hub {
+        Hub { inner }
+    }
+
     pub(crate) fn env(&self) -> &Arc<Env> {
         &self.inner.env
     }
@@ -236,12 +258,132 @@ impl Hub {
     /// # Errors
     ///
     /// [`EncodeError`] if the event cannot be serialised (nothing was sent).
+    ///
+    /// With a [`Backplane`], the same bytes are also published for the
+    /// other nodes; [`Delivery::remote`] says whether that worked (local
+    /// delivery never depends on it).
     pub fn send_to_user(&self, user: &UserId, event: &Event) -> Result<Delivery, EncodeError> {
         let routed = Arc::new(Routed {
             to: Addressee::User(user.clone()),
             event: event.encode()?,
         });
-        Ok(self.deliver(user, &routed))
+        let mut delivery = self.deliver(user, &routed);
+        if let Some(backplane) = &self.inner.backplane {
+            let c = &self.inner.env.metrics.c;
+            delivery.remote = match backplane.publish(user, &routed.event) {
+                Ok(()) => {
+                    Metrics::inc(&c.backplane_published);
+                    Remote::Published
+                }
+                Err(error) => {
+                    Metrics::inc(&c.backplane_failures);
+                    Remote::Failed(error)
+                }
+            };
+        }
+        Ok(delivery)
+    }
+
+    /// Delivers an already encoded event (from another node) locally.
+    pub(crate) fn deliver_encoded(&self, user: &UserId, event: EncodedEvent) -> Delivery {
+        Metrics::inc(&self.inner.env.metrics.c.backplane_received);
+        let routed = Arc::new(Routed {
+            to: Addressee::User(user.clone()),
+            event,
+        });
+        self.deliver(user, &routed)
+    }
+
+    /// Asks this node's connections of `user` to close with `frame`.
+    pub(crate) fn close_user_locally(&self, user: &UserId, frame: &CloseFrame) -> usize {
+        let conns = self.inner.router.with_user(user, <[_]>::to_vec);
+        conns
+            .iter()
+            .filter(|c| c.outbox.request_close(CloseCause::Requested(frame.clone())))
+            .count()
+    }
+
+    /// Sends a `gap` event to every local connection.
+    pub(crate) fn notify_gap(&self, reason: &'static str) -> usize {
+        let Ok(name) = EventName::new("gap") else {
+            return 0;
+        };
+        let event = Event::custom(name, serde_json::json!({ "reason": reason }));
+        let mut told = 0;
+        for user in self.local_users() {
+            if let Ok(encoded) = event.encode() {
+                let routed = Arc::new(Routed {
+                    to: Addressee::User(user.clone()),
+                    event: encoded,
+                });
+                told += self.deliver(&user, &routed).accepted() as usize;
+            }
+        }
+        told
+    }
+
+    /// Users with a connection on this node.
+    pub(crate) fn local_users(&self) -> Vec<UserId> {
+        self.inner.router.users()
+    }
+
+    /// Closes `user`'s connections on every node with `frame` (revocation:
+    /// for example 4403). Local ones are asked at once; the others through
+    /// the backplane. Returns how many local connections were asked.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError`] when the other nodes could not be told (the local
+    /// connections are closing regardless).
+    pub fn disconnect_user(&self, user: &UserId, frame: CloseFrame) -> Result<usize, BackplaneError> {
+        let local = self.close_user_locally(user, &frame);
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.disconnect_user(user, &frame)?;
+        }
+        Ok(local)
+    }
+
+    /// Whether `user` has a connection on any node (this one only, without
+    /// a backplane).
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError`] when the cluster cannot be asked.
+    pub async fn is_online_anywhere(&self, user: &UserId) -> Result<bool, BackplaneError> {
+        if self.is_online(user) {
+            return Ok(true);
+        }
+        match &self.inner.backplane {
+            Some(backplane) => backplane.is_online(user).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Users with a connection on any node (this one only, without a
+    /// backplane).
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError`] when the cluster cannot be asked.
+    pub async fn online_count(&self) -> Result<u64, BackplaneError> {
+        match &self.inner.backplane {
+            Some(backplane) => backplane.online_count().await,
+            None => Ok(self.user_count() as u64),
+        }
+    }
+
+    /// A user got their first connection on this node.
+    pub(crate) fn user_joined(&self, user: &UserId) {
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.user_joined(user);
+        }
+    }
+
+    /// A user lost their last connection on this node.
+    pub(crate) fn user_left(&self, user: &UserId) {
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.user_left(user);
+        }
     }
 
     pub(crate) fn deliver(&self, user: &UserId, routed: &Arc<Routed>) -> Delivery {
@@ -457,6 +599,20 @@ impl Hub {
             let report = conn.close(cause).await;
             notify_close(handler, &handle, &report);
             return report;
+        }
+        // Every event published after Ready must reach this connection, so
+        // the backplane listens for its user first. A backplane that is down
+        // answers at once: local delivery goes on, and the connection gets a
+        // `gap` event once the backplane is back.
+        if let Some(backplane) = &self.inner.backplane {
+            let subscribed = tokio::time::timeout(
+                config.services_ready_timeout,
+                backplane.ready_for(handle.user()),
+            )
+            .await;
+            if !matches!(subscribed, Ok(Ok(()))) {
+                tracing::warn!("backplane not listening for this user yet: remote events may be missed");
+            }
         }
         let mut conn = conn.services_ready().ready();
         let mut expiry = conn.take_expiry();

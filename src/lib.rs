@@ -96,6 +96,7 @@
 #[cfg(any(feature = "axum", feature = "tungstenite", feature = "warp"))]
 pub mod adapters;
 pub mod auth;
+pub mod backplane;
 pub mod close;
 pub mod config;
 pub mod connection;

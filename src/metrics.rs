@@ -81,6 +81,12 @@ counters! {
     routing_misses,
     /// Connections closed because their user hit the per-user limit.
     connection_limit_closes,
+    /// Events handed to the backplane for other nodes.
+    backplane_published,
+    /// Events the backplane could not hand on (down or overloaded).
+    backplane_failures,
+    /// Events received from other nodes through the backplane.
+    backplane_received,
 }
 
 /// The hub's live metrics.

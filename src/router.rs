@@ -16,6 +16,16 @@ use crate::config::ConnectionLimitPolicy;
 use crate::handle::ConnShared;
 use crate::id::{ConnectionId, UserId};
 
+/// What [`Router::insert`] did.
+#[derive(Debug)]
+pub(crate) struct Inserted {
+    /// The connection evicted to make room, if any; the caller closes it
+    /// outside the router's locks.
+    pub(crate) evicted: Option<Arc<ConnShared>>,
+    /// Whether this is the user's first connection in the table.
+    pub(crate) first_of_user: bool,
+}
+
 /// A user already has the maximum number of connections on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LimitReached;
@@ -53,7 +63,7 @@ impl Router {
         conn: &Arc<ConnShared>,
         limit: usize,
         policy: ConnectionLimitPolicy,
-    ) -> Result<Option<Arc<ConnShared>>, LimitReached> {
+    ) -> Result<Inserted, LimitReached> {
         let (Some(users), Some(conns)) = (
             self.shard(&self.users, &conn.user),
             self.shard(&self.conns, &conn.id),
@@ -62,6 +72,7 @@ impl Router {
         };
         let mut users = users.write();
         let list = users.entry(conn.user.clone()).or_default();
+        let first_of_user = list.is_empty();
         let mut evicted = None;
         if list.len() >= limit.max(1) {
             match policy {
@@ -80,28 +91,40 @@ impl Router {
             shard.write().remove(&old.id);
         }
         conns.write().insert(conn.id.clone(), Arc::clone(conn));
-        Ok(evicted)
+        Ok(Inserted {
+            evicted,
+            first_of_user,
+        })
     }
 
     /// Removes `id` (bound to `user`) if present. Idempotent, and removes
-    /// only that connection's entries.
+    /// only that connection's entries. Returns whether this removed the
+    /// user's last connection.
     pub(crate) fn remove(&self, id: &ConnectionId, user: &UserId) -> bool {
-        let mut removed = false;
+        let mut last_of_user = false;
         if let Some(users) = self.shard(&self.users, user) {
             let mut users = users.write();
             if let Some(list) = users.get_mut(user) {
                 let before = list.len();
                 list.retain(|c| &c.id != id);
-                removed = list.len() != before;
                 if list.is_empty() {
                     users.remove(user);
+                    last_of_user = before > 0;
                 }
             }
         }
         if let Some(conns) = self.shard(&self.conns, id) {
             conns.write().remove(id);
         }
-        removed
+        last_of_user
+    }
+
+    /// The users in the table (a snapshot, taken shard by shard).
+    pub(crate) fn users(&self) -> Vec<UserId> {
+        self.users
+            .iter()
+            .flat_map(|shard| shard.read().keys().cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     /// Runs `f` over `user`'s connections under the shard's read lock.

@@ -1,0 +1,156 @@
+//! Multi-node delivery: the [`Backplane`] seam.
+//!
+//! A single node needs none: without a backplane the hub is local-only and
+//! nothing is configured. With one, [`Hub::send_to_user`](crate::Hub::send_to_user)
+//! also publishes the event (serialised once) for the other nodes, and each
+//! node delivers what it receives into its own routing table through the
+//! same checked path as local sends ([`NodeLink::deliver`]): the isolation
+//! checks of the outbox and the writer apply to remote events too.
+//!
+//! The hub tells the backplane when a user gets their first local connection
+//! and loses their last ([`Backplane::user_joined`], [`Backplane::user_left`]),
+//! so a backplane can listen only for the users this node has; and it waits
+//! for [`Backplane::ready_for`] before a connection becomes Ready, so every
+//! event published after a connection is Ready reaches it.
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+
+use crate::close::CloseFrame;
+use crate::event::EncodedEvent;
+use crate::hub::Inner;
+use crate::id::UserId;
+use crate::{Delivery, Hub};
+
+/// A boxed future, so [`Backplane`] stays object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why the backplane could not do what was asked. Local delivery is never
+/// affected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackplaneError {
+    /// The backplane's server is unreachable (down, restarting, or not
+    /// answering within the command timeout); it reconnects on its own.
+    #[error("the backplane is down: remote nodes were not reached")]
+    Down,
+    /// The backplane's outgoing queue is full: remote nodes were not
+    /// reached for this event.
+    #[error("the backplane's outgoing queue is full")]
+    Overloaded,
+}
+
+impl BackplaneError {
+    /// A stable code for metrics and logs.
+    pub fn code(self) -> &'static str {
+        match self {
+            BackplaneError::Down => "backplane_down",
+            BackplaneError::Overloaded => "backplane_overloaded",
+        }
+    }
+}
+
+/// What happened to the remote side of a send.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Remote {
+    /// The hub has no backplane: local delivery only.
+    #[default]
+    LocalOnly,
+    /// Handed to the backplane for the other nodes.
+    Published,
+    /// Not handed on; the other nodes will not see it (also counted).
+    Failed(BackplaneError),
+}
+
+/// Carries events and control between nodes. See the [module docs](self).
+///
+/// Implementations must not block in the synchronous methods: they are
+/// called on the send path.
+pub trait Backplane: Send + Sync + 'static {
+    /// Called once, when the hub is built: remote events go to `node`.
+    fn start(&self, node: NodeLink);
+
+    /// Publishes `event` for `user` to the other nodes. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError`] when the event will not reach the other nodes.
+    fn publish(&self, user: &UserId, event: &EncodedEvent) -> Result<(), BackplaneError>;
+
+    /// `user` has their first connection on this node.
+    fn user_joined(&self, user: &UserId);
+
+    /// `user` has no connection left on this node.
+    fn user_left(&self, user: &UserId);
+
+    /// Resolves once events published for `user` by other nodes reach this
+    /// node (for example its subscription is confirmed).
+    fn ready_for<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<(), BackplaneError>>;
+
+    /// Asks every other node to close `user`'s connections with `frame`.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError`] when the request will not reach them.
+    fn disconnect_user(&self, user: &UserId, frame: &CloseFrame) -> Result<(), BackplaneError>;
+
+    /// Whether `user` has a connection on any node.
+    fn is_online<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<bool, BackplaneError>>;
+
+    /// Users with a connection on any node.
+    fn online_count(&self) -> BoxFuture<'_, Result<u64, BackplaneError>>;
+}
+
+/// The backplane's way back into its hub. Holds the hub weakly, so a
+/// backplane never keeps a dropped hub alive.
+#[derive(Clone)]
+pub struct NodeLink {
+    pub(crate) inner: Weak<Inner>,
+}
+
+impl std::fmt::Debug for NodeLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeLink").finish_non_exhaustive()
+    }
+}
+
+impl NodeLink {
+    fn hub(&self) -> Option<Hub> {
+        self.inner.upgrade().map(Hub::from_inner)
+    }
+
+    /// Delivers a remote `event` for `user` to this node's connections of
+    /// that user (checked and counted like a local send). `None` once the
+    /// hub is gone.
+    pub fn deliver(&self, user: &UserId, event: EncodedEvent) -> Option<Delivery> {
+        self.hub().map(|hub| hub.deliver_encoded(user, event))
+    }
+
+    /// Closes this node's connections of `user` with `frame`; returns how
+    /// many were asked.
+    pub fn disconnect_local(&self, user: &UserId, frame: &CloseFrame) -> usize {
+        self.hub()
+            .map_or(0, |hub| hub.close_user_locally(user, frame))
+    }
+
+    /// Tells every local connection that remote events may have been missed
+    /// (the backplane was down): each gets a `gap` event, so clients resync
+    /// instead of trusting a silent hole.
+    pub fn notify_gap(&self, reason: &'static str) -> usize {
+        self.hub().map_or(0, |hub| hub.notify_gap(reason))
+    }
+
+    /// The users with a connection on this node.
+    pub fn local_users(&self) -> Vec<UserId> {
+        self.hub().map(|hub| hub.local_users()).unwrap_or_default()
+    }
+}
+
+/// A shared backplane, as the hub holds it.
+pub(crate) type SharedBackplane = Arc<dyn Backplane>;

@@ -1,0 +1,637 @@
+//! [`RedisBackplane`]: multi-node routing and presence on Redis pub/sub.
+//!
+//! * **Channels.** One channel per user, `<prefix>:u:<hex of the user id>`,
+//!   subscribed only while this node has a connection of that user: a node
+//!   receives traffic for its own users, not for everyone's. Hex encoding is
+//!   injective, so `alice`, `alice:x` and `Alice` never share a channel, and
+//!   no pattern subscription is ever made on a user-derived name.
+//! * **Messages.** `v1\n<node id>\nE\n<event>` (the event serialised once by
+//!   the sender, forwarded as is) or `v1\n<node id>\nD\n<code>\n<reason>`
+//!   (close that user's connections). A node skips its own messages: it has
+//!   delivered locally already.
+//! * **Order.** One publishing connection per node, and Redis keeps a
+//!   connection's order: events from one node to one user arrive in publish
+//!   order on every connection.
+//! * **Presence.** Each node refreshes `<prefix>:node:<id>` (expiring after
+//!   [`presence_ttl`](RedisConfig::presence_ttl), default 30 s) and keeps,
+//!   per user, the set of nodes that have them. A user is online while some
+//!   node in their set is alive, so a crashed node's users disappear within
+//!   the TTL.
+//! * **Failures.** Every command has a timeout (default 2 s), which also
+//!   catches a Redis that hangs rather than dies. While Redis is unreachable,
+//!   publishes fail fast with [`BackplaneError::Down`] (local delivery goes
+//!   on), the tasks reconnect with capped backoff, and after reconnecting the
+//!   node resubscribes every local user *before* it reports healthy, then
+//!   sends every local connection a `gap` event: it may have missed remote
+//!   events, and must not trust a silent hole.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use redis::aio::{MultiplexedConnection, PubSubSink};
+use redis::{AsyncConnectionConfig, Client};
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::{Backplane, BackplaneError, BoxFuture, NodeLink};
+use crate::close::{CloseCode, CloseFrame, CloseReason};
+use crate::event::EncodedEvent;
+use crate::id::UserId;
+
+/// Settings of a [`RedisBackplane`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// The server, for example `redis://127.0.0.1:6379/`.
+    pub url: String,
+    /// Prefix of every key and channel, so several deployments can share a
+    /// server. Default: `wsl`.
+    pub prefix: String,
+    /// Longest any Redis command (or connection attempt) may take before
+    /// Redis counts as down. Default: 2 s.
+    pub command_timeout: Duration,
+    /// How long a node's presence outlives its last refresh: a crashed
+    /// node's users are offline after at most this. Default: 30 s.
+    pub presence_ttl: Duration,
+    /// Events waiting for the publishing connection; past it, publishes
+    /// fail with [`BackplaneError::Overloaded`]. Default: 4,096.
+    pub publish_queue: usize,
+    /// Longest wait between reconnection attempts. Default: 5 s.
+    pub max_backoff: Duration,
+}
+
+impl RedisConfig {
+    /// The defaults, for the server at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            prefix: "wsl".into(),
+            command_timeout: Duration::from_secs(2),
+            presence_ttl: Duration::from_secs(30),
+            publish_queue: 4096,
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A Redis URL that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid Redis URL: {0}")]
+pub struct RedisConfigError(String);
+
+/// The Redis [`Backplane`]. See the [module docs](self).
+///
+/// ```no_run
+/// use ws_lifecycle::Hub;
+/// use ws_lifecycle::backplane::redis::{RedisBackplane, RedisConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let backplane = RedisBackplane::new(RedisConfig::new("redis://127.0.0.1:6379/"))?;
+/// let hub = Hub::builder().backplane(backplane).build();
+/// # Ok(()) }
+/// ```
+pub struct RedisBackplane {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    /// The publisher's end of the queue, until `start` hands it over.
+    queue: Mutex<Option<mpsc::Receiver<(String, String)>>>,
+    queue_tx: mpsc::Sender<(String, String)>,
+}
+
+impl std::fmt::Debug for RedisBackplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackplane")
+            .field("node", &self.shared.node)
+            .field("healthy", &self.shared.is_healthy())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    node: String,
+    client: Client,
+    config: RedisConfig,
+    /// Users this node has: what the subscriber and presence tasks follow.
+    desired: Mutex<HashSet<UserId>>,
+    /// Wakes the subscriber and presence tasks when `desired` changes.
+    subscriber_wake: Notify,
+    presence_wake: Notify,
+    /// Users whose channel is subscribed right now.
+    subscribed: Mutex<HashSet<UserId>>,
+    /// Users whose presence is written right now.
+    present: Mutex<HashSet<UserId>>,
+    /// Bumped after every change of `subscribed`.
+    generation: watch::Sender<u64>,
+    /// Whether the publishing connection is up (a watch, so the subscriber
+    /// can wait for it before it reports the node healthy again).
+    publisher_up: watch::Sender<bool>,
+    subscriber_up: AtomicBool,
+    /// A connection for presence queries, once one is up.
+    queries: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl Shared {
+    fn is_healthy(&self) -> bool {
+        *self.publisher_up.borrow() && self.subscriber_up.load(Ordering::Acquire)
+    }
+
+    fn channel(&self, user: &UserId) -> String {
+        format!("{}:u:{}", self.config.prefix, hex(user.as_str()))
+    }
+
+    fn user_of(&self, channel: &str) -> Option<UserId> {
+        let hex_user = channel.strip_prefix(&self.config.prefix)?.strip_prefix(":u:")?;
+        UserId::new(unhex(hex_user)?).ok()
+    }
+
+    fn connection_config(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.command_timeout))
+            .set_response_timeout(Some(self.config.command_timeout))
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+        self.client
+            .get_multiplexed_async_connection_with_config(&self.connection_config())
+            .await
+    }
+
+    async fn within<T>(
+        &self,
+        fut: impl Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, BackplaneError> {
+        match tokio::time::timeout(self.config.command_timeout, fut).await {
+            Ok(Ok(value)) => Ok(value),
+            _ => Err(BackplaneError::Down),
+        }
+    }
+}
+
+fn hex(text: &str) -> String {
+    use std::fmt::Write as _;
+    text.bytes().fold(String::with_capacity(text.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+fn unhex(text: &str) -> Option<String> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl RedisBackplane {
+    /// A backplane for the server in `config`. Nothing connects until the
+    /// hub is built (within a Tokio runtime); until then, and whenever Redis
+    /// is unreachable, remote operations fail fast.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisConfigError`] when the URL does not parse.
+    pub fn new(config: RedisConfig) -> Result<Self, RedisConfigError> {
+        let client = Client::open(config.url.as_str()).map_err(|e| RedisConfigError(e.to_string()))?;
+        let (queue_tx, queue_rx) = mpsc::channel(config.publish_queue.max(1));
+        Ok(RedisBackplane {
+            shared: Arc::new(Shared {
+                node: ulid::Ulid::generate().to_string(),
+                client,
+                config,
+                desired: Mutex::new(HashSet::new()),
+                subscriber_wake: Notify::new(),
+                presence_wake: Notify::new(),
+                subscribed: Mutex::new(HashSet::new()),
+                present: Mutex::new(HashSet::new()),
+                generation: watch::Sender::new(0),
+                publisher_up: watch::Sender::new(false),
+                subscriber_up: AtomicBool::new(false),
+                queries: Mutex::new(None),
+            }),
+            stop: watch::Sender::new(false),
+            queue: Mutex::new(Some(queue_rx)),
+            queue_tx,
+        })
+    }
+
+    /// This node's id, carried on every message it publishes.
+    pub fn node_id(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// Whether both the publishing and the subscribing connection are up
+    /// (and, after a reconnect, every local user is resubscribed).
+    pub fn is_healthy(&self) -> bool {
+        self.shared.is_healthy()
+    }
+
+    fn enqueue(&self, channel: String, payload: String) -> Result<(), BackplaneError> {
+        if !self.shared.is_healthy() {
+            return Err(BackplaneError::Down);
+        }
+        match self.queue_tx.try_send((channel, payload)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(BackplaneError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(BackplaneError::Down),
+        }
+    }
+}
+
+impl Drop for RedisBackplane {
+    fn drop(&mut self) {
+        // Stops the tasks: this node's presence then expires on its own.
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Backplane for RedisBackplane {
+    fn start(&self, node: NodeLink) {
+        let Some(queue) = self.queue.lock().take() else {
+            return;
+        };
+        let shared = &self.shared;
+        tokio::spawn(publisher(Arc::clone(shared), queue, self.stop.subscribe()));
+        tokio::spawn(subscriber(Arc::clone(shared), node, self.stop.subscribe()));
+        tokio::spawn(presence(Arc::clone(shared), self.stop.subscribe()));
+    }
+
+    fn publish(&self, user: &UserId, event: &EncodedEvent) -> Result<(), BackplaneError> {
+        let payload = format!("v1\n{}\nE\n{}", self.shared.node, event.to_wire());
+        self.enqueue(self.shared.channel(user), payload)
+    }
+
+    fn user_joined(&self, user: &UserId) {
+        self.shared.desired.lock().insert(user.clone());
+        self.shared.subscriber_wake.notify_one();
+        self.shared.presence_wake.notify_one();
+    }
+
+    fn user_left(&self, user: &UserId) {
+        self.shared.desired.lock().remove(user);
+        self.shared.subscriber_wake.notify_one();
+        self.shared.presence_wake.notify_one();
+    }
+
+    fn ready_for<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<(), BackplaneError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let mut generation = shared.generation.subscribe();
+            loop {
+                if !shared.subscriber_up.load(Ordering::Acquire) {
+                    return Err(BackplaneError::Down);
+                }
+                if shared.subscribed.lock().contains(user) && shared.present.lock().contains(user) {
+                    return Ok(());
+                }
+                if generation.changed().await.is_err() {
+                    return Err(BackplaneError::Down);
+                }
+            }
+        })
+    }
+
+    fn disconnect_user(&self, user: &UserId, frame: &CloseFrame) -> Result<(), BackplaneError> {
+        let payload = format!(
+            "v1\n{}\nD\n{}\n{}",
+            self.shared.node,
+            frame.code.as_u16(),
+            frame.reason.as_str()
+        );
+        self.enqueue(self.shared.channel(user), payload)
+    }
+
+    fn is_online<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<bool, BackplaneError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let mut conn = shared.queries.lock().clone().ok_or(BackplaneError::Down)?;
+            let prefix = &shared.config.prefix;
+            let where_key = format!("{prefix}:where:{}", hex(user.as_str()));
+            let nodes: Vec<String> = shared
+                .within(redis::cmd("SMEMBERS").arg(&where_key).query_async(&mut conn))
+                .await?;
+            for node in nodes {
+                let alive: bool = shared
+                    .within(
+                        redis::cmd("EXISTS")
+                            .arg(format!("{prefix}:node:{node}"))
+                            .query_async(&mut conn),
+                    )
+                    .await?;
+                if alive {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+    }
+
+    fn online_count(&self) -> BoxFuture<'_, Result<u64, BackplaneError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let mut conn = shared.queries.lock().clone().ok_or(BackplaneError::Down)?;
+            let prefix = &shared.config.prefix;
+            let since = now_ms().saturating_sub(duration_ms(shared.config.presence_ttl));
+            let nodes: Vec<String> = shared
+                .within(
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(format!("{prefix}:nodes"))
+                        .arg(since)
+                        .arg("+inf")
+                        .query_async(&mut conn),
+                )
+                .await?;
+            if nodes.is_empty() {
+                return Ok(0);
+            }
+            let mut union = redis::cmd("SUNION");
+            for node in &nodes {
+                union.arg(format!("{prefix}:users:{node}"));
+            }
+            let users: Vec<String> = shared.within(union.query_async(&mut conn)).await?;
+            Ok(users.len() as u64)
+        })
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Waits before the next reconnection attempt (doubling, capped), unless
+/// asked to stop. Returns `false` when stopping.
+async fn back_off(backoff: &mut Duration, max: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(max);
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        _ = stop.changed() => false,
+    }
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Owns the publishing connection; drains the queue in order.
+async fn publisher(
+    shared: Arc<Shared>,
+    mut queue: mpsc::Receiver<(String, String)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let mut conn = match shared.within(shared.connect()).await {
+            Ok(conn) => conn,
+            Err(_) => {
+                if !back_off(&mut backoff, shared.config.max_backoff, &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        backoff = FIRST_BACKOFF;
+        shared.publisher_up.send_replace(true);
+        loop {
+            let (channel, payload) = tokio::select! {
+                _ = stop.changed() => return,
+                next = queue.recv() => match next {
+                    Some(item) => item,
+                    None => return,
+                },
+            };
+            let published = shared
+                .within(redis::cmd("PUBLISH").arg(&channel).arg(&payload).query_async::<i64>(&mut conn))
+                .await;
+            if published.is_err() {
+                break;
+            }
+        }
+        shared.publisher_up.send_replace(false);
+        // What was queued behind the failure is stale by the time Redis is
+        // back; receivers are told about the hole with a `gap` event.
+        let mut dropped = 1u64;
+        while queue.try_recv().is_ok() {
+            dropped += 1;
+        }
+        tracing::warn!(dropped, "Redis backplane: publishing failed; reconnecting");
+    }
+}
+
+/// Owns the subscribing connection: follows `desired`, delivers what
+/// arrives, pings to detect a hung server, resubscribes after reconnecting.
+async fn subscriber(shared: Arc<Shared>, link: NodeLink, mut stop: watch::Receiver<bool>) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut reconnecting = false;
+    loop {
+        let pubsub = shared
+            .within(async { shared.client.get_async_pubsub().await })
+            .await;
+        let (mut sink, mut stream) = match pubsub {
+            Ok(pubsub) => pubsub.split(),
+            Err(_) => {
+                if !back_off(&mut backoff, shared.config.max_backoff, &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        shared.subscribed.lock().clear();
+        shared.generation.send_modify(|g| *g += 1);
+        if reconcile(&shared, &mut sink).await.is_ok() {
+            backoff = FIRST_BACKOFF;
+            // Healthy only once every local user is listened for again.
+            shared.subscriber_up.store(true, Ordering::Release);
+            shared.generation.send_modify(|g| *g += 1);
+            if reconnecting {
+                // Tell clients once remote delivery works both ways again.
+                let mut publisher = shared.publisher_up.subscribe();
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = publisher.wait_for(|up| *up) => {}
+                }
+                let told = link.notify_gap("backplane_reconnected");
+                tracing::warn!(told, "Redis backplane: reconnected; local connections told of a possible gap");
+            }
+            let mut ping = tokio::time::interval(shared.config.command_timeout);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    message = stream.next() => match message {
+                        Some(message) => receive(&shared, &link, &message),
+                        None => break,
+                    },
+                    () = shared.subscriber_wake.notified() => {
+                        if reconcile(&shared, &mut sink).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = ping.tick() => {
+                        if shared.within(sink.ping::<String>()).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        shared.subscriber_up.store(false, Ordering::Release);
+        shared.generation.send_modify(|g| *g += 1);
+        tracing::warn!("Redis backplane: subscription lost; reconnecting");
+        reconnecting = true;
+        if !back_off(&mut backoff, shared.config.max_backoff, &mut stop).await {
+            return;
+        }
+    }
+}
+
+/// Subscribes to the users this node has and unsubscribes from the others.
+async fn reconcile(shared: &Shared, sink: &mut PubSubSink) -> Result<(), BackplaneError> {
+    let desired = shared.desired.lock().clone();
+    let subscribed = shared.subscribed.lock().clone();
+    for user in desired.difference(&subscribed) {
+        shared.within(sink.subscribe(shared.channel(user))).await?;
+        shared.subscribed.lock().insert(user.clone());
+        shared.generation.send_modify(|g| *g += 1);
+    }
+    for user in subscribed.difference(&desired) {
+        shared.within(sink.unsubscribe(shared.channel(user))).await?;
+        shared.subscribed.lock().remove(user);
+    }
+    Ok(())
+}
+
+/// Handles one message from a user's channel.
+fn receive(shared: &Shared, link: &NodeLink, message: &redis::Msg) {
+    let Some(user) = shared.user_of(message.get_channel_name()) else {
+        return;
+    };
+    let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
+        return;
+    };
+    let mut parts = payload.splitn(4, '\n');
+    let (Some("v1"), Some(node), Some(kind), Some(body)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        tracing::warn!("Redis backplane: ignored a malformed message");
+        return;
+    };
+    if node == shared.node {
+        return;
+    }
+    match kind {
+        "E" => match EncodedEvent::from_wire(body) {
+            Some(event) => {
+                let _ = link.deliver(&user, event);
+            }
+            None => tracing::warn!("Redis backplane: ignored a malformed event"),
+        },
+        "D" => {
+            let frame = body.split_once('\n').and_then(|(code, reason)| {
+                let code = CloseCode::new(code.parse().ok()?)?;
+                Some(CloseFrame::new(code, CloseReason::new(reason.to_owned())?))
+            });
+            if let Some(frame) = frame {
+                link.disconnect_local(&user, &frame);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Keeps this node's presence: its heartbeat key, its entry in the live
+/// node index, and which users it has.
+async fn presence(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let prefix = shared.config.prefix.clone();
+    let ttl = duration_ms(shared.config.presence_ttl).max(1);
+    let node = shared.node.clone();
+    let mut tick = tokio::time::interval(shared.config.presence_ttl / 3);
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut written: HashSet<UserId> = HashSet::new();
+    loop {
+        let full = tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => true,
+            () = shared.presence_wake.notified() => false,
+        };
+        if conn.is_none() {
+            conn = shared.within(shared.connect()).await.ok();
+            *shared.queries.lock() = conn.clone();
+            // A restarted Redis has lost everything: write it all again.
+            written.clear();
+        }
+        let Some(c) = conn.as_mut() else {
+            continue;
+        };
+        let desired = shared.desired.lock().clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(format!("{prefix}:node:{node}"))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl)
+            .ignore();
+        let now = now_ms();
+        pipe.cmd("ZADD").arg(format!("{prefix}:nodes")).arg(now).arg(&node).ignore();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(format!("{prefix}:nodes"))
+            .arg("-inf")
+            .arg(now.saturating_sub(ttl))
+            .ignore();
+        let users_key = format!("{prefix}:users:{node}");
+        let add: Vec<&UserId> = if full {
+            desired.iter().collect()
+        } else {
+            desired.difference(&written).collect()
+        };
+        for user in add {
+            let hex_user = hex(user.as_str());
+            pipe.cmd("SADD").arg(format!("{prefix}:where:{hex_user}")).arg(&node).ignore();
+            pipe.cmd("SADD").arg(&users_key).arg(&hex_user).ignore();
+        }
+        for user in written.difference(&desired) {
+            let hex_user = hex(user.as_str());
+            pipe.cmd("SREM").arg(format!("{prefix}:where:{hex_user}")).arg(&node).ignore();
+            pipe.cmd("SREM").arg(&users_key).arg(&hex_user).ignore();
+        }
+        pipe.cmd("PEXPIRE").arg(&users_key).arg(ttl).ignore();
+        if shared.within(pipe.query_async::<()>(c)).await.is_ok() {
+            written = desired;
+            *shared.present.lock() = written.clone();
+            shared.generation.send_modify(|g| *g += 1);
+        } else {
+            conn = None;
+            *shared.queries.lock() = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_are_injective() {
+        let backplane = RedisBackplane::new(RedisConfig::new("redis://127.0.0.1:1/")).unwrap();
+        let names: Vec<String> = ["alice", "alice:x", "Alice", "ali", "ce", "ü"]
+            .iter()
+            .map(|u| backplane.shared.channel(&UserId::new(u).unwrap()))
+            .collect();
+        let unique: HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for (user, name) in ["alice", "alice:x", "Alice", "ü"].iter().zip(&names) {
+            assert_eq!(backplane.shared.user_of(name).map(|u| u.as_str().to_owned()), Some((*user).to_owned()));
+        }
+        assert!(backplane.shared.user_of("wsl:u:zz").is_none());
+        assert!(backplane.shared.user_of("other:u:61").is_none());
+    }
+}
