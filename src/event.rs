@@ -370,7 +370,11 @@ impl EncodedEvent {
         let tag = match tag.split_at_checked(1)? {
             ("a", code) => {
                 let code: u8 = code.parse().ok()?;
-                TypeTag::Agent(AgentEventKind::ALL.into_iter().find(|k| k.legacy_code() == code)?)
+                TypeTag::Agent(
+                    AgentEventKind::ALL
+                        .into_iter()
+                        .find(|k| k.legacy_code() == code)?,
+                )
             }
             ("c", name) => TypeTag::Custom(EventName::new(name).ok()?),
             _ => return None,
@@ -425,10 +429,17 @@ mod tests {
             .parse()
             .unwrap();
         let events = [
-            Event::agent(AgentEventKind::ToolCompleted, &run, serde_json::json!({"ok": true})),
-            Event::custom(EventName::new("chat.message").unwrap(), serde_json::json!("hi"))
-                .with_field("from", "alice")
-                .unwrap(),
+            Event::agent(
+                AgentEventKind::ToolCompleted,
+                &run,
+                serde_json::json!({"ok": true}),
+            ),
+            Event::custom(
+                EventName::new("chat.message").unwrap(),
+                serde_json::json!("hi"),
+            )
+            .with_field("from", "alice")
+            .unwrap(),
         ];
         for event in events {
             let encoded = event.encode().unwrap();

@@ -335,7 +335,11 @@ impl Hub {
     ///
     /// [`BackplaneError`] when the other nodes could not be told (the local
     /// connections are closing regardless).
-    pub fn disconnect_user(&self, user: &UserId, frame: CloseFrame) -> Result<usize, BackplaneError> {
+    pub fn disconnect_user(
+        &self,
+        user: &UserId,
+        frame: CloseFrame,
+    ) -> Result<usize, BackplaneError> {
         let local = self.close_user_locally(user, &frame);
         if let Some(backplane) = &self.inner.backplane {
             backplane.disconnect_user(user, &frame)?;
@@ -611,7 +615,9 @@ impl Hub {
             )
             .await;
             if !matches!(subscribed, Ok(Ok(()))) {
-                tracing::warn!("backplane not listening for this user yet: remote events may be missed");
+                tracing::warn!(
+                    "backplane not listening for this user yet: remote events may be missed"
+                );
             }
         }
         let mut conn = conn.services_ready().ready();

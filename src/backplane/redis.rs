@@ -129,6 +129,12 @@ struct Shared {
     /// can wait for it before it reports the node healthy again).
     publisher_up: watch::Sender<bool>,
     subscriber_up: AtomicBool,
+    /// `publisher_up && subscriber_up`, for [`RedisBackplane::health`].
+    health: watch::Sender<bool>,
+    /// Tells the publisher to drop its connection and reconnect: the
+    /// subscriber saw Redis go away, so the publishing connection, idle or
+    /// not, is to a server that no longer exists.
+    publisher_reset: Notify,
     /// A connection for presence queries, once one is up.
     queries: Mutex<Option<MultiplexedConnection>>,
 }
@@ -138,12 +144,21 @@ impl Shared {
         *self.publisher_up.borrow() && self.subscriber_up.load(Ordering::Acquire)
     }
 
+    /// Recomputes [`Shared::health`] after a connection came up or went down.
+    fn update_health(&self) {
+        let healthy = self.is_healthy();
+        self.health
+            .send_if_modified(|h| std::mem::replace(h, healthy) != healthy);
+    }
+
     fn channel(&self, user: &UserId) -> String {
         format!("{}:u:{}", self.config.prefix, hex(user.as_str()))
     }
 
     fn user_of(&self, channel: &str) -> Option<UserId> {
-        let hex_user = channel.strip_prefix(&self.config.prefix)?.strip_prefix(":u:")?;
+        let hex_user = channel
+            .strip_prefix(&self.config.prefix)?
+            .strip_prefix(":u:")?;
         UserId::new(unhex(hex_user)?).ok()
     }
 
@@ -159,6 +174,15 @@ impl Shared {
             .await
     }
 
+    /// The presence task's connection, or a fresh one while it has none.
+    async fn query_connection(&self) -> Result<MultiplexedConnection, BackplaneError> {
+        let existing = self.queries.lock().clone();
+        match existing {
+            Some(conn) => Ok(conn),
+            None => self.within(self.connect()).await,
+        }
+    }
+
     async fn within<T>(
         &self,
         fut: impl Future<Output = Result<T, redis::RedisError>>,
@@ -172,14 +196,15 @@ impl Shared {
 
 fn hex(text: &str) -> String {
     use std::fmt::Write as _;
-    text.bytes().fold(String::with_capacity(text.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    text.bytes()
+        .fold(String::with_capacity(text.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 fn unhex(text: &str) -> Option<String> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let bytes = (0..text.len())
@@ -204,7 +229,8 @@ impl RedisBackplane {
     ///
     /// [`RedisConfigError`] when the URL does not parse.
     pub fn new(config: RedisConfig) -> Result<Self, RedisConfigError> {
-        let client = Client::open(config.url.as_str()).map_err(|e| RedisConfigError(e.to_string()))?;
+        let client =
+            Client::open(config.url.as_str()).map_err(|e| RedisConfigError(e.to_string()))?;
         let (queue_tx, queue_rx) = mpsc::channel(config.publish_queue.max(1));
         Ok(RedisBackplane {
             shared: Arc::new(Shared {
@@ -219,6 +245,8 @@ impl RedisBackplane {
                 generation: watch::Sender::new(0),
                 publisher_up: watch::Sender::new(false),
                 subscriber_up: AtomicBool::new(false),
+                health: watch::Sender::new(false),
+                publisher_reset: Notify::new(),
                 queries: Mutex::new(None),
             }),
             stop: watch::Sender::new(false),
@@ -236,6 +264,12 @@ impl RedisBackplane {
     /// (and, after a reconnect, every local user is resubscribed).
     pub fn is_healthy(&self) -> bool {
         self.shared.is_healthy()
+    }
+
+    /// Watches [`is_healthy`](RedisBackplane::is_healthy), for readiness
+    /// probes and alerts: changes as Redis goes away and comes back.
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.shared.health.subscribe()
     }
 
     fn enqueue(&self, channel: String, payload: String) -> Result<(), BackplaneError> {
@@ -316,11 +350,15 @@ impl Backplane for RedisBackplane {
     fn is_online<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<bool, BackplaneError>> {
         Box::pin(async move {
             let shared = &self.shared;
-            let mut conn = shared.queries.lock().clone().ok_or(BackplaneError::Down)?;
+            let mut conn = shared.query_connection().await?;
             let prefix = &shared.config.prefix;
             let where_key = format!("{prefix}:where:{}", hex(user.as_str()));
             let nodes: Vec<String> = shared
-                .within(redis::cmd("SMEMBERS").arg(&where_key).query_async(&mut conn))
+                .within(
+                    redis::cmd("SMEMBERS")
+                        .arg(&where_key)
+                        .query_async(&mut conn),
+                )
                 .await?;
             for node in nodes {
                 let alive: bool = shared
@@ -341,7 +379,7 @@ impl Backplane for RedisBackplane {
     fn online_count(&self) -> BoxFuture<'_, Result<u64, BackplaneError>> {
         Box::pin(async move {
             let shared = &self.shared;
-            let mut conn = shared.queries.lock().clone().ok_or(BackplaneError::Down)?;
+            let mut conn = shared.query_connection().await?;
             let prefix = &shared.config.prefix;
             let since = now_ms().saturating_sub(duration_ms(shared.config.presence_ttl));
             let nodes: Vec<String> = shared
@@ -402,29 +440,50 @@ async fn publisher(
         };
         backoff = FIRST_BACKOFF;
         shared.publisher_up.send_replace(true);
+        shared.update_health();
+        // An idle connection is pinged, so a server that went away is
+        // noticed before the next event is trusted to it.
+        let mut ping = tokio::time::interval(shared.config.command_timeout);
+        let mut lost = 0u64;
         loop {
             let (channel, payload) = tokio::select! {
                 _ = stop.changed() => return,
+                () = shared.publisher_reset.notified() => break,
+                _ = ping.tick() => {
+                    if shared.within(redis::cmd("PING").query_async::<redis::Value>(&mut conn)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 next = queue.recv() => match next {
                     Some(item) => item,
                     None => return,
                 },
             };
             let published = shared
-                .within(redis::cmd("PUBLISH").arg(&channel).arg(&payload).query_async::<i64>(&mut conn))
+                .within(
+                    redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(&payload)
+                        .query_async::<i64>(&mut conn),
+                )
                 .await;
             if published.is_err() {
+                lost = 1;
                 break;
             }
         }
         shared.publisher_up.send_replace(false);
+        shared.update_health();
         // What was queued behind the failure is stale by the time Redis is
         // back; receivers are told about the hole with a `gap` event.
-        let mut dropped = 1u64;
         while queue.try_recv().is_ok() {
-            dropped += 1;
+            lost += 1;
         }
-        tracing::warn!(dropped, "Redis backplane: publishing failed; reconnecting");
+        tracing::warn!(
+            lost,
+            "Redis backplane: publishing connection lost; reconnecting"
+        );
     }
 }
 
@@ -452,16 +511,22 @@ async fn subscriber(shared: Arc<Shared>, link: NodeLink, mut stop: watch::Receiv
             backoff = FIRST_BACKOFF;
             // Healthy only once every local user is listened for again.
             shared.subscriber_up.store(true, Ordering::Release);
+            shared.update_health();
             shared.generation.send_modify(|g| *g += 1);
-            if reconnecting {
-                // Tell clients once remote delivery works both ways again.
+            // After an outage, or at start-up with connections that became
+            // Ready before the backplane was up, local connections may have
+            // missed remote events: tell them once delivery works again.
+            if reconnecting || !link.local_users().is_empty() {
                 let mut publisher = shared.publisher_up.subscribe();
                 tokio::select! {
                     _ = stop.changed() => return,
                     _ = publisher.wait_for(|up| *up) => {}
                 }
                 let told = link.notify_gap("backplane_reconnected");
-                tracing::warn!(told, "Redis backplane: reconnected; local connections told of a possible gap");
+                tracing::warn!(
+                    told,
+                    "Redis backplane: reconnected; local connections told of a possible gap"
+                );
             }
             let mut ping = tokio::time::interval(shared.config.command_timeout);
             loop {
@@ -477,7 +542,8 @@ async fn subscriber(shared: Arc<Shared>, link: NodeLink, mut stop: watch::Receiv
                         }
                     }
                     _ = ping.tick() => {
-                        if shared.within(sink.ping::<String>()).await.is_err() {
+                        // In subscribed mode the reply is an array: accept any reply.
+                        if shared.within(sink.ping::<redis::Value>()).await.is_err() {
                             break;
                         }
                     }
@@ -485,6 +551,9 @@ async fn subscriber(shared: Arc<Shared>, link: NodeLink, mut stop: watch::Receiv
             }
         }
         shared.subscriber_up.store(false, Ordering::Release);
+        shared.publisher_up.send_replace(false);
+        shared.update_health();
+        shared.publisher_reset.notify_one();
         shared.generation.send_modify(|g| *g += 1);
         tracing::warn!("Redis backplane: subscription lost; reconnecting");
         reconnecting = true;
@@ -504,7 +573,9 @@ async fn reconcile(shared: &Shared, sink: &mut PubSubSink) -> Result<(), Backpla
         shared.generation.send_modify(|g| *g += 1);
     }
     for user in subscribed.difference(&desired) {
-        shared.within(sink.unsubscribe(shared.channel(user))).await?;
+        shared
+            .within(sink.unsubscribe(shared.channel(user)))
+            .await?;
         shared.subscribed.lock().remove(user);
     }
     Ok(())
@@ -581,7 +652,11 @@ async fn presence(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             .arg(ttl)
             .ignore();
         let now = now_ms();
-        pipe.cmd("ZADD").arg(format!("{prefix}:nodes")).arg(now).arg(&node).ignore();
+        pipe.cmd("ZADD")
+            .arg(format!("{prefix}:nodes"))
+            .arg(now)
+            .arg(&node)
+            .ignore();
         pipe.cmd("ZREMRANGEBYSCORE")
             .arg(format!("{prefix}:nodes"))
             .arg("-inf")
@@ -595,12 +670,18 @@ async fn presence(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         };
         for user in add {
             let hex_user = hex(user.as_str());
-            pipe.cmd("SADD").arg(format!("{prefix}:where:{hex_user}")).arg(&node).ignore();
+            pipe.cmd("SADD")
+                .arg(format!("{prefix}:where:{hex_user}"))
+                .arg(&node)
+                .ignore();
             pipe.cmd("SADD").arg(&users_key).arg(&hex_user).ignore();
         }
         for user in written.difference(&desired) {
             let hex_user = hex(user.as_str());
-            pipe.cmd("SREM").arg(format!("{prefix}:where:{hex_user}")).arg(&node).ignore();
+            pipe.cmd("SREM")
+                .arg(format!("{prefix}:where:{hex_user}"))
+                .arg(&node)
+                .ignore();
             pipe.cmd("SREM").arg(&users_key).arg(&hex_user).ignore();
         }
         pipe.cmd("PEXPIRE").arg(&users_key).arg(ttl).ignore();
@@ -629,7 +710,13 @@ mod tests {
         let unique: HashSet<&String> = names.iter().collect();
         assert_eq!(unique.len(), names.len(), "{names:?}");
         for (user, name) in ["alice", "alice:x", "Alice", "ü"].iter().zip(&names) {
-            assert_eq!(backplane.shared.user_of(name).map(|u| u.as_str().to_owned()), Some((*user).to_owned()));
+            assert_eq!(
+                backplane
+                    .shared
+                    .user_of(name)
+                    .map(|u| u.as_str().to_owned()),
+                Some((*user).to_owned())
+            );
         }
         assert!(backplane.shared.user_of("wsl:u:zz").is_none());
         assert!(backplane.shared.user_of("other:u:61").is_none());

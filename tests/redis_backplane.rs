@@ -1,0 +1,291 @@
+//! Several hubs in one process, each with its own Redis connections, against
+//! a real `redis-server` each test starts on a free loopback port:
+//! cross-node delivery, presence, revocation, and Redis dying or hanging.
+//!
+//! Behind the `redis` feature; `scripts/test.sh` installs `redis-server`.
+//! Without the binary these tests fail with the command that installs it.
+
+#![cfg(feature = "redis")]
+// Tests assert by panicking; the crate's panic lints guard library code.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+mod redis_server;
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis_server::{Proxy, RedisServer};
+use serde_json::{Value, json};
+use support::{OnReady, Scripted, bind, event, frame, next_json, read_to_close, user};
+use tokio::sync::{mpsc, watch};
+use ws_lifecycle::backplane::redis::{RedisBackplane, RedisConfig};
+use ws_lifecycle::backplane::{BackplaneError, Remote};
+use ws_lifecycle::id::UserId;
+use ws_lifecycle::transport::memory::MemoryClient;
+use ws_lifecycle::{ConnectionHandle, Hub};
+
+/// A node: a hub on a Redis backplane at `url`, returned once the backplane
+/// is up. Short timeouts keep the outage tests quick.
+async fn node(url: &str, presence_ttl: Duration) -> (Hub, watch::Receiver<bool>, String) {
+    let mut config = RedisConfig::new(url);
+    config.command_timeout = Duration::from_millis(500);
+    config.presence_ttl = presence_ttl;
+    config.max_backoff = Duration::from_millis(200);
+    let backplane = RedisBackplane::new(config).unwrap();
+    let (mut health, id) = (backplane.health(), backplane.node_id().to_owned());
+    let hub = Hub::builder().backplane(backplane).build();
+    healthy(&mut health).await;
+    (hub, health, id)
+}
+
+async fn healthy(health: &mut watch::Receiver<bool>) {
+    tokio::time::timeout(Duration::from_secs(20), health.wait_for(|h| *h))
+        .await
+        .expect("backplane not healthy within 20 s")
+        .unwrap();
+}
+
+/// Connects `user` on `hub` and waits until the connection is Ready (so the
+/// node listens for the user and has published their presence).
+async fn connect(hub: &Hub, user: &UserId) -> (MemoryClient, ConnectionHandle) {
+    let (conn, client) = bind(hub, user, 1024).await;
+    let handle = conn.handle();
+    let (tx, _ready) = mpsc::unbounded_channel();
+    let handler = Scripted {
+        on_ready: OnReady::Signal(tx),
+        ..Default::default()
+    };
+    let hub = hub.clone();
+    tokio::spawn(async move { hub.run(conn, &handler).await });
+    handle.wait_ready(Duration::from_secs(20)).await.unwrap();
+    (client, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_deliver_every_message_to_every_connection_of_its_user_once_in_order() {
+    let server = RedisServer::start().await;
+    let ttl = Duration::from_secs(30);
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let (hub, _, _) = node(&server.url(), ttl).await;
+        nodes.push(hub);
+    }
+    // Six users, each with connections on two different nodes.
+    let mut clients = Vec::new();
+    for u in 0..6 {
+        let name = user(&format!("user-{u}"));
+        for n in [u % 3, (u + 1) % 3] {
+            let (client, _) = connect(&nodes[n], &name).await;
+            clients.push((name.clone(), client));
+        }
+    }
+    const PER_SENDER: u64 = 40;
+    for (sender, hub) in nodes.iter().enumerate() {
+        for u in 0..6 {
+            let to = user(&format!("user-{u}"));
+            for i in 0..PER_SENDER {
+                let payload = json!({ "from": sender, "to": to.as_str(), "i": i });
+                let delivery = hub.send_to_user(&to, &event("m", payload)).unwrap();
+                assert_eq!(delivery.remote, Remote::Published);
+            }
+            let fence = json!({ "from": sender, "to": to.as_str() });
+            let _ = hub.send_to_user(&to, &event("fence", fence)).unwrap();
+        }
+    }
+    for (name, client) in &mut clients {
+        // Read until each sender's fence: a sender's events precede its fence.
+        let mut seen: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        let mut fences = 0;
+        let mut last_seq = 0;
+        while fences < nodes.len() {
+            let frame: Value = next_json(client).await;
+            assert_eq!(
+                frame["seq"].as_u64(),
+                Some(last_seq + 1),
+                "gap-free seq on {name:?}"
+            );
+            last_seq += 1;
+            assert_eq!(
+                frame["payload"]["to"],
+                name.as_str(),
+                "another user's event reached {name:?}"
+            );
+            let from = frame["payload"]["from"].as_u64().unwrap();
+            match frame["type"].as_str() {
+                Some("fence") => fences += 1,
+                Some("m") => seen
+                    .entry(from)
+                    .or_default()
+                    .push(frame["payload"]["i"].as_u64().unwrap()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        for sender in 0..nodes.len() as u64 {
+            let got = seen.remove(&sender).unwrap_or_default();
+            assert_eq!(
+                got,
+                (0..PER_SENDER).collect::<Vec<_>>(),
+                "{name:?} from node {sender}: once each, in order"
+            );
+        }
+    }
+    for hub in &nodes {
+        assert_eq!(hub.metrics().isolation_refusals, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_nodes_and_a_vanished_node_goes_offline_within_its_ttl() {
+    let server = RedisServer::start().await;
+    let ttl = Duration::from_secs(1);
+    let (a, mut a_health, _) = node(&server.url(), ttl).await;
+    let proxy = Proxy::to(server.port).await;
+    let (b, _b_health, b_id) = node(&proxy.url(), ttl).await;
+    healthy(&mut a_health).await;
+    let bob = user("bob");
+    assert!(!a.is_online_anywhere(&bob).await.unwrap());
+    let (_client, _handle) = connect(&b, &bob).await;
+    assert!(!a.is_online(&bob), "not on node A itself");
+    assert!(
+        a.is_online_anywhere(&bob).await.unwrap(),
+        "online through node B"
+    );
+    assert_eq!(a.online_count().await.unwrap(), 1);
+
+    // Watch for node B's heartbeat key to expire, then cut B off from Redis
+    // without any cleanup, as a crash or a partition would.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Ex")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let mut expired = client.get_async_pubsub().await.unwrap();
+    expired.subscribe("__keyevent@0__:expired").await.unwrap();
+    proxy.cut();
+    let key = format!("wsl:node:{b_id}");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut messages = expired.on_message();
+        while let Some(message) = messages.next().await {
+            if message.get_payload::<String>().unwrap() == key {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("node B's presence did not expire within 10 s");
+    assert!(
+        !a.is_online_anywhere(&bob).await.unwrap(),
+        "offline once node B is gone"
+    );
+    assert_eq!(a.online_count().await.unwrap(), 0);
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_user_on_one_node_closes_the_users_connections_on_the_others_within_1s() {
+    let server = RedisServer::start().await;
+    let ttl = Duration::from_secs(30);
+    let (a, mut a_health, _) = node(&server.url(), ttl).await;
+    let (b, _, _) = node(&server.url(), ttl).await;
+    let (c, _, _) = node(&server.url(), ttl).await;
+    healthy(&mut a_health).await;
+    let carol = user("carol");
+    let (mut on_b, _) = connect(&b, &carol).await;
+    let (mut on_c, _) = connect(&c, &carol).await;
+    let (mut dave, _) = connect(&b, &user("dave")).await;
+
+    assert_eq!(a.disconnect_user(&carol, frame(4403, "revoked")), Ok(0));
+    for client in [&mut on_b, &mut on_c] {
+        let (_, close) = tokio::time::timeout(Duration::from_secs(1), read_to_close(client))
+            .await
+            .expect("not closed within 1 s");
+        assert_eq!(close, Some(frame(4403, "revoked")));
+    }
+    // Dave, on the same node, is untouched.
+    let _ = b
+        .send_to_user(&user("dave"), &event("still.here", json!(1)))
+        .unwrap();
+    assert_eq!(next_json(&mut dave).await["type"], "still.here");
+}
+
+/// A user on nodes A and B, a stream of sends from A while Redis goes away
+/// (killed, or frozen), then back.
+async fn outage(freeze: bool) {
+    let mut server = RedisServer::start().await;
+    let port = server.port;
+    let ttl = Duration::from_secs(30);
+    let (a, mut a_health, _) = node(&server.url(), ttl).await;
+    let (b, mut b_health, _) = node(&server.url(), ttl).await;
+    healthy(&mut a_health).await;
+    healthy(&mut b_health).await;
+    let erin = user("erin");
+    let (mut on_a, _) = connect(&a, &erin).await;
+    let (mut on_b, _) = connect(&b, &erin).await;
+    let _ = a.send_to_user(&erin, &event("before", json!(0))).unwrap();
+    assert_eq!(next_json(&mut on_a).await["type"], "before");
+    assert_eq!(next_json(&mut on_b).await["type"], "before");
+
+    if freeze {
+        server.stop();
+    } else {
+        server.kill().await;
+    }
+    tokio::time::timeout(Duration::from_secs(10), a_health.wait_for(|h| !*h))
+        .await
+        .expect("the outage was not noticed within 10 s")
+        .unwrap();
+    // Local delivery goes on; the remote side reports the failure.
+    for i in 0..5 {
+        let delivery = a.send_to_user(&erin, &event("during", json!(i))).unwrap();
+        assert_eq!(delivery.queued, 1, "local delivery");
+        assert_eq!(delivery.remote, Remote::Failed(BackplaneError::Down));
+        assert_eq!(next_json(&mut on_a).await["payload"], i);
+    }
+    assert!(a.metrics().backplane_failures >= 5);
+
+    if freeze {
+        server.resume();
+    } else {
+        server = RedisServer::start_on(port).await;
+    }
+    healthy(&mut a_health).await;
+    healthy(&mut b_health).await;
+    // Both nodes tell their connections they may have missed events.
+    let gap = next_json(&mut on_a).await;
+    assert_eq!(
+        (gap["type"].as_str(), gap["payload"]["reason"].as_str()),
+        (Some("gap"), Some("backplane_reconnected"))
+    );
+    let gap = next_json(&mut on_b).await;
+    assert_eq!(
+        gap["type"], "gap",
+        "node B never saw the outage's events and says so"
+    );
+    // Remote delivery resumes without restarting either hub.
+    let delivery = a.send_to_user(&erin, &event("after", json!(1))).unwrap();
+    assert_eq!(delivery.remote, Remote::Published);
+    assert_eq!(next_json(&mut on_a).await["type"], "after");
+    assert_eq!(next_json(&mut on_b).await["type"], "after");
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_redis_keeps_local_delivery_reports_remote_errors_and_recovers() {
+    outage(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_is_caught_by_the_command_timeout_and_recovers() {
+    outage(true).await;
+}
