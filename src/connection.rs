@@ -36,7 +36,7 @@ use std::sync::atomic::Ordering;
 use tracing::Instrument;
 
 use crate::auth::{AuthError, AuthOutcome};
-use crate::close::CloseCause;
+use crate::close::{CloseCause, CloseCode, CloseFrame, CloseReason};
 use crate::emitter::Outbox;
 use crate::event::Event;
 use crate::handle::{ConnShared, ConnectionHandle, SendError};
@@ -45,6 +45,7 @@ use crate::hub::Hub;
 use crate::id::ConnectionId;
 use crate::metrics::Metrics;
 use crate::reauth::Expiry;
+use crate::router::InsertError;
 use crate::state::{ConnectionState, StateMachine, StateWatch, Transition, TransitionError};
 use crate::transport::{Transport, TransportSink};
 use crate::writer;
@@ -139,7 +140,7 @@ impl Core {
 
     fn unroute(&self) {
         if let Some(shared) = &self.shared
-            && self.hub.router().remove(&shared.id, &shared.user)
+            && self.hub.router().remove(shared)
         {
             self.hub.user_left(&shared.user);
         }
@@ -324,14 +325,31 @@ impl<T: Transport> Connection<Accepted<T>> {
                 if inserted.first_of_user {
                     self.core.hub.user_joined(&shared.user);
                 }
+                // Inserted first, checked second: `Hub::close_all` sets the
+                // latch before it scans, so a connection racing it is caught
+                // by one side or the other.
+                if let Some(frame) = env.closing.lock().clone() {
+                    shared.outbox.request_close(CloseCause::Requested(frame));
+                }
                 if let Some(old) = inserted.evicted {
                     Metrics::inc(&env.metrics.c.connection_limit_closes);
                     old.outbox.request_close(CloseCause::ConnectionLimit);
                 }
             }
-            Err(_) => {
+            Err(InsertError::LimitReached) => {
                 Metrics::inc(&env.metrics.c.connection_limit_closes);
                 let cause = CloseCause::ConnectionLimit;
+                return Err(self.core.close_with(&mut self.stage.sink, cause).await);
+            }
+            Err(InsertError::DuplicateId) => {
+                // The id generator repeated an id: routing by it could cross
+                // users, so the connection is refused (1011: a server bug).
+                tracing::error!(parent: &self.core.span, "the id generator minted a connection id already in use");
+                let frame = CloseFrame::new(
+                    CloseCode::INTERNAL_ERROR,
+                    CloseReason::from_static("duplicate_connection_id"),
+                );
+                let cause = CloseCause::Requested(frame);
                 return Err(self.core.close_with(&mut self.stage.sink, cause).await);
             }
         }
@@ -472,9 +490,11 @@ impl<T: Transport> Connection<Ready<T>> {
         let _ = self
             .core
             .transition(ConnectionState::Closing, cause.as_str());
-        if let Some(mut writer) = self.core.writer.take() {
+        // The handle stays in `core` while we wait: if this future is
+        // dropped, `Core::drop` -> `finish` aborts the writer.
+        if let Some(writer) = self.core.writer.as_mut() {
             let timeout = self.core.hub.env().config.close_timeout;
-            if tokio::time::timeout(timeout, &mut writer).await.is_err() {
+            if tokio::time::timeout(timeout, &mut *writer).await.is_err() {
                 // Await the aborted task too: its batch guard must have
                 // counted what it never wrote before the report is made.
                 writer.abort();

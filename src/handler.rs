@@ -68,7 +68,11 @@ pub trait Handler: Send + Sync {
         message: Inbound,
     ) -> impl Future<Output = Result<(), CloseFrame>> + Send;
 
-    /// Runs once after the connection has ended and left the routing table.
+    /// Runs once after the connection has ended and left the routing table,
+    /// when [`Hub::run`](crate::Hub::run) drives it to its end. It does not
+    /// run when the future driving the connection is dropped: keep
+    /// per-connection state that must be released in a value the
+    /// connection's task owns (its drop runs on every exit).
     fn on_close(&self, conn: &ConnectionHandle, report: &CloseReport) {
         let _ = (conn, report);
     }

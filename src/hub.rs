@@ -32,6 +32,9 @@ pub(crate) struct Env {
     pub(crate) live: AtomicUsize,
     /// Notified when `live` drops to zero.
     pub(crate) idle: Notify,
+    /// Set by [`Hub::close_all`]: connections authenticated from then on
+    /// are asked to close with this frame too.
+    pub(crate) closing: parking_lot::Mutex<Option<CloseFrame>>,
 }
 
 impl Env {
@@ -41,6 +44,7 @@ impl Env {
             metrics: Metrics::default(),
             live: AtomicUsize::new(0),
             idle: Notify::new(),
+            closing: parking_lot::Mutex::new(None),
         }
     }
 }
@@ -467,7 +471,13 @@ impl Hub {
     /// what it has queued (as [`ConnectionHandle::close`]); returns how many
     /// were asked. For example `1001 going_away` on Ctrl-C, then
     /// [`idle`](Hub::idle).
+    ///
+    /// From then on the hub is closing: a connection authenticated later
+    /// (say, mid-handshake when this was called) is closed with `frame` as
+    /// soon as it is bound, so [`idle`](Hub::idle) is reached.
     pub fn close_all(&self, frame: CloseFrame) -> usize {
+        // The latch first, the scan second (see `Connection::authenticate`).
+        *self.inner.env.closing.lock() = Some(frame.clone());
         let conns = self.inner.router.all();
         let asked = conns
             .iter()
@@ -625,7 +635,7 @@ impl Hub {
         let cause = loop {
             let deadline = expiry
                 .as_ref()
-                .map(|e| e.deadline(config.reauth_ahead, config.expiry_grace));
+                .and_then(|e| e.deadline(config.reauth_ahead, config.expiry_grace));
             let next = tokio::select! {
                 biased;
                 cause = handle.shared.outbox.closed() => break cause,

@@ -579,7 +579,8 @@ pub struct ContextIds {
 /// ```
 pub trait IdGenerator: Send + Sync + 'static {
     /// Mints the id of a new connection. Called once per connection, before
-    /// anything else happens to it.
+    /// anything else happens to it. Ids must be unique among the hub's live
+    /// connections: a repeated one is refused (close 1011), never routed.
     fn mint_connection_id(&self) -> ConnectionId;
 
     /// Mints a thread, a run in that thread, and a request id, in one call,

@@ -24,7 +24,9 @@ use crate::metrics::Metrics;
 
 /// What a connection knows about its credentials' expiry.
 pub(crate) struct Expiry {
-    expires_at: SystemTime,
+    /// `None` once a re-authentication brought credentials that do not
+    /// expire: nothing is scheduled any more.
+    expires_at: Option<SystemTime>,
     verifier: Option<Arc<dyn TokenVerifier>>,
     warned: bool,
 }
@@ -32,19 +34,20 @@ pub(crate) struct Expiry {
 impl Expiry {
     pub(crate) fn new(expires_at: SystemTime, verifier: Option<Arc<dyn TokenVerifier>>) -> Self {
         Expiry {
-            expires_at,
+            expires_at: Some(expires_at),
             verifier,
             warned: false,
         }
     }
 
     /// The next moment something must happen: the warning, then the close.
-    pub(crate) fn deadline(&self, ahead: Duration, grace: Duration) -> Instant {
-        if self.warned {
-            instant_of(self.expires_at, grace, true)
+    pub(crate) fn deadline(&self, ahead: Duration, grace: Duration) -> Option<Instant> {
+        let expires_at = self.expires_at?;
+        Some(if self.warned {
+            instant_of(expires_at, grace, true)
         } else {
-            instant_of(self.expires_at, ahead, false)
-        }
+            instant_of(expires_at, ahead, false)
+        })
     }
 
     /// The deadline passed: warn the first time, close the second.
@@ -55,7 +58,7 @@ impl Expiry {
             ));
         }
         self.warned = true;
-        let payload = serde_json::json!({ "expires_at": unix_secs(self.expires_at) });
+        let payload = serde_json::json!({ "expires_at": self.expires_at.map(unix_secs) });
         emit(conn, "reauth_required", payload);
         None
     }
@@ -79,11 +82,11 @@ impl Expiry {
         });
         match verified {
             Ok(outcome) => {
-                if let Some(expires_at) = outcome.expires_at {
-                    self.expires_at = expires_at;
-                    self.warned = false;
-                }
-                let payload = serde_json::json!({ "expires_at": unix_secs(self.expires_at) });
+                // The new credentials replace the old ones, expiry included:
+                // credentials that do not expire cancel the deadline.
+                self.expires_at = outcome.expires_at;
+                self.warned = false;
+                let payload = serde_json::json!({ "expires_at": self.expires_at.map(unix_secs) });
                 emit(conn, "reauth_ok", payload);
                 Some(Ok(()))
             }

@@ -26,9 +26,15 @@ pub(crate) struct Inserted {
     pub(crate) first_of_user: bool,
 }
 
-/// A user already has the maximum number of connections on this node.
+/// Why [`Router::insert`] refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LimitReached;
+pub(crate) enum InsertError {
+    /// The user already has the maximum number of connections here.
+    LimitReached,
+    /// Another connection already has this id (a broken id generator):
+    /// routing by it could reach the wrong user.
+    DuplicateId,
+}
 
 type UserShard = HashMap<UserId, Vec<Arc<ConnShared>>>;
 type ConnShard = HashMap<ConnectionId, Arc<ConnShared>>;
@@ -63,58 +69,71 @@ impl Router {
         conn: &Arc<ConnShared>,
         limit: usize,
         policy: ConnectionLimitPolicy,
-    ) -> Result<Inserted, LimitReached> {
+    ) -> Result<Inserted, InsertError> {
         let (Some(users), Some(conns)) = (
             self.shard(&self.users, &conn.user),
             self.shard(&self.conns, &conn.id),
         ) else {
-            return Err(LimitReached);
+            return Err(InsertError::LimitReached);
         };
         let mut users = users.write();
-        let list = users.entry(conn.user.clone()).or_default();
-        let first_of_user = list.is_empty();
-        let mut evicted = None;
-        if list.len() >= limit.max(1) {
-            match policy {
-                ConnectionLimitPolicy::RefuseNewest => return Err(LimitReached),
-                ConnectionLimitPolicy::EvictOldest => {
-                    if !list.is_empty() {
-                        evicted = Some(list.remove(0));
-                    }
-                }
-            }
+        let (len, first_of_user) = users
+            .get(&conn.user)
+            .map_or((0, true), |list| (list.len(), list.is_empty()));
+        let evict = len >= limit.max(1);
+        if evict && policy == ConnectionLimitPolicy::RefuseNewest {
+            return Err(InsertError::LimitReached);
         }
+        {
+            // Each lock once, users then connections, never re-entered.
+            let mut conns = conns.write();
+            if conns.contains_key(&conn.id) {
+                return Err(InsertError::DuplicateId);
+            }
+            conns.insert(conn.id.clone(), Arc::clone(conn));
+        }
+        let list = users.entry(conn.user.clone()).or_default();
+        let evicted = if evict && !list.is_empty() {
+            Some(list.remove(0))
+        } else {
+            None
+        };
         list.push(Arc::clone(conn));
         if let Some(old) = &evicted
             && let Some(shard) = self.shard(&self.conns, &old.id)
         {
-            shard.write().remove(&old.id);
+            let mut shard = shard.write();
+            if shard.get(&old.id).is_some_and(|c| Arc::ptr_eq(c, old)) {
+                shard.remove(&old.id);
+            }
         }
-        conns.write().insert(conn.id.clone(), Arc::clone(conn));
         Ok(Inserted {
             evicted,
             first_of_user,
         })
     }
 
-    /// Removes `id` (bound to `user`) if present. Idempotent, and removes
-    /// only that connection's entries. Returns whether this removed the
-    /// user's last connection.
-    pub(crate) fn remove(&self, id: &ConnectionId, user: &UserId) -> bool {
+    /// Removes `conn` if present: that very connection (compared by
+    /// identity, so an entry that merely shares its id is left alone).
+    /// Idempotent. Returns whether this removed its user's last connection.
+    pub(crate) fn remove(&self, conn: &Arc<ConnShared>) -> bool {
         let mut last_of_user = false;
-        if let Some(users) = self.shard(&self.users, user) {
+        if let Some(users) = self.shard(&self.users, &conn.user) {
             let mut users = users.write();
-            if let Some(list) = users.get_mut(user) {
+            if let Some(list) = users.get_mut(&conn.user) {
                 let before = list.len();
-                list.retain(|c| &c.id != id);
+                list.retain(|c| !Arc::ptr_eq(c, conn));
                 if list.is_empty() {
-                    users.remove(user);
+                    users.remove(&conn.user);
                     last_of_user = before > 0;
                 }
             }
         }
-        if let Some(conns) = self.shard(&self.conns, id) {
-            conns.write().remove(id);
+        if let Some(conns) = self.shard(&self.conns, &conn.id) {
+            let mut conns = conns.write();
+            if conns.get(&conn.id).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                conns.remove(&conn.id);
+            }
         }
         last_of_user
     }

@@ -123,7 +123,9 @@ fn is_base64(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')
 }
 
-/// Checks the handshake, authenticates, and says what to do. An
+/// Checks the handshake, authenticates (within
+/// [`HubConfig::auth_timeout`](crate::config::HubConfig::auth_timeout), then
+/// 408 `auth_timeout`), and says what to do. An
 /// authentication failure refused here is still counted on `hub` under its
 /// code (as a connection that ended `Failed` before its upgrade).
 pub async fn decide<A: Authenticator>(
@@ -135,7 +137,11 @@ pub async fn decide<A: Authenticator>(
     if let Err(refusal) = check_handshake(method, request) {
         return Decision::Refuse(refusal);
     }
-    match authenticator.authenticate(request).await {
+    let deadline = hub.config().auth_timeout;
+    let outcome = tokio::time::timeout(deadline, authenticator.authenticate(request))
+        .await
+        .unwrap_or_else(|_| Err(AuthError::Timeout.into()));
+    match outcome {
         Ok(outcome) => Decision::Upgrade {
             subprotocol: outcome.selected_subprotocol.clone(),
             auth: Ok(outcome),

@@ -54,10 +54,19 @@ use crate::{Handler, Hub};
 
 /// A WebSocket upgrade request, checked against the crate's upgrade policy
 /// (malformed upgrades are answered 400/426 before any handler code runs).
-#[derive(Debug)]
 pub struct WsUpgrade {
     upgrade: WebSocketUpgrade,
     request: HandshakeRequest,
+}
+
+impl std::fmt::Debug for WsUpgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not axum's `Debug`: it prints the offered subprotocols, tokens
+        // included. The request's own `Debug` prints header names only.
+        f.debug_struct("WsUpgrade")
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {

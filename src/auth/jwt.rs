@@ -582,10 +582,13 @@ impl JwtAuthenticator {
             .get("exp")
             .and_then(Value::as_u64)
             .ok_or(AuthError::ClaimInvalid("exp is not a number"))?;
+        let expires_at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(exp))
+            .ok_or(AuthError::ClaimInvalid("exp is out of range"))?;
         Ok(Verified {
             user,
             claims,
-            expires_at: UNIX_EPOCH + Duration::from_secs(exp),
+            expires_at,
         })
     }
 

@@ -7,8 +7,9 @@
 //! [`memory`] provides an in-process pair for tests and examples.
 //!
 //! Transports answer pings themselves if their stack does (all three
-//! supported stacks do); inbound pings and pongs are still passed up so the
-//! hub can treat them as liveness.
+//! supported stacks do). Inbound pings and pongs are still passed up; the
+//! hub does not yet run a heartbeat of its own, so a half-open peer that is
+//! sent nothing is only noticed when a write fails.
 
 use std::future::Future;
 

@@ -1,0 +1,286 @@
+//! Regression tests for defects found in review, each named for the
+//! behaviour it pins.
+
+// Tests assert by panicking; the crate's panic lints guard library code.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+use support::*;
+use ws_lifecycle::Hub;
+use ws_lifecycle::auth::{
+    AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest, TokenVerifier,
+};
+use ws_lifecycle::close::{CloseCause, CloseCode};
+use ws_lifecycle::id::{ConnectionId, ContextIds, IdGenerator, RequestId, RunId, ThreadId, UserId};
+use ws_lifecycle::state::ConnectionState;
+use ws_lifecycle::transport::{Message, memory};
+
+/// Dropping the serving future while `Ready::close` waits for the writer
+/// must stop the writer too: nothing is written after the connection ended.
+#[tokio::test(start_paused = true)]
+async fn no_frame_is_written_after_a_dropped_connection_ended() {
+    let hub = hub_with(|c| {
+        c.write_timeout = Duration::from_secs(3600);
+        c.close_timeout = Duration::from_secs(3600);
+    });
+    let alice = user("alice");
+    let (transport, mut client) = memory::pair(1);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let handler = Scripted {
+        on_ready: OnReady::Signal(tx),
+        ..Default::default()
+    };
+    let server = tokio::spawn({
+        let (hub, alice) = (hub.clone(), alice.clone());
+        async move { hub.serve(transport, alice, &handler).await }
+    });
+    let handle = rx.recv().await.unwrap();
+    handle.wait_ready(Duration::from_secs(5)).await.unwrap();
+    for i in 0..3 {
+        let _ = hub.send_to_user(&alice, &event("e", json!(i))).unwrap();
+    }
+    // Virtual time: the writer has one frame in the pipe and blocks on the
+    // second; then the driver waits for it inside `Ready::close`.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(handle.close(frame(1000, "bye")));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    server.abort();
+    let _ = server.await;
+    assert_eq!(handle.state(), ConnectionState::Failed);
+    tokio::time::timeout(Duration::from_secs(1), hub.idle())
+        .await
+        .expect("idle resolves");
+    let mut after = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), client.recv()).await {
+        after.push(m);
+    }
+    assert!(
+        after.len() <= 1,
+        "the writer kept writing after the end: {after:?}"
+    );
+    assert_accounted(&hub.metrics());
+}
+
+/// A connection bound after `close_all` (it was mid-handshake) is closed
+/// too, so `idle` is reached.
+#[tokio::test(start_paused = true)]
+async fn close_all_also_closes_connections_bound_after_it() {
+    let hub = Hub::new();
+    let alice = user("alice");
+    let (transport, mut client) = memory::pair(8);
+    let in_flight = hub.connect().accept(transport);
+    assert_eq!(hub.close_all(frame(1001, "going_away")), 0);
+    let conn = in_flight.authenticate(alice.clone().into()).await.unwrap();
+    let server = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.run(conn, &Scripted::default()).await }
+    });
+    tokio::time::timeout(Duration::from_secs(60), hub.idle())
+        .await
+        .expect("idle after close_all");
+    assert_eq!(
+        read_to_close(&mut client).await.1,
+        Some(frame(1001, "going_away"))
+    );
+    assert_eq!(
+        server.await.unwrap().cause,
+        CloseCause::Requested(frame(1001, "going_away"))
+    );
+}
+
+/// An id generator that repeats itself.
+struct Repeats;
+
+impl IdGenerator for Repeats {
+    fn mint_connection_id(&self) -> ConnectionId {
+        ConnectionId::from_custom("conn_1").unwrap()
+    }
+    fn mint_context(&self, _: &UserId) -> ContextIds {
+        let thread = ThreadId::from_custom("thread_1").unwrap();
+        let run = RunId::from_custom(&thread, "run_1").unwrap();
+        ContextIds {
+            thread,
+            run,
+            request: RequestId::from_custom("req_1").unwrap(),
+        }
+    }
+}
+
+/// A repeated connection id is refused (1011), never routed: one user's
+/// event can never reach another through it, and the first connection's
+/// entry survives.
+#[tokio::test]
+async fn a_repeated_connection_id_is_refused_and_never_crosses_users() {
+    let hub = Hub::builder().id_generator(Repeats).build();
+    let (alice, bob) = (user("alice"), user("bob"));
+    let (a, mut a_client) = bind(&hub, &alice, 8).await;
+    let a_id = a.id().clone();
+    let (transport, mut b_client) = memory::pair(8);
+    let refused = hub
+        .connect()
+        .accept(transport)
+        .authenticate(bob.clone().into())
+        .await;
+    let Err(report) = refused else {
+        panic!("a duplicate id was admitted")
+    };
+    assert_eq!(report.state, ConnectionState::Closed);
+    let (_, close) = read_to_close(&mut b_client).await;
+    assert_eq!(
+        close.map(|f| (f.code, f.reason.as_str().to_owned())),
+        Some((
+            CloseCode::INTERNAL_ERROR,
+            "duplicate_connection_id".to_owned()
+        ))
+    );
+    assert!(!hub.is_online(&bob));
+    let _a = a.services_ready().ready();
+    let seq = hub
+        .send_to_connection(&a_id, event("for_alice", json!("secret")))
+        .unwrap();
+    assert_eq!(seq, 1);
+    assert_eq!(next_json(&mut a_client).await["type"], "for_alice");
+    assert_eq!(hub.connection(&a_id).map(|h| h.user().clone()), Some(alice));
+}
+
+/// The next text frame, with no client-side timeout: time is paused and the
+/// server's own deadlines are what these tests observe.
+async fn recv_json(client: &mut memory::MemoryClient) -> serde_json::Value {
+    match client.recv().await {
+        Some(Message::Text(text)) => serde_json::from_str(&text).unwrap(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// Verifies any token for alice, with credentials that do not expire.
+struct NoExpiry;
+
+impl TokenVerifier for NoExpiry {
+    fn verify_token(&self, _: &str) -> Result<AuthOutcome, AuthError> {
+        Ok(AuthOutcome::new(UserId::new("alice").unwrap()))
+    }
+}
+
+/// Re-authenticating with credentials that do not expire cancels the
+/// deadline: the connection outlives the old expiry.
+#[tokio::test(start_paused = true)]
+async fn reauth_without_expiry_cancels_the_deadline() {
+    let hub = Hub::new();
+    let alice = user("alice");
+    let (transport, mut client) = memory::pair(16);
+    let mut outcome =
+        AuthOutcome::new(alice.clone()).with_expiry(SystemTime::now() + Duration::from_secs(120));
+    outcome.verifier = Some(Arc::new(NoExpiry));
+    let server = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.serve(transport, outcome, &Scripted::default()).await }
+    });
+    assert_eq!(recv_json(&mut client).await["type"], "reauth_required");
+    client
+        .send_text(r#"{"type":"reauth","token":"a.b.c"}"#)
+        .await
+        .unwrap();
+    let ok = recv_json(&mut client).await;
+    assert_eq!(
+        (ok["type"].as_str(), ok["payload"]["expires_at"].is_null()),
+        (Some("reauth_ok"), true)
+    );
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let d = hub
+        .send_to_user(&alice, &event("still.here", json!(1)))
+        .unwrap();
+    assert_eq!(d.queued, 1);
+    assert_eq!(recv_json(&mut client).await["type"], "still.here");
+    client.close(None).await;
+    assert_eq!(server.await.unwrap().cause, CloseCause::PeerClosed(None));
+}
+
+/// A signed token with an `exp` past what `SystemTime` holds is refused,
+/// not a panic.
+#[cfg(feature = "jwt")]
+#[tokio::test]
+async fn an_exp_out_of_range_is_refused_not_a_panic() {
+    use ws_lifecycle::auth::JwtAuthenticator;
+    let auth = JwtAuthenticator::builder()
+        .hs256(support::tokens::SECRET)
+        .build()
+        .unwrap();
+    let token = support::tokens::hs256(&json!({ "sub": "alice", "exp": u64::MAX }));
+    let request = HandshakeRequest::builder()
+        .header("Authorization", format!("Bearer {token}"))
+        .build()
+        .unwrap();
+    let failure = auth.authenticate(&request).await.unwrap_err();
+    assert_eq!(
+        failure.error,
+        AuthError::ClaimInvalid("exp is out of range")
+    );
+    assert!(auth.verify_token(&token).is_err());
+}
+
+/// `WsUpgrade`'s `Debug` never shows the offered subprotocols.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn the_axum_upgrade_debug_hides_the_subprotocol_token() {
+    use axum::routing::any;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use ws_lifecycle::adapters::axum::WsUpgrade;
+    let router =
+        axum::Router::new().route("/ws", any(|u: WsUpgrade| async move { format!("{u:?}") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Protocol: jwt-auth, jwt.SECRETHEADER.SECRETPAYLOAD.SECRETSIG\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await;
+    assert!(out.contains("WsUpgrade"), "the handler ran: {out}");
+    assert!(
+        !out.contains("SECRET"),
+        "Debug of WsUpgrade shows the token:\n{out}"
+    );
+}
+
+/// Never finishes.
+struct Hangs;
+
+impl Authenticator for Hangs {
+    async fn authenticate(&self, _: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
+        std::future::pending().await
+    }
+}
+
+/// The adapters' upgrade decision is bounded by `auth_timeout` (408).
+#[tokio::test(start_paused = true)]
+async fn the_upgrade_decision_is_bounded_by_the_auth_timeout() {
+    let hub = Hub::new();
+    let request = HandshakeRequest::builder()
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .build()
+        .unwrap();
+    let decided = ws_lifecycle::upgrade::decide(&hub, "GET", &request, &Hangs).await;
+    let ws_lifecycle::upgrade::Decision::Refuse(refusal) = decided else {
+        panic!("upgraded")
+    };
+    assert_eq!((refusal.status, refusal.code), (408, "auth_timeout"));
+    assert_eq!(hub.metrics().auth_failures.get("auth_timeout"), Some(&1));
+}
