@@ -135,6 +135,13 @@ pub struct HubConfig {
     pub max_message_size: usize,
     /// Connections one user may hold on this node. Default: 16.
     pub max_connections_per_user: usize,
+    /// Enforce [`max_connections_per_user`](HubConfig::max_connections_per_user)
+    /// across every node of the backplane too (the newest connection past
+    /// it is refused with 4429, whatever the local policy). Costs one
+    /// backplane round trip per connection; if the backplane cannot answer,
+    /// the connection is admitted (availability over the limit) and a
+    /// warning logged. Default: off.
+    pub cluster_connection_limit: bool,
     /// What happens past that limit. Default: refuse the newest (close 4429).
     pub connection_limit_policy: ConnectionLimitPolicy,
     /// How event types are spelled on the wire. Default: names.
@@ -160,6 +167,7 @@ impl Default for HubConfig {
             close_timeout: Duration::from_secs(5),
             max_message_size: 64 * 1024,
             max_connections_per_user: 16,
+            cluster_connection_limit: false,
             connection_limit_policy: ConnectionLimitPolicy::default(),
             wire_mode: WireMode::default(),
             router_shards: 64,

@@ -42,7 +42,7 @@ use crate::event::Event;
 use crate::handle::{ConnShared, ConnectionHandle, SendError};
 use crate::handler::CloseReport;
 use crate::hub::Hub;
-use crate::id::ConnectionId;
+use crate::id::{ConnectionId, UserId};
 use crate::metrics::Metrics;
 use crate::reauth::Expiry;
 use crate::router::InsertError;
@@ -124,6 +124,8 @@ struct Core {
     shared: Option<Arc<ConnShared>>,
     writer: Option<tokio::task::JoinHandle<()>>,
     expiry: Option<Expiry>,
+    /// The user this connection is counted for cluster-wide, until released.
+    counted: Option<UserId>,
 }
 
 impl Core {
@@ -150,6 +152,9 @@ impl Core {
     /// the writer, count what was never written, reach a terminal state.
     fn finish(&mut self, cause: &CloseCause) -> CloseReport {
         self.unroute();
+        if let Some(user) = self.counted.take() {
+            self.hub.release_cluster(&user);
+        }
         if let Some(writer) = self.writer.take() {
             writer.abort();
         }
@@ -265,6 +270,7 @@ impl Connection<Connecting> {
                 shared: None,
                 writer: None,
                 expiry: None,
+                counted: None,
             },
             stage: Connecting,
         }
@@ -307,6 +313,15 @@ impl<T: Transport> Connection<Accepted<T>> {
         outcome: AuthOutcome,
     ) -> Result<Connection<Authenticated<T>>, CloseReport> {
         let env = Arc::clone(self.core.hub.env());
+        match self.core.hub.admit_cluster(&outcome.user).await {
+            Some(false) => {
+                Metrics::inc(&env.metrics.c.connection_limit_closes);
+                let cause = CloseCause::ConnectionLimit;
+                return Err(self.core.close_with(&mut self.stage.sink, cause).await);
+            }
+            Some(true) => self.core.counted = Some(outcome.user.clone()),
+            None => {}
+        }
         let shared = Arc::new(ConnShared {
             id: self.core.id.clone(),
             user: outcome.user,

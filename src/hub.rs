@@ -380,6 +380,35 @@ impl Hub {
         }
     }
 
+    /// Counts a new connection of `user` cluster-wide when that is on:
+    /// `Some(true)` counted, `Some(false)` refused, `None` not counted (off,
+    /// no backplane, or the backplane could not answer).
+    pub(crate) async fn admit_cluster(&self, user: &UserId) -> Option<bool> {
+        let config = &self.inner.env.config;
+        let backplane = self
+            .inner
+            .backplane
+            .as_ref()
+            .filter(|_| config.cluster_connection_limit)?;
+        match backplane.admit(user, config.max_connections_per_user).await {
+            Ok(admitted) => Some(admitted),
+            Err(error) => {
+                tracing::warn!(
+                    code = error.code(),
+                    "cluster connection limit not checked: admitting"
+                );
+                None
+            }
+        }
+    }
+
+    /// Releases a connection counted by [`Hub::admit_cluster`].
+    pub(crate) fn release_cluster(&self, user: &UserId) {
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.release(user);
+        }
+    }
+
     /// A user got their first connection on this node.
     pub(crate) fn user_joined(&self, user: &UserId) {
         if let Some(backplane) = &self.inner.backplane {

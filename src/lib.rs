@@ -89,6 +89,7 @@
 //! | `axum` | no | `adapters::axum`: the `WsUpgrade` extractor |
 //! | `warp` | no | `adapters::warp`: the `upgrade()` filter |
 //! | `tungstenite` | no | `adapters::tungstenite::serve` for any tokio stream |
+//! | `redis` | no | `backplane::redis::RedisBackplane`: routing and presence across nodes |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

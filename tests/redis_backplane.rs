@@ -289,3 +289,80 @@ async fn a_killed_redis_keeps_local_delivery_reports_remote_errors_and_recovers(
 async fn a_frozen_redis_is_caught_by_the_command_timeout_and_recovers() {
     outage(true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_user_connection_limit_can_hold_across_nodes() {
+    let server = RedisServer::start().await;
+    let limited = |url: String| async move {
+        let mut config = RedisConfig::new(url);
+        config.command_timeout = Duration::from_millis(500);
+        let backplane = RedisBackplane::new(config).unwrap();
+        let mut health = backplane.health();
+        let mut hub_config = ws_lifecycle::config::HubConfig::default();
+        hub_config.max_connections_per_user = 2;
+        hub_config.cluster_connection_limit = true;
+        let hub = Hub::builder()
+            .config(hub_config)
+            .backplane(backplane)
+            .build();
+        healthy(&mut health).await;
+        hub
+    };
+    let a = limited(server.url()).await;
+    let b = limited(server.url()).await;
+    let frank = user("frank");
+
+    // Watch the user's count key, to know when a release has landed.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Kh")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let mut changes = client.get_async_pubsub().await.unwrap();
+    let key: String = "frank".bytes().map(|b| format!("{b:02x}")).collect();
+    changes
+        .subscribe(format!("__keyspace@0__:wsl:count:{key}"))
+        .await
+        .unwrap();
+    let mut changes = changes.into_on_message();
+
+    let (mut first, _) = connect(&a, &frank).await;
+    let (_second, _) = connect(&b, &frank).await;
+    for _ in 0..2 {
+        let _ = changes.next().await; // the two admissions
+    }
+    // A third, on either node, is refused: the limit is the cluster's.
+    for hub in [&a, &b] {
+        let (transport, mut client) = ws_lifecycle::transport::memory::pair(8);
+        let refused = hub
+            .connect()
+            .accept(transport)
+            .authenticate(frank.clone().into())
+            .await;
+        assert!(refused.is_err(), "a third connection was admitted");
+        assert_eq!(
+            read_to_close(&mut client).await.1.map(|f| f.code.as_u16()),
+            Some(4429)
+        );
+    }
+    assert_eq!(
+        a.connections_of(&frank).len() + b.connections_of(&frank).len(),
+        2
+    );
+
+    // One leaves; once its release lands, a new one is admitted.
+    first.close(None).await;
+    let _ = read_to_close(&mut first).await;
+    tokio::time::timeout(Duration::from_secs(5), changes.next())
+        .await
+        .expect("the release did not reach Redis within 5 s");
+    let (_third, _) = connect(&a, &frank).await;
+    assert_eq!(
+        a.connections_of(&frank).len() + b.connections_of(&frank).len(),
+        2
+    );
+}

@@ -105,6 +105,25 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// Users with a connection on any node.
     fn online_count(&self) -> BoxFuture<'_, Result<u64, BackplaneError>>;
+
+    /// Counts a new connection of `user` against a cluster-wide `limit`:
+    /// `Ok(false)` when the user already has `limit` connections across all
+    /// nodes (the connection is then refused, 4429). Used when
+    /// [`HubConfig::cluster_connection_limit`](crate::config::HubConfig::cluster_connection_limit)
+    /// is on; the default admits everything.
+    fn admit<'a>(
+        &'a self,
+        user: &'a UserId,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<bool, BackplaneError>> {
+        let _ = (user, limit);
+        Box::pin(async { Ok(true) })
+    }
+
+    /// A connection counted by [`admit`](Backplane::admit) has ended.
+    fn release(&self, user: &UserId) {
+        let _ = user;
+    }
 }
 
 /// The backplane's way back into its hub. Holds the hub weakly, so a

@@ -376,6 +376,51 @@ impl Backplane for RedisBackplane {
         })
     }
 
+    fn admit<'a>(
+        &'a self,
+        user: &'a UserId,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<bool, BackplaneError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let mut conn = shared.query_connection().await?;
+            let prefix = &shared.config.prefix;
+            let admitted: i64 = shared
+                .within(
+                    redis::cmd("EVAL")
+                        .arg(ADMIT)
+                        .arg(1)
+                        .arg(format!("{prefix}:count:{}", hex(user.as_str())))
+                        .arg(&shared.node)
+                        .arg(limit)
+                        .arg(prefix)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(admitted == 1)
+        })
+    }
+
+    fn release(&self, user: &UserId) {
+        let shared = Arc::clone(&self.shared);
+        let key = format!("{}:count:{}", shared.config.prefix, hex(user.as_str()));
+        // Off the caller's path; a lost release only matters until this
+        // node's presence expires, after which its counts are ignored.
+        tokio::spawn(async move {
+            if let Ok(mut conn) = shared.query_connection().await {
+                let _ = shared
+                    .within(
+                        redis::cmd("HINCRBY")
+                            .arg(&key)
+                            .arg(&shared.node)
+                            .arg(-1)
+                            .query_async::<i64>(&mut conn),
+                    )
+                    .await;
+            }
+        });
+    }
+
     fn online_count(&self) -> BoxFuture<'_, Result<u64, BackplaneError>> {
         Box::pin(async move {
             let shared = &self.shared;
@@ -404,6 +449,24 @@ impl Backplane for RedisBackplane {
     }
 }
 
+/// Counts a connection against a cluster-wide per-user limit, atomically:
+/// sums the per-node counts of live nodes (dropping dead nodes' counts) and
+/// increments this node's unless the limit is reached.
+const ADMIT: &str = r"
+local total = 0
+local counts = redis.call('HGETALL', KEYS[1])
+for i = 1, #counts, 2 do
+  if redis.call('EXISTS', ARGV[3] .. ':node:' .. counts[i]) == 1 then
+    total = total + tonumber(counts[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], counts[i])
+  end
+end
+if total >= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+return 1
+";
+
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -420,6 +483,9 @@ async fn back_off(backoff: &mut Duration, max: Duration, stop: &mut watch::Recei
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Most `PUBLISH`es sent in one pipeline.
+const PUBLISH_BATCH: u64 = 256;
 
 /// Owns the publishing connection; drains the queue in order.
 async fn publisher(
@@ -460,16 +526,24 @@ async fn publisher(
                     None => return,
                 },
             };
-            let published = shared
-                .within(
-                    redis::cmd("PUBLISH")
-                        .arg(&channel)
-                        .arg(&payload)
-                        .query_async::<i64>(&mut conn),
-                )
-                .await;
-            if published.is_err() {
-                lost = 1;
+            // Whatever else is already queued goes in the same round trip,
+            // in order: one pipeline per wake-up, not one per event.
+            let mut pipe = redis::pipe();
+            pipe.cmd("PUBLISH").arg(&channel).arg(&payload).ignore();
+            let mut batch = 1u64;
+            while batch < PUBLISH_BATCH {
+                let Ok((channel, payload)) = queue.try_recv() else {
+                    break;
+                };
+                pipe.cmd("PUBLISH").arg(&channel).arg(&payload).ignore();
+                batch += 1;
+            }
+            if shared
+                .within(pipe.query_async::<()>(&mut conn))
+                .await
+                .is_err()
+            {
+                lost = batch;
                 break;
             }
         }
