@@ -283,8 +283,14 @@ pub enum JwtConfigError {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct JwtAuthenticatorBuilder {
-    algorithms: Vec<JwtAlgorithm>,
+    settings: Settings,
     keys: JwtKeySet,
+}
+
+/// Everything but the keys: fixed once the authenticator is built.
+#[derive(Debug, Clone)]
+struct Settings {
+    algorithms: Vec<JwtAlgorithm>,
     issuers: Vec<String>,
     audiences: Vec<String>,
     leeway: Duration,
@@ -297,7 +303,7 @@ pub struct JwtAuthenticatorBuilder {
 impl JwtAuthenticatorBuilder {
     /// The algorithms tokens may use, all of one key family. Required.
     pub fn algorithms(mut self, algorithms: &[JwtAlgorithm]) -> Self {
-        self.algorithms = algorithms.to_vec();
+        self.settings.algorithms = algorithms.to_vec();
         self
     }
 
@@ -316,38 +322,38 @@ impl JwtAuthenticatorBuilder {
     /// Require `iss` to be this issuer (callable more than once: any of
     /// them). Default: `iss` is not checked.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
-        self.issuers.push(issuer.into());
+        self.settings.issuers.push(issuer.into());
         self
     }
 
     /// Require `aud` to contain this audience (callable more than once: any
     /// of them). Default: `aud` is not checked.
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
-        self.audiences.push(audience.into());
+        self.settings.audiences.push(audience.into());
         self
     }
 
     /// Clock leeway for `exp`, `nbf` and `iat`. Default: 60 s.
     pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway;
+        self.settings.leeway = leeway;
         self
     }
 
     /// The claim naming the user. Default: `sub`.
     pub fn user_claim(mut self, claim: impl Into<String>) -> Self {
-        self.user_claim = claim.into();
+        self.settings.user_claim = claim.into();
         self
     }
 
     /// Where tokens are read from. Default: [`TokenSources::default`].
     pub fn sources(mut self, sources: TokenSources) -> Self {
-        self.sources = sources;
+        self.settings.sources = sources;
         self
     }
 
     /// Which origins may connect. Default: any.
     pub fn origin(mut self, origin: OriginPolicy) -> Self {
-        self.origin = origin;
+        self.settings.origin = origin;
         self
     }
 
@@ -355,7 +361,7 @@ impl JwtAuthenticatorBuilder {
     /// the upgrade (close 4401/4403, the default: a browser can read that)
     /// or before it (an HTTP status the browser cannot read).
     pub fn subprotocol_failures_after_upgrade(mut self, after: bool) -> Self {
-        self.subprotocol_failures_after_upgrade = after;
+        self.settings.subprotocol_failures_after_upgrade = after;
         self
     }
 
@@ -370,11 +376,16 @@ impl JwtAuthenticatorBuilder {
     ///
     /// A [`JwtConfigError`] naming what is wrong.
     pub fn build(self) -> Result<JwtAuthenticator, JwtConfigError> {
-        let family = match self.algorithms.first() {
+        let family = match self.settings.algorithms.first() {
             None => return Err(JwtConfigError::NoAlgorithms),
             Some(first) => first.family(),
         };
-        if self.algorithms.iter().any(|a| a.family() != family) {
+        if self
+            .settings
+            .algorithms
+            .iter()
+            .any(|a| a.family() != family)
+        {
             return Err(JwtConfigError::MixedFamilies);
         }
         if self.keys.keys().next().is_none() {
@@ -383,7 +394,7 @@ impl JwtAuthenticatorBuilder {
         if self.keys.keys().any(|k| k.family != family) {
             return Err(JwtConfigError::KeyFamilyMismatch);
         }
-        if self.user_claim.is_empty() {
+        if self.settings.user_claim.is_empty() {
             return Err(JwtConfigError::EmptyUserClaim);
         }
         // Err means a provider is already installed: the application chose.
@@ -392,15 +403,8 @@ impl JwtAuthenticatorBuilder {
         );
         Ok(JwtAuthenticator {
             inner: Arc::new(Inner {
-                algorithms: self.algorithms,
+                settings: self.settings,
                 keys: RwLock::new(Arc::new(self.keys)),
-                issuers: self.issuers,
-                audiences: self.audiences,
-                leeway: self.leeway,
-                user_claim: self.user_claim,
-                sources: self.sources,
-                origin: self.origin,
-                subprotocol_failures_after_upgrade: self.subprotocol_failures_after_upgrade,
             }),
         })
     }
@@ -408,15 +412,8 @@ impl JwtAuthenticatorBuilder {
 
 #[derive(Debug)]
 struct Inner {
-    algorithms: Vec<JwtAlgorithm>,
+    settings: Settings,
     keys: RwLock<Arc<JwtKeySet>>,
-    issuers: Vec<String>,
-    audiences: Vec<String>,
-    leeway: Duration,
-    user_claim: String,
-    sources: TokenSources,
-    origin: OriginPolicy,
-    subprotocol_failures_after_upgrade: bool,
 }
 
 /// Authenticates WebSocket handshakes with JWTs from the header, a
@@ -459,15 +456,17 @@ impl JwtAuthenticator {
     /// A builder: set the algorithms and keys (or [`hs256`](JwtAuthenticatorBuilder::hs256)).
     pub fn builder() -> JwtAuthenticatorBuilder {
         JwtAuthenticatorBuilder {
-            algorithms: Vec::new(),
+            settings: Settings {
+                algorithms: Vec::new(),
+                issuers: Vec::new(),
+                audiences: Vec::new(),
+                leeway: Duration::from_secs(60),
+                user_claim: "sub".into(),
+                sources: TokenSources::default(),
+                origin: OriginPolicy::default(),
+                subprotocol_failures_after_upgrade: true,
+            },
             keys: JwtKeySet::new(),
-            issuers: Vec::new(),
-            audiences: Vec::new(),
-            leeway: Duration::from_secs(60),
-            user_claim: "sub".into(),
-            sources: TokenSources::default(),
-            origin: OriginPolicy::default(),
-            subprotocol_failures_after_upgrade: true,
         }
     }
 
@@ -479,7 +478,7 @@ impl JwtAuthenticator {
     /// [`JwtConfigError::NoKeys`] or [`JwtConfigError::KeyFamilyMismatch`];
     /// the old set stays in place.
     pub fn replace_keys(&self, keys: JwtKeySet) -> Result<(), JwtConfigError> {
-        let family = self.inner.algorithms.first().map(|a| a.family());
+        let family = self.inner.settings.algorithms.first().map(|a| a.family());
         if keys.keys().next().is_none() {
             return Err(JwtConfigError::NoKeys);
         }
@@ -492,15 +491,15 @@ impl JwtAuthenticator {
 
     /// The token sources this authenticator reads.
     pub fn sources(&self) -> &TokenSources {
-        &self.inner.sources
+        &self.inner.settings.sources
     }
 
     fn verify(&self, token: &Token) -> Result<Verified, AuthError> {
         let inner = &self.inner;
         let token = token.expose();
-        if token.len() > inner.sources.max_token_len {
+        if token.len() > inner.settings.sources.max_token_len {
             return Err(AuthError::TokenTooLarge {
-                limit: inner.sources.max_token_len,
+                limit: inner.settings.sources.max_token_len,
             });
         }
         if !is_compact_jws(token) {
@@ -518,7 +517,7 @@ impl JwtAuthenticator {
         };
         let algorithm = JwtAlgorithm::ALL
             .into_iter()
-            .find(|a| a.name() == alg && inner.algorithms.contains(a))
+            .find(|a| a.name() == alg && inner.settings.algorithms.contains(a))
             .ok_or(AuthError::AlgorithmNotAllowed)?;
         match header.get("crit") {
             None => {}
@@ -534,20 +533,20 @@ impl JwtAuthenticator {
         let key = keys.select(kid).ok_or(AuthError::SignatureInvalid)?;
 
         let mut validation = Validation::new(algorithm.jsonwebtoken());
-        validation.leeway = inner.leeway.as_secs();
+        validation.leeway = inner.settings.leeway.as_secs();
         validation.validate_exp = true;
         validation.validate_nbf = true;
         let mut required = vec!["exp"];
-        if inner.issuers.is_empty() {
+        if inner.settings.issuers.is_empty() {
             validation.iss = None;
         } else {
-            validation.set_issuer(&inner.issuers);
+            validation.set_issuer(&inner.settings.issuers);
             required.push("iss");
         }
-        if inner.audiences.is_empty() {
+        if inner.settings.audiences.is_empty() {
             validation.validate_aud = false;
         } else {
-            validation.set_audience(&inner.audiences);
+            validation.set_audience(&inner.settings.audiences);
             required.push("aud");
         }
         validation.set_required_spec_claims(&required);
@@ -563,13 +562,13 @@ impl JwtAuthenticator {
             None => {}
             Some(Value::Number(iat)) => {
                 let iat = iat.as_f64().unwrap_or(f64::INFINITY);
-                if iat > (now.saturating_add(inner.leeway.as_secs())) as f64 {
+                if iat > (now.saturating_add(inner.settings.leeway.as_secs())) as f64 {
                     return Err(AuthError::ClaimInvalid("iat is in the future"));
                 }
             }
             Some(_) => return Err(AuthError::ClaimInvalid("iat is not a number")),
         }
-        let user = match claims.get(&inner.user_claim) {
+        let user = match claims.get(&inner.settings.user_claim) {
             Some(Value::String(user)) => UserId::new(user)
                 .map_err(|_| AuthError::ClaimInvalid("the user claim is not a valid user id"))?,
             _ => {
@@ -643,9 +642,9 @@ fn map_error(kind: &ErrorKind) -> AuthError {
 impl Authenticator for JwtAuthenticator {
     async fn authenticate(&self, request: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
         let inner = &self.inner;
-        inner.origin.check(request.origin())?;
-        let credentials = inner.sources.extract(request).map_err(|failure| {
-            if inner.subprotocol_failures_after_upgrade {
+        inner.settings.origin.check(request.origin())?;
+        let credentials = inner.settings.sources.extract(request).map_err(|failure| {
+            if inner.settings.subprotocol_failures_after_upgrade {
                 failure
             } else {
                 AuthFailure::before_upgrade(failure.error)
@@ -655,7 +654,7 @@ impl Authenticator for JwtAuthenticator {
         let verify = |token: Option<Token>| token.map(|t| self.verify(&t)).transpose();
         let header = verify(credentials.header)?;
         let subprotocol = verify(credentials.subprotocol).map_err(|error| {
-            if inner.subprotocol_failures_after_upgrade {
+            if inner.settings.subprotocol_failures_after_upgrade {
                 AuthFailure::after_upgrade(error, marker.clone())
             } else {
                 AuthFailure::before_upgrade(error)
@@ -685,7 +684,7 @@ impl Authenticator for JwtAuthenticator {
     }
 
     fn first_message_auth(&self) -> bool {
-        self.inner.sources.first_message
+        self.inner.settings.sources.first_message
     }
 
     async fn authenticate_message(
@@ -696,11 +695,16 @@ impl Authenticator for JwtAuthenticator {
         let inner = &self.inner;
         let marker = request
             .subprotocols()
-            .contains(&inner.sources.marker)
-            .then(|| inner.sources.marker.clone());
+            .contains(&inner.settings.sources.marker)
+            .then(|| inner.settings.sources.marker.clone());
         let after = |error| AuthFailure::after_upgrade(error, marker.clone());
-        inner.origin.check(request.origin()).map_err(after)?;
+        inner
+            .settings
+            .origin
+            .check(request.origin())
+            .map_err(after)?;
         let token = inner
+            .settings
             .sources
             .check_first_message_token(token)
             .map_err(after)?;
@@ -711,7 +715,11 @@ impl Authenticator for JwtAuthenticator {
 
 impl TokenVerifier for JwtAuthenticator {
     fn verify_token(&self, token: &str) -> Result<AuthOutcome, AuthError> {
-        let token = self.inner.sources.check_first_message_token(token)?;
+        let token = self
+            .inner
+            .settings
+            .sources
+            .check_first_message_token(token)?;
         let verified = self.verify(&token)?;
         Ok(self.outcome(verified, None))
     }
