@@ -10,7 +10,8 @@
 //! * `/metrics` the hub's metrics, Prometheus text.
 //!
 //! `--addr HOST:PORT` or `WS_LIFECYCLE_ADDR` changes where it listens.
-//! Ctrl-C closes every connection with 1001 and exits once they are closed.
+//! Ctrl-C shuts down gracefully: clients are closed with 1012 (restart) in
+//! batches, after their queued events, within 10 s.
 
 #[path = "common/chat.rs"]
 mod chat;
@@ -23,7 +24,6 @@ mod axum_app;
 use std::time::Duration;
 
 use ws_lifecycle::Hub;
-use ws_lifecycle::close::{CloseCode, CloseFrame, CloseReason};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,13 +42,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let hub = hub.clone();
         async move {
             let _ = tokio::signal::ctrl_c().await;
-            let going_away = CloseFrame::new(
-                CloseCode::GOING_AWAY,
-                CloseReason::new("going_away").unwrap_or_else(|| unreachable!()),
-            );
-            let asked = hub.close_all(going_away);
-            println!("closing {asked} connections");
-            let _ = tokio::time::timeout(Duration::from_secs(5), hub.idle()).await;
+            let report = hub.shutdown(Duration::from_secs(10)).await;
+            println!("shut down: {report:?}");
         }
     };
     axum::serve(listener, axum_app::router(hub, &server::demo_secret())?)

@@ -12,7 +12,7 @@ mod server;
 use std::sync::Arc;
 
 use ws_lifecycle::adapters::tungstenite;
-use ws_lifecycle::close::{CloseCode, CloseFrame, CloseReason};
+use ws_lifecycle::close::CloseFrame;
 use ws_lifecycle::event::{Event, EventName};
 use ws_lifecycle::{ConnectionHandle, Handler, Hub, Inbound};
 
@@ -51,8 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    let going_away = CloseReason::new("going_away").unwrap_or_else(|| unreachable!());
-    hub.close_all(CloseFrame::new(CloseCode::GOING_AWAY, going_away));
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), hub.idle()).await;
+    let report = hub.shutdown(std::time::Duration::from_secs(10)).await;
+    println!("shut down: {report:?}");
     Ok(())
 }

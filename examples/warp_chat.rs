@@ -5,7 +5,8 @@
 //! then open <http://127.0.0.1:3000/> in two tabs.
 //!
 //! `--addr HOST:PORT` or `WS_LIFECYCLE_ADDR` changes where it listens.
-//! Ctrl-C closes every connection with 1001 and exits once they are closed.
+//! Ctrl-C shuts down gracefully: clients are closed with 1012 (restart) in
+//! batches, after their queued events, within 10 s.
 
 #[path = "common/chat.rs"]
 mod chat;
@@ -17,7 +18,6 @@ mod warp_app;
 use std::time::Duration;
 
 use ws_lifecycle::Hub;
-use ws_lifecycle::close::{CloseCode, CloseFrame, CloseReason};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,10 +36,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let hub = hub.clone();
         async move {
             let _ = tokio::signal::ctrl_c().await;
-            let reason = CloseReason::new("going_away").unwrap_or_else(|| unreachable!());
-            let asked = hub.close_all(CloseFrame::new(CloseCode::GOING_AWAY, reason));
-            println!("closing {asked} connections");
-            let _ = tokio::time::timeout(Duration::from_secs(5), hub.idle()).await;
+            let report = hub.shutdown(Duration::from_secs(10)).await;
+            println!("shut down: {report:?}");
         }
     };
     warp::serve(routes)

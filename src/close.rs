@@ -165,6 +165,16 @@ pub enum CloseCause {
     AuthFailed(CloseFrame),
     /// The future driving the connection was dropped.
     Dropped,
+    /// The peer did not answer a ping within the pong timeout: it is gone
+    /// (a half-open TCP connection, say). No close frame is sent.
+    HeartbeatTimeout,
+    /// The peer sent messages faster than the inbound rate limit (4429).
+    RateLimited,
+    /// The peer broke the WebSocket protocol (1002).
+    ProtocolError,
+    /// The server is shutting down and the deadline passed: closed without
+    /// waiting for queued events (1012).
+    Forced,
 }
 
 impl CloseCause {
@@ -183,6 +193,10 @@ impl CloseCause {
             CloseCause::PreReadyOverflow => (CloseCode::TRY_AGAIN_LATER, "pre_ready_overflow"),
             CloseCause::SlowConsumer => (CloseCode::SLOW_CONSUMER, "slow_consumer"),
             CloseCause::ConnectionLimit => (CloseCode::RATE_LIMITED, "connection_limit"),
+            CloseCause::HeartbeatTimeout => return None,
+            CloseCause::RateLimited => (CloseCode::RATE_LIMITED, "rate_limited"),
+            CloseCause::ProtocolError => (CloseCode::PROTOCOL_ERROR, "protocol_error"),
+            CloseCause::Forced => (CloseCode::RESTART, "restart"),
         };
         Some(CloseFrame::new(code, CloseReason::from_static(reason)))
     }
@@ -198,6 +212,8 @@ impl CloseCause {
                 | CloseCause::NotReadyInTime
                 | CloseCause::AuthFailed(_)
                 | CloseCause::Dropped
+                | CloseCause::HeartbeatTimeout
+                | CloseCause::ProtocolError
         )
     }
 
@@ -222,6 +238,10 @@ impl CloseCause {
             CloseCause::ConnectionLimit => "connection_limit",
             CloseCause::AuthFailed(_) => "auth_failed",
             CloseCause::Dropped => "dropped",
+            CloseCause::HeartbeatTimeout => "heartbeat_timeout",
+            CloseCause::RateLimited => "rate_limited",
+            CloseCause::ProtocolError => "protocol_error",
+            CloseCause::Forced => "forced",
         }
     }
 }
@@ -247,6 +267,9 @@ mod tests {
             CloseCause::PreReadyOverflow,
             CloseCause::SlowConsumer,
             CloseCause::ConnectionLimit,
+            CloseCause::RateLimited,
+            CloseCause::ProtocolError,
+            CloseCause::Forced,
         ];
         for cause in causes {
             let frame = cause.frame();

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use crate::event::WireMode;
+use crate::limits::{PING_INTERVAL, PONG_TIMEOUT, RateLimit};
 
 /// A bound on a per-connection buffer, in events and in bytes; whichever is
 /// reached first applies.
@@ -133,6 +134,28 @@ pub struct HubConfig {
     /// configure it on the WebSocket stack so oversized frames are never
     /// buffered.
     pub max_message_size: usize,
+    /// How long a connection may be silent before the server pings it.
+    /// Default: 25 s (Centrifuge 25 s, Socket.IO 25 s).
+    pub ping_interval: Duration,
+    /// How long after a ping a silent peer is given before it is closed as
+    /// gone: a half-open TCP peer is detected within `ping_interval +
+    /// pong_timeout`. Default: 10 s (Centrifuge 10 s).
+    pub pong_timeout: Duration,
+    /// Inbound message rate per connection; past it, close 4429. `None`
+    /// turns it off. Default: 20/s, bursts of 50.
+    pub inbound_rate: Option<RateLimit>,
+    /// Upgrades (handshake checks and authentication) in progress at once;
+    /// past it, new upgrades get 503 at once. Default: 256.
+    pub max_upgrades_in_flight: usize,
+    /// Live connections on this hub; past it, upgrades get 503. Default:
+    /// `None` (no cap).
+    pub max_connections: Option<usize>,
+    /// Connections asked to close at once by [`Hub::shutdown`](crate::Hub::shutdown).
+    /// Default: 100.
+    pub shutdown_batch: usize,
+    /// Pause between shutdown batches (shortened so all batches fit in
+    /// half the deadline). Default: 100 ms.
+    pub shutdown_batch_interval: Duration,
     /// Connections one user may hold on this node. Default: 16.
     pub max_connections_per_user: usize,
     /// Enforce [`max_connections_per_user`](HubConfig::max_connections_per_user)
@@ -166,6 +189,13 @@ impl Default for HubConfig {
             services_ready_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             max_message_size: 64 * 1024,
+            ping_interval: PING_INTERVAL,
+            pong_timeout: PONG_TIMEOUT,
+            inbound_rate: Some(RateLimit::default()),
+            max_upgrades_in_flight: 256,
+            max_connections: None,
+            shutdown_batch: 100,
+            shutdown_batch_interval: Duration::from_millis(100),
             max_connections_per_user: 16,
             cluster_connection_limit: false,
             connection_limit_policy: ConnectionLimitPolicy::default(),

@@ -509,7 +509,13 @@ impl<T: Transport> Connection<Ready<T>> {
         // dropped, `Core::drop` -> `finish` aborts the writer.
         if let Some(writer) = self.core.writer.as_mut() {
             let timeout = self.core.hub.env().config.close_timeout;
-            if tokio::time::timeout(timeout, &mut *writer).await.is_err() {
+            let drained = tokio::select! {
+                finished = tokio::time::timeout(timeout, &mut *writer) => finished.is_ok(),
+                // A forced close (shutdown past its deadline) stops waiting
+                // for a writer stuck on a peer that does not read.
+                () = self.stage.shared.outbox.forced() => false,
+            };
+            if !drained {
                 // Await the aborted task too: its batch guard must have
                 // counted what it never wrote before the report is made.
                 writer.abort();

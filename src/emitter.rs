@@ -84,6 +84,8 @@ pub(crate) enum Drain {
     Wait,
     /// Send this close frame (if any) and stop.
     Close(Option<CloseFrame>),
+    /// Send a ping (the heartbeat asked for one).
+    Ping,
 }
 
 #[derive(Debug)]
@@ -96,6 +98,8 @@ struct State {
     /// Events the writer took from the queue but never wrote (it failed or
     /// was stopped mid-batch); reported with the queue's leftovers.
     lost_by_writer: u64,
+    /// The heartbeat wants a ping written.
+    ping: bool,
 }
 
 impl State {
@@ -118,6 +122,8 @@ pub(crate) struct Outbox {
     writer: Notify,
     /// Wakes the task driving the connection: a close was asked for.
     driver: Notify,
+    /// Wakes a driver waiting for its writer: the close was forced.
+    forced: Notify,
 }
 
 impl Outbox {
@@ -130,9 +136,11 @@ impl Outbox {
                 queue: VecDeque::new(),
                 bytes: 0,
                 lost_by_writer: 0,
+                ping: false,
             }),
             writer: Notify::new(),
             driver: Notify::new(),
+            forced: Notify::new(),
         }
     }
 
@@ -237,6 +245,34 @@ impl Outbox {
         self.writer.notify_one();
     }
 
+    /// Asks the writer to send a ping, ahead of queued events.
+    pub(crate) fn request_ping(&self) {
+        self.state.lock().ping = true;
+        self.writer.notify_one();
+    }
+
+    /// Replaces a pending orderly close (or none) with `Forced`: the
+    /// writer stops draining and sends its close frame at once.
+    pub(crate) fn force_close(&self) {
+        self.state.lock().closing = Some(CloseCause::Forced);
+        self.wake_all();
+        self.forced.notify_one();
+    }
+
+    /// Resolves once the close has been forced.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: `Notify` keeps the permit for the next call.
+    pub(crate) async fn forced(&self) {
+        loop {
+            if self.close_cause() == Some(CloseCause::Forced) {
+                return;
+            }
+            self.forced.notified().await;
+        }
+    }
+
     /// Asks for the connection to close. The first request wins; later ones
     /// return `false`. From now on every push is refused.
     pub(crate) fn request_close(&self, cause: CloseCause) -> bool {
@@ -285,6 +321,9 @@ impl Outbox {
             && (!cause.drains() || s.queue.is_empty())
         {
             return Drain::Close(cause.frame());
+        }
+        if s.open && std::mem::take(&mut s.ping) {
+            return Drain::Ping;
         }
         if !s.open || s.queue.is_empty() {
             return Drain::Wait;

@@ -4,14 +4,16 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::auth::{AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
 use crate::backplane::{Backplane, BackplaneError, NodeLink, Remote, SharedBackplane};
-use crate::close::{CloseCause, CloseFrame};
+use crate::close::{CloseCause, CloseCode, CloseFrame, CloseReason};
 use crate::config::HubConfig;
 use crate::connection::{Accepted as AcceptedStage, Authenticated, Connecting, Connection};
 use crate::emitter::{Accepted, Addressee, Refused, Routed};
@@ -19,6 +21,7 @@ use crate::event::{EncodeError, EncodedEvent, Event, EventName};
 use crate::handle::{ConnectionHandle, SendError};
 use crate::handler::{CloseReport, Handler, Inbound};
 use crate::id::{ConnectionId, IdGenerator, UlidGenerator, UserId};
+use crate::limits::Bucket;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::router::Router;
 use crate::transport::{Message, Transport, TransportError, TransportStream};
@@ -35,16 +38,19 @@ pub(crate) struct Env {
     /// Set by [`Hub::close_all`]: connections authenticated from then on
     /// are asked to close with this frame too.
     pub(crate) closing: parking_lot::Mutex<Option<CloseFrame>>,
+    /// Upgrades in progress (admission control).
+    pub(crate) upgrades: tokio::sync::Semaphore,
 }
 
 impl Env {
     pub(crate) fn new(config: HubConfig) -> Self {
         Env {
-            config,
             metrics: Metrics::default(),
             live: AtomicUsize::new(0),
             idle: Notify::new(),
             closing: parking_lot::Mutex::new(None),
+            upgrades: tokio::sync::Semaphore::new(config.max_upgrades_in_flight.max(1)),
+            config,
         }
     }
 }
@@ -82,6 +88,20 @@ impl Delivery {
     pub fn is_miss(&self) -> bool {
         self.accepted() == 0 && self.refused == 0
     }
+}
+
+/// How [`Hub::shutdown`] went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Connections asked to close.
+    pub connections: usize,
+    /// Of those, the ones that closed within the deadline.
+    pub closed_cleanly: usize,
+    /// The ones force-closed after it.
+    pub forced: usize,
+    /// Events queued but never written (dropped as connections closed).
+    pub undelivered: u64,
 }
 
 /// Builds a [`Hub`].
@@ -516,6 +536,79 @@ impl Hub {
         asked
     }
 
+    /// Counts an upgrade refused with 503, and returns the refusal.
+    pub(crate) fn count_busy(&self) -> crate::upgrade::Refusal {
+        Metrics::inc(&self.inner.env.metrics.c.upgrades_refused);
+        crate::upgrade::Refusal::busy()
+    }
+
+    /// Shuts the hub down gracefully, within `deadline`:
+    ///
+    /// 1. stops accepting: upgrades get 503, and a connection bound from now
+    ///    on is closed at once;
+    /// 2. asks every connection to close with 1012 (restart) after writing
+    ///    what it has queued, in batches of
+    ///    [`shutdown_batch`](crate::config::HubConfig::shutdown_batch) spread
+    ///    over at most half the deadline, so a fleet of clients does not
+    ///    reconnect in one spike;
+    /// 3. waits for them, up to the deadline;
+    /// 4. force-closes the rest (1012 without waiting for their queues) and
+    ///    waits for their writers, at most
+    ///    [`write_timeout`](crate::config::HubConfig::write_timeout) more.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops the pacing and the waiting; connections
+    /// already asked to close still close.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let env = &self.inner.env;
+        let started = Instant::now();
+        let restart = CloseFrame::new(CloseCode::RESTART, CloseReason::from_static("restart"));
+        *env.closing.lock() = Some(restart.clone());
+        let dropped_before = env.metrics.snapshot().dropped_on_close;
+        let conns = self.inner.router.all();
+        let batch = env.config.shutdown_batch.max(1);
+        let batches = conns.len().div_ceil(batch);
+        let pause = if batches > 1 {
+            (deadline / 2 / u32::try_from(batches - 1).unwrap_or(u32::MAX))
+                .min(env.config.shutdown_batch_interval)
+        } else {
+            Duration::ZERO
+        };
+        tracing::info!(connections = conns.len(), batches, "shutting down");
+        for (i, chunk) in conns.chunks(batch).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            for conn in chunk {
+                conn.outbox
+                    .request_close(CloseCause::Requested(restart.clone()));
+            }
+        }
+        let clean = tokio::time::timeout_at(started + deadline, self.idle())
+            .await
+            .is_ok();
+        let mut forced = 0;
+        if !clean {
+            for conn in &conns {
+                if !conn.state.state().is_terminal() {
+                    conn.outbox.force_close();
+                    forced += 1;
+                }
+            }
+            let grace = env.config.write_timeout + env.config.write_timeout;
+            let _ = tokio::time::timeout(grace, self.idle()).await;
+        }
+        let report = ShutdownReport {
+            connections: conns.len(),
+            closed_cleanly: conns.len() - forced,
+            forced,
+            undelivered: env.metrics.snapshot().dropped_on_close - dropped_before,
+        };
+        tracing::info!(?report, "shut down");
+        report
+    }
+
     /// Resolves once no connection of this hub is alive (every one minted
     /// has reached `Closed` or `Failed`), so their close frames have been
     /// written or given up on.
@@ -661,6 +754,11 @@ impl Hub {
         }
         let mut conn = conn.services_ready().ready();
         let mut expiry = conn.take_expiry();
+        let mut bucket = config.inbound_rate.map(Bucket::new);
+        // Heartbeat: a ping after `ping_interval` of silence, then the peer
+        // has `pong_timeout` to show any sign of life.
+        let mut next_ping = Instant::now() + config.ping_interval;
+        let mut pong_due: Option<Instant> = None;
         let cause = loop {
             let deadline = expiry
                 .as_ref()
@@ -674,16 +772,31 @@ impl Hub {
                         None => continue,
                     }
                 }
+                () = tokio::time::sleep_until(pong_due.unwrap_or(next_ping)) => {
+                    if pong_due.is_some() {
+                        break CloseCause::HeartbeatTimeout;
+                    }
+                    handle.shared.outbox.request_ping();
+                    pong_due = Some(Instant::now() + config.pong_timeout);
+                    continue;
+                }
                 next = conn.stage.stream.next() => next,
             };
+            // Anything from the peer is a sign of life.
+            pong_due = None;
+            next_ping = Instant::now() + config.ping_interval;
             let inbound = match next {
                 None => break CloseCause::PeerGone,
                 Some(Err(TransportError::MessageTooBig { .. })) => break CloseCause::MessageTooBig,
+                Some(Err(TransportError::Protocol(_))) => break CloseCause::ProtocolError,
                 Some(Err(_)) => break CloseCause::TransportError,
                 Some(Ok(Message::Close(frame))) => break CloseCause::PeerClosed(frame),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(message)) if message.len() > config.max_message_size => {
                     break CloseCause::MessageTooBig;
+                }
+                Some(Ok(_)) if bucket.as_mut().is_some_and(|b| !b.take()) => {
+                    break CloseCause::RateLimited;
                 }
                 Some(Ok(Message::Text(text))) => {
                     let metrics = &self.inner.env.metrics;

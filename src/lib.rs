@@ -107,6 +107,7 @@ mod handle;
 mod handler;
 mod hub;
 pub mod id;
+pub mod limits;
 pub mod metrics;
 mod reauth;
 mod router;
@@ -117,4 +118,4 @@ mod writer;
 
 pub use handle::{ConnectionHandle, SendError};
 pub use handler::{CloseReport, Handler, Inbound};
-pub use hub::{Delivery, Hub, HubBuilder};
+pub use hub::{Delivery, Hub, HubBuilder, ShutdownReport};

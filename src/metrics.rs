@@ -87,6 +87,9 @@ counters! {
     backplane_failures,
     /// Events received from other nodes through the backplane.
     backplane_received,
+    /// Upgrades refused with 503 (too many in flight, connection cap, or
+    /// shutting down).
+    upgrades_refused,
 }
 
 /// The hub's live metrics.

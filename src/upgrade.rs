@@ -37,6 +37,13 @@ impl Refusal {
         Refusal::new(400, "upgrade_invalid")
     }
 
+    /// 503 `server_busy`, with `Retry-After: 1`.
+    pub(crate) fn busy() -> Self {
+        let mut refusal = Refusal::new(503, "server_busy");
+        refusal.headers.push(("Retry-After", "1"));
+        refusal
+    }
+
     #[cfg(feature = "tungstenite")]
     pub(crate) fn too_large() -> Self {
         Refusal::new(431, "request_too_large")
@@ -123,7 +130,10 @@ fn is_base64(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')
 }
 
-/// Checks the handshake, authenticates (within
+/// Checks the handshake, admits (503 `server_busy` past
+/// [`max_upgrades_in_flight`](crate::config::HubConfig::max_upgrades_in_flight)
+/// or [`max_connections`](crate::config::HubConfig::max_connections), or
+/// while the hub shuts down), authenticates (within
 /// [`HubConfig::auth_timeout`](crate::config::HubConfig::auth_timeout), then
 /// 408 `auth_timeout`), and says what to do. An
 /// authentication failure refused here is still counted on `hub` under its
@@ -136,6 +146,20 @@ pub async fn decide<A: Authenticator>(
 ) -> Decision {
     if let Err(refusal) = check_handshake(method, request) {
         return Decision::Refuse(refusal);
+    }
+    // Admission, before any work on the request: a bounded number of
+    // upgrades in progress, an optional cap on connections, and none while
+    // shutting down. Refused fast, so overload sheds load.
+    let env = hub.env();
+    let Ok(_in_flight) = env.upgrades.try_acquire() else {
+        return Decision::Refuse(hub.count_busy());
+    };
+    let full = hub
+        .config()
+        .max_connections
+        .is_some_and(|max| env.live.load(std::sync::atomic::Ordering::Acquire) >= max);
+    if full || env.closing.lock().is_some() {
+        return Decision::Refuse(hub.count_busy());
     }
     let deadline = hub.config().auth_timeout;
     let outcome = tokio::time::timeout(deadline, authenticator.authenticate(request))

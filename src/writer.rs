@@ -52,6 +52,23 @@ pub(crate) async fn run<S: TransportSink>(shared: Arc<ConnShared>, mut sink: S) 
                 let _ = tokio::time::timeout(write_timeout, sink.close(frame)).await;
                 return;
             }
+            Drain::Ping => {
+                let ping = async {
+                    sink.feed(Message::Ping(bytes::Bytes::new())).await?;
+                    sink.flush().await
+                };
+                match tokio::time::timeout(write_timeout, ping).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) => {
+                        shared.outbox.request_close(CloseCause::TransportError);
+                        return;
+                    }
+                    Err(_) => {
+                        shared.outbox.request_close(CloseCause::SlowConsumer);
+                        return;
+                    }
+                }
+            }
             Drain::Items => batch.items.extend(scratch.drain(..)),
         }
         if let Err(cause) = write_batch(&shared, &mut batch, &mut sink).await {

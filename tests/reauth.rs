@@ -74,12 +74,18 @@ async fn serve(
 
 /// The next message, without a client-side timeout (time is paused, and the
 /// server's own deadlines are what the test observes).
+/// Answers pings as a real client's WebSocket stack does.
 async fn next(client: &mut MemoryClient) -> Result<Value, Option<CloseFrame>> {
-    match client.recv().await {
-        Some(Message::Text(text)) => Ok(serde_json::from_str(&text).unwrap()),
-        Some(Message::Close(frame)) => Err(frame),
-        None => Err(None),
-        Some(other) => panic!("unexpected {other:?}"),
+    loop {
+        match client.recv().await {
+            Some(Message::Ping(data)) => {
+                let _ = client.send(Message::Pong(data)).await;
+            }
+            Some(Message::Text(text)) => return Ok(serde_json::from_str(&text).unwrap()),
+            Some(Message::Close(frame)) => return Err(frame),
+            None => return Err(None),
+            Some(other) => panic!("unexpected {other:?}"),
+        }
     }
 }
 

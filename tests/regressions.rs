@@ -156,9 +156,15 @@ async fn a_repeated_connection_id_is_refused_and_never_crosses_users() {
 /// The next text frame, with no client-side timeout: time is paused and the
 /// server's own deadlines are what these tests observe.
 async fn recv_json(client: &mut memory::MemoryClient) -> serde_json::Value {
-    match client.recv().await {
-        Some(Message::Text(text)) => serde_json::from_str(&text).unwrap(),
-        other => panic!("expected a text frame, got {other:?}"),
+    loop {
+        match client.recv().await {
+            // Answered as a real client's WebSocket stack does.
+            Some(Message::Ping(data)) => {
+                let _ = client.send(Message::Pong(data)).await;
+            }
+            Some(Message::Text(text)) => return serde_json::from_str(&text).unwrap(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
     }
 }
 
