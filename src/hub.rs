@@ -1,30 +1,21 @@
 //! [`Hub`]: mints ids, owns the routing table, and drives each connection's
 //! life.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicUsize;
 
-use futures_util::FutureExt;
 use tokio::sync::Notify;
-use tokio::time::Instant;
-use tracing::Instrument;
 
-use crate::auth::{AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
 use crate::backplane::{Backplane, BackplaneError, NodeLink, Remote, SharedBackplane};
-use crate::close::{CloseCause, CloseCode, CloseFrame, CloseReason};
+use crate::close::{CloseCause, CloseFrame};
 use crate::config::HubConfig;
-use crate::connection::{Accepted as AcceptedStage, Authenticated, Connecting, Connection};
+use crate::connection::{Connecting, Connection};
 use crate::emitter::{Accepted, Addressee, Refused, Routed};
 use crate::event::{EncodeError, EncodedEvent, Event, EventName};
 use crate::handle::{ConnectionHandle, SendError};
-use crate::handler::{CloseReport, Handler, Inbound};
 use crate::id::{ConnectionId, IdGenerator, UlidGenerator, UserId};
-use crate::limits::Bucket;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::router::Router;
-use crate::transport::{Message, Transport, TransportError, TransportStream};
 
 /// Configuration and metrics every connection of a hub shares.
 #[derive(Debug)]
@@ -88,20 +79,6 @@ impl Delivery {
     pub fn is_miss(&self) -> bool {
         self.accepted() == 0 && self.refused == 0
     }
-}
-
-/// How [`Hub::shutdown`] went.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ShutdownReport {
-    /// Connections asked to close.
-    pub connections: usize,
-    /// Of those, the ones that closed within the deadline.
-    pub closed_cleanly: usize,
-    /// The ones force-closed after it.
-    pub forced: usize,
-    /// Events queued but never written (dropped as connections closed).
-    pub undelivered: u64,
 }
 
 /// Builds a [`Hub`].
@@ -247,6 +224,10 @@ impl Hub {
 
     pub(crate) fn env(&self) -> &Arc<Env> {
         &self.inner.env
+    }
+
+    pub(crate) fn backplane(&self) -> Option<&SharedBackplane> {
+        self.inner.backplane.as_ref()
     }
 
     pub(crate) fn router(&self) -> &Router {
@@ -514,348 +495,5 @@ impl Hub {
     /// Users with at least one connection in the routing table.
     pub fn user_count(&self) -> usize {
         self.inner.router.user_count()
-    }
-
-    /// Asks every routable connection to close with `frame` after writing
-    /// what it has queued (as [`ConnectionHandle::close`]); returns how many
-    /// were asked. For example `1001 going_away` on Ctrl-C, then
-    /// [`idle`](Hub::idle).
-    ///
-    /// From then on the hub is closing: a connection authenticated later
-    /// (say, mid-handshake when this was called) is closed with `frame` as
-    /// soon as it is bound, so [`idle`](Hub::idle) is reached.
-    pub fn close_all(&self, frame: CloseFrame) -> usize {
-        // The latch first, the scan second (see `Connection::authenticate`).
-        *self.inner.env.closing.lock() = Some(frame.clone());
-        let conns = self.inner.router.all();
-        let asked = conns
-            .iter()
-            .filter(|c| c.outbox.request_close(CloseCause::Requested(frame.clone())))
-            .count();
-        tracing::info!(asked, code = %frame.code, "closing every connection");
-        asked
-    }
-
-    /// Counts an upgrade refused with 503, and returns the refusal.
-    pub(crate) fn count_busy(&self) -> crate::upgrade::Refusal {
-        Metrics::inc(&self.inner.env.metrics.c.upgrades_refused);
-        crate::upgrade::Refusal::busy()
-    }
-
-    /// Shuts the hub down gracefully, within `deadline`:
-    ///
-    /// 1. stops accepting: upgrades get 503, and a connection bound from now
-    ///    on is closed at once;
-    /// 2. asks every connection to close with 1012 (restart) after writing
-    ///    what it has queued, in batches of
-    ///    [`shutdown_batch`](crate::config::HubConfig::shutdown_batch) spread
-    ///    over at most half the deadline, so a fleet of clients does not
-    ///    reconnect in one spike;
-    /// 3. waits for them, up to the deadline;
-    /// 4. force-closes the rest (1012 without waiting for their queues) and
-    ///    waits for their writers, at most
-    ///    [`write_timeout`](crate::config::HubConfig::write_timeout) more.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the future stops the pacing and the waiting; connections
-    /// already asked to close still close.
-    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
-        let env = &self.inner.env;
-        let started = Instant::now();
-        let restart = CloseFrame::new(CloseCode::RESTART, CloseReason::from_static("restart"));
-        *env.closing.lock() = Some(restart.clone());
-        let dropped_before = env.metrics.snapshot().dropped_on_close;
-        let conns = self.inner.router.all();
-        let batch = env.config.shutdown_batch.max(1);
-        let batches = conns.len().div_ceil(batch);
-        let pause = if batches > 1 {
-            (deadline / 2 / u32::try_from(batches - 1).unwrap_or(u32::MAX))
-                .min(env.config.shutdown_batch_interval)
-        } else {
-            Duration::ZERO
-        };
-        tracing::info!(connections = conns.len(), batches, "shutting down");
-        for (i, chunk) in conns.chunks(batch).enumerate() {
-            if i > 0 {
-                tokio::time::sleep(pause).await;
-            }
-            for conn in chunk {
-                conn.outbox
-                    .request_close(CloseCause::Requested(restart.clone()));
-            }
-        }
-        let clean = tokio::time::timeout_at(started + deadline, self.idle())
-            .await
-            .is_ok();
-        let mut forced = 0;
-        if !clean {
-            for conn in &conns {
-                if !conn.state.state().is_terminal() {
-                    conn.outbox.force_close();
-                    forced += 1;
-                }
-            }
-            let grace = env.config.write_timeout + env.config.write_timeout;
-            let _ = tokio::time::timeout(grace, self.idle()).await;
-        }
-        let report = ShutdownReport {
-            connections: conns.len(),
-            closed_cleanly: conns.len() - forced,
-            forced,
-            undelivered: env.metrics.snapshot().dropped_on_close - dropped_before,
-        };
-        tracing::info!(?report, "shut down");
-        report
-    }
-
-    /// Resolves once no connection of this hub is alive (every one minted
-    /// has reached `Closed` or `Failed`), so their close frames have been
-    /// written or given up on.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe.
-    pub async fn idle(&self) {
-        let env = &self.inner.env;
-        loop {
-            let notified = env.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if env.live.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Runs a whole connection over `transport` for a user authenticated at
-    /// the upgrade (the adapters' path): mint the id, accept, bind the user
-    /// (entering the routing table), run [`Handler::on_ready`], become Ready
-    /// and flush what was buffered, dispatch inbound messages until the
-    /// connection ends, clean up.
-    ///
-    /// Returns how it ended. Every exit, including this future being
-    /// dropped, removes the connection from the routing table.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the future ends the connection (`Failed`, cause `dropped`)
-    /// and removes it from the routing table; queued events are counted as
-    /// dropped.
-    pub async fn serve<T: Transport, H: Handler>(
-        &self,
-        transport: T,
-        auth: impl Into<AuthOutcome>,
-        handler: &H,
-    ) -> CloseReport {
-        let conn = self.connect().accept(transport);
-        match conn.authenticate(auth.into()).await {
-            Ok(conn) => self.run(conn, handler).await,
-            Err(report) => report,
-        }
-    }
-
-    /// Like [`serve`](Hub::serve), but authenticates after the transport is
-    /// open, with `authenticator` reading `request` (and, when it allows,
-    /// the first message: `{"type":"auth","token":"…"}`), all within
-    /// [`HubConfig::auth_timeout`]. A failure closes the connection with
-    /// [`AuthError::close_frame`] (4401, 4403, 4408 …) and counts it; the
-    /// connection never enters the routing table.
-    ///
-    /// This is the path for clients that must learn *why* they were refused
-    /// (a browser cannot read the HTTP status of a refused upgrade).
-    pub async fn serve_with_auth<T: Transport, A: Authenticator, H: Handler>(
-        &self,
-        transport: T,
-        request: &HandshakeRequest,
-        authenticator: &A,
-        handler: &H,
-    ) -> CloseReport {
-        let mut conn = self.connect().accept(transport);
-        let config = &self.inner.env.config;
-        let deadline = tokio::time::Instant::now() + config.auth_timeout;
-        let span = conn.span().clone();
-        let authenticated = async {
-            match authenticator.authenticate(request).await {
-                Err(failure)
-                    if failure.error == AuthError::TokenMissing
-                        && authenticator.first_message_auth() =>
-                {
-                    let token = first_message_token(&mut conn, config.max_message_size).await?;
-                    authenticator.authenticate_message(request, &token).await
-                }
-                other => other,
-            }
-        };
-        let outcome = tokio::time::timeout_at(deadline, authenticated.instrument(span))
-            .await
-            .unwrap_or_else(|_| Err(AuthError::Timeout.into()));
-        match outcome {
-            Ok(outcome) => match conn.authenticate(outcome).await {
-                Ok(conn) => self.run(conn, handler).await,
-                Err(report) => report,
-            },
-            Err(failure) => {
-                tracing::info!(parent: conn.span(), code = failure.error.code(), "authentication failed");
-                conn.reject(&failure.error).await
-            }
-        }
-    }
-
-    /// Drives an authenticated connection to its end: on-ready hook (bounded
-    /// by `services_ready_timeout`), Ready, the reader loop, close.
-    pub async fn run<T: Transport, H: Handler>(
-        &self,
-        conn: Connection<Authenticated<T>>,
-        handler: &H,
-    ) -> CloseReport {
-        let span = conn.span().clone();
-        self.run_inner(conn, handler).instrument(span).await
-    }
-
-    async fn run_inner<T: Transport, H: Handler>(
-        &self,
-        conn: Connection<Authenticated<T>>,
-        handler: &H,
-    ) -> CloseReport {
-        let config = &self.inner.env.config;
-        let handle = conn.handle();
-        let hook = AssertUnwindSafe(handler.on_ready(&handle)).catch_unwind();
-        let early = match tokio::time::timeout(config.services_ready_timeout, hook).await {
-            Err(_) => Some(CloseCause::NotReadyInTime),
-            Ok(Err(_)) => Some(CloseCause::HandlerPanicked),
-            Ok(Ok(Err(frame))) => Some(CloseCause::Requested(frame)),
-            // An orderly close asked for meanwhile (`ConnectionHandle::close`)
-            // still becomes Ready, so what was buffered is written before the
-            // close frame; any other cause ends the connection here.
-            Ok(Ok(Ok(()))) => handle.shared.outbox.close_cause().filter(|c| !c.drains()),
-        };
-        if let Some(cause) = early {
-            let report = conn.close(cause).await;
-            notify_close(handler, &handle, &report);
-            return report;
-        }
-        // Every event published after Ready must reach this connection, so
-        // the backplane listens for its user first. A backplane that is down
-        // answers at once: local delivery goes on, and the connection gets a
-        // `gap` event once the backplane is back.
-        if let Some(backplane) = &self.inner.backplane {
-            let subscribed = tokio::time::timeout(
-                config.services_ready_timeout,
-                backplane.ready_for(handle.user()),
-            )
-            .await;
-            if !matches!(subscribed, Ok(Ok(()))) {
-                tracing::warn!(
-                    "backplane not listening for this user yet: remote events may be missed"
-                );
-            }
-        }
-        let mut conn = conn.services_ready().ready();
-        let mut expiry = conn.take_expiry();
-        let mut bucket = config.inbound_rate.map(Bucket::new);
-        // Heartbeat: a ping after `ping_interval` of silence, then the peer
-        // has `pong_timeout` to show any sign of life.
-        let mut next_ping = Instant::now() + config.ping_interval;
-        let mut pong_due: Option<Instant> = None;
-        let cause = loop {
-            let deadline = expiry
-                .as_ref()
-                .and_then(|e| e.deadline(config.reauth_ahead, config.expiry_grace));
-            let next = tokio::select! {
-                biased;
-                cause = handle.shared.outbox.closed() => break cause,
-                () = until(deadline) => {
-                    match expiry.as_mut().and_then(|e| e.on_deadline(&handle)) {
-                        Some(cause) => break cause,
-                        None => continue,
-                    }
-                }
-                () = tokio::time::sleep_until(pong_due.unwrap_or(next_ping)) => {
-                    if pong_due.is_some() {
-                        break CloseCause::HeartbeatTimeout;
-                    }
-                    handle.shared.outbox.request_ping();
-                    pong_due = Some(Instant::now() + config.pong_timeout);
-                    continue;
-                }
-                next = conn.stage.stream.next() => next,
-            };
-            // Anything from the peer is a sign of life.
-            pong_due = None;
-            next_ping = Instant::now() + config.ping_interval;
-            let inbound = match next {
-                None => break CloseCause::PeerGone,
-                Some(Err(TransportError::MessageTooBig { .. })) => break CloseCause::MessageTooBig,
-                Some(Err(TransportError::Protocol(_))) => break CloseCause::ProtocolError,
-                Some(Err(_)) => break CloseCause::TransportError,
-                Some(Ok(Message::Close(frame))) => break CloseCause::PeerClosed(frame),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(message)) if message.len() > config.max_message_size => {
-                    break CloseCause::MessageTooBig;
-                }
-                Some(Ok(_)) if bucket.as_mut().is_some_and(|b| !b.take()) => {
-                    break CloseCause::RateLimited;
-                }
-                Some(Ok(Message::Text(text))) => {
-                    let metrics = &self.inner.env.metrics;
-                    match expiry
-                        .as_mut()
-                        .and_then(|e| e.on_message(&text, &handle, metrics))
-                    {
-                        Some(Ok(())) => continue,
-                        Some(Err(cause)) => break cause,
-                        None => Inbound::Text(text),
-                    }
-                }
-                Some(Ok(Message::Binary(bytes))) => Inbound::Binary(bytes),
-            };
-            match AssertUnwindSafe(handler.on_message(&handle, inbound))
-                .catch_unwind()
-                .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(frame)) => break CloseCause::Requested(frame),
-                Err(_) => break CloseCause::HandlerPanicked,
-            }
-        };
-        let report = conn.close(cause).await;
-        notify_close(handler, &handle, &report);
-        report
-    }
-}
-
-/// Sleeps until `deadline`, or forever when there is none.
-async fn until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn notify_close<H: Handler>(handler: &H, handle: &ConnectionHandle, report: &CloseReport) {
-    let closed = std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_close(handle, report)));
-    if closed.is_err() {
-        tracing::error!("on_close callback panicked");
-    }
-}
-
-/// Reads the first data message of a connection that authenticates in-band
-/// and returns its token. Pings and pongs are skipped; anything else fails.
-async fn first_message_token<T: Transport>(
-    conn: &mut Connection<AcceptedStage<T>>,
-    max_len: usize,
-) -> Result<String, AuthFailure> {
-    let malformed = || AuthError::ProtocolInvalid("the first message is not an auth message");
-    loop {
-        match conn.stage.stream.next().await {
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Text(text))) if text.len() <= max_len => {
-                return crate::reauth::auth_token(&text).ok_or_else(|| malformed().into());
-            }
-            Some(Ok(_)) => return Err(malformed().into()),
-            None | Some(Err(_)) => return Err(AuthError::TokenMissing.into()),
-        }
     }
 }

@@ -1,0 +1,250 @@
+//! Driving one connection's life: [`Hub::serve`], [`Hub::serve_with_auth`]
+//! and [`Hub::run`], the reader loop with its heartbeat, rate limit and
+//! credential expiry.
+
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::auth::{AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
+use crate::close::CloseCause;
+use crate::connection::{Accepted as AcceptedStage, Authenticated, Connection};
+use crate::handle::ConnectionHandle;
+use crate::handler::{CloseReport, Handler, Inbound};
+use crate::hub::Hub;
+use crate::limits::Bucket;
+use crate::transport::{Message, Transport, TransportError, TransportStream};
+
+impl Hub {
+    /// Runs a whole connection over `transport` for a user authenticated at
+    /// the upgrade (the adapters' path): mint the id, accept, bind the user
+    /// (entering the routing table), run [`Handler::on_ready`], become Ready
+    /// and flush what was buffered, dispatch inbound messages until the
+    /// connection ends, clean up.
+    ///
+    /// Returns how it ended. Every exit, including this future being
+    /// dropped, removes the connection from the routing table.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future ends the connection (`Failed`, cause `dropped`)
+    /// and removes it from the routing table; queued events are counted as
+    /// dropped.
+    pub async fn serve<T: Transport, H: Handler>(
+        &self,
+        transport: T,
+        auth: impl Into<AuthOutcome>,
+        handler: &H,
+    ) -> CloseReport {
+        let conn = self.connect().accept(transport);
+        match conn.authenticate(auth.into()).await {
+            Ok(conn) => self.run(conn, handler).await,
+            Err(report) => report,
+        }
+    }
+
+    /// Like [`serve`](Hub::serve), but authenticates after the transport is
+    /// open, with `authenticator` reading `request` (and, when it allows,
+    /// the first message: `{"type":"auth","token":"…"}`), all within
+    /// [`HubConfig::auth_timeout`](crate::config::HubConfig::auth_timeout). A failure closes the connection with
+    /// [`AuthError::close_frame`] (4401, 4403, 4408 …) and counts it; the
+    /// connection never enters the routing table.
+    ///
+    /// This is the path for clients that must learn *why* they were refused
+    /// (a browser cannot read the HTTP status of a refused upgrade).
+    pub async fn serve_with_auth<T: Transport, A: Authenticator, H: Handler>(
+        &self,
+        transport: T,
+        request: &HandshakeRequest,
+        authenticator: &A,
+        handler: &H,
+    ) -> CloseReport {
+        let mut conn = self.connect().accept(transport);
+        let config = &self.env().config;
+        let deadline = tokio::time::Instant::now() + config.auth_timeout;
+        let span = conn.span().clone();
+        let authenticated = async {
+            match authenticator.authenticate(request).await {
+                Err(failure)
+                    if failure.error == AuthError::TokenMissing
+                        && authenticator.first_message_auth() =>
+                {
+                    let token = first_message_token(&mut conn, config.max_message_size).await?;
+                    authenticator.authenticate_message(request, &token).await
+                }
+                other => other,
+            }
+        };
+        let outcome = tokio::time::timeout_at(deadline, authenticated.instrument(span))
+            .await
+            .unwrap_or_else(|_| Err(AuthError::Timeout.into()));
+        match outcome {
+            Ok(outcome) => match conn.authenticate(outcome).await {
+                Ok(conn) => self.run(conn, handler).await,
+                Err(report) => report,
+            },
+            Err(failure) => {
+                tracing::info!(parent: conn.span(), code = failure.error.code(), "authentication failed");
+                conn.reject(&failure.error).await
+            }
+        }
+    }
+
+    /// Drives an authenticated connection to its end: on-ready hook (bounded
+    /// by `services_ready_timeout`), Ready, the reader loop, close.
+    pub async fn run<T: Transport, H: Handler>(
+        &self,
+        conn: Connection<Authenticated<T>>,
+        handler: &H,
+    ) -> CloseReport {
+        let span = conn.span().clone();
+        self.run_inner(conn, handler).instrument(span).await
+    }
+
+    async fn run_inner<T: Transport, H: Handler>(
+        &self,
+        conn: Connection<Authenticated<T>>,
+        handler: &H,
+    ) -> CloseReport {
+        let config = &self.env().config;
+        let handle = conn.handle();
+        let hook = AssertUnwindSafe(handler.on_ready(&handle)).catch_unwind();
+        let early = match tokio::time::timeout(config.services_ready_timeout, hook).await {
+            Err(_) => Some(CloseCause::NotReadyInTime),
+            Ok(Err(_)) => Some(CloseCause::HandlerPanicked),
+            Ok(Ok(Err(frame))) => Some(CloseCause::Requested(frame)),
+            // An orderly close asked for meanwhile (`ConnectionHandle::close`)
+            // still becomes Ready, so what was buffered is written before the
+            // close frame; any other cause ends the connection here.
+            Ok(Ok(Ok(()))) => handle.shared.outbox.close_cause().filter(|c| !c.drains()),
+        };
+        if let Some(cause) = early {
+            let report = conn.close(cause).await;
+            notify_close(handler, &handle, &report);
+            return report;
+        }
+        // Every event published after Ready must reach this connection, so
+        // the backplane listens for its user first. A backplane that is down
+        // answers at once: local delivery goes on, and the connection gets a
+        // `gap` event once the backplane is back.
+        if let Some(backplane) = self.backplane() {
+            let subscribed = tokio::time::timeout(
+                config.services_ready_timeout,
+                backplane.ready_for(handle.user()),
+            )
+            .await;
+            if !matches!(subscribed, Ok(Ok(()))) {
+                tracing::warn!(
+                    "backplane not listening for this user yet: remote events may be missed"
+                );
+            }
+        }
+        let mut conn = conn.services_ready().ready();
+        let mut expiry = conn.take_expiry();
+        let mut bucket = config.inbound_rate.map(Bucket::new);
+        // Heartbeat: a ping after `ping_interval` of silence, then the peer
+        // has `pong_timeout` to show any sign of life.
+        let mut next_ping = Instant::now() + config.ping_interval;
+        let mut pong_due: Option<Instant> = None;
+        let cause = loop {
+            let deadline = expiry
+                .as_ref()
+                .and_then(|e| e.deadline(config.reauth_ahead, config.expiry_grace));
+            let next = tokio::select! {
+                biased;
+                cause = handle.shared.outbox.closed() => break cause,
+                () = until(deadline) => {
+                    match expiry.as_mut().and_then(|e| e.on_deadline(&handle)) {
+                        Some(cause) => break cause,
+                        None => continue,
+                    }
+                }
+                () = tokio::time::sleep_until(pong_due.unwrap_or(next_ping)) => {
+                    if pong_due.is_some() {
+                        break CloseCause::HeartbeatTimeout;
+                    }
+                    handle.shared.outbox.request_ping();
+                    pong_due = Some(Instant::now() + config.pong_timeout);
+                    continue;
+                }
+                next = conn.stage.stream.next() => next,
+            };
+            // Anything from the peer is a sign of life.
+            pong_due = None;
+            next_ping = Instant::now() + config.ping_interval;
+            let inbound = match next {
+                None => break CloseCause::PeerGone,
+                Some(Err(TransportError::MessageTooBig { .. })) => break CloseCause::MessageTooBig,
+                Some(Err(TransportError::Protocol(_))) => break CloseCause::ProtocolError,
+                Some(Err(_)) => break CloseCause::TransportError,
+                Some(Ok(Message::Close(frame))) => break CloseCause::PeerClosed(frame),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(message)) if message.len() > config.max_message_size => {
+                    break CloseCause::MessageTooBig;
+                }
+                Some(Ok(_)) if bucket.as_mut().is_some_and(|b| !b.take()) => {
+                    break CloseCause::RateLimited;
+                }
+                Some(Ok(Message::Text(text))) => {
+                    let metrics = &self.env().metrics;
+                    match expiry
+                        .as_mut()
+                        .and_then(|e| e.on_message(&text, &handle, metrics))
+                    {
+                        Some(Ok(())) => continue,
+                        Some(Err(cause)) => break cause,
+                        None => Inbound::Text(text),
+                    }
+                }
+                Some(Ok(Message::Binary(bytes))) => Inbound::Binary(bytes),
+            };
+            match AssertUnwindSafe(handler.on_message(&handle, inbound))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(frame)) => break CloseCause::Requested(frame),
+                Err(_) => break CloseCause::HandlerPanicked,
+            }
+        };
+        let report = conn.close(cause).await;
+        notify_close(handler, &handle, &report);
+        report
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn notify_close<H: Handler>(handler: &H, handle: &ConnectionHandle, report: &CloseReport) {
+    let closed = std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_close(handle, report)));
+    if closed.is_err() {
+        tracing::error!("on_close callback panicked");
+    }
+}
+
+/// Reads the first data message of a connection that authenticates in-band
+/// and returns its token. Pings and pongs are skipped; anything else fails.
+async fn first_message_token<T: Transport>(
+    conn: &mut Connection<AcceptedStage<T>>,
+    max_len: usize,
+) -> Result<String, AuthFailure> {
+    let malformed = || AuthError::ProtocolInvalid("the first message is not an auth message");
+    loop {
+        match conn.stage.stream.next().await {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Text(text))) if text.len() <= max_len => {
+                return crate::reauth::auth_token(&text).ok_or_else(|| malformed().into());
+            }
+            Some(Ok(_)) => return Err(malformed().into()),
+            None | Some(Err(_)) => return Err(AuthError::TokenMissing.into()),
+        }
+    }
+}

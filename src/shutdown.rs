@@ -1,0 +1,140 @@
+//! Ending a hub's connections: [`Hub::close_all`], [`Hub::shutdown`] and
+//! [`Hub::idle`].
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::close::{CloseCause, CloseCode, CloseFrame, CloseReason};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+
+/// How [`Hub::shutdown`] went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Connections asked to close.
+    pub connections: usize,
+    /// Of those, the ones that closed within the deadline.
+    pub closed_cleanly: usize,
+    /// The ones force-closed after it.
+    pub forced: usize,
+    /// Events queued but never written (dropped as connections closed).
+    pub undelivered: u64,
+}
+
+impl Hub {
+    /// Asks every routable connection to close with `frame` after writing
+    /// what it has queued (as [`ConnectionHandle::close`](crate::ConnectionHandle::close)); returns how many
+    /// were asked. For example `1001 going_away` on Ctrl-C, then
+    /// [`idle`](Hub::idle).
+    ///
+    /// From then on the hub is closing: a connection authenticated later
+    /// (say, mid-handshake when this was called) is closed with `frame` as
+    /// soon as it is bound, so [`idle`](Hub::idle) is reached.
+    pub fn close_all(&self, frame: CloseFrame) -> usize {
+        // The latch first, the scan second (see `Connection::authenticate`).
+        *self.env().closing.lock() = Some(frame.clone());
+        let conns = self.router().all();
+        let asked = conns
+            .iter()
+            .filter(|c| c.outbox.request_close(CloseCause::Requested(frame.clone())))
+            .count();
+        tracing::info!(asked, code = %frame.code, "closing every connection");
+        asked
+    }
+
+    /// Counts an upgrade refused with 503, and returns the refusal.
+    pub(crate) fn count_busy(&self) -> crate::upgrade::Refusal {
+        Metrics::inc(&self.env().metrics.c.upgrades_refused);
+        crate::upgrade::Refusal::busy()
+    }
+
+    /// Shuts the hub down gracefully, within `deadline`:
+    ///
+    /// 1. stops accepting: upgrades get 503, and a connection bound from now
+    ///    on is closed at once;
+    /// 2. asks every connection to close with 1012 (restart) after writing
+    ///    what it has queued, in batches of
+    ///    [`shutdown_batch`](crate::config::HubConfig::shutdown_batch) spread
+    ///    over at most half the deadline, so a fleet of clients does not
+    ///    reconnect in one spike;
+    /// 3. waits for them, up to the deadline;
+    /// 4. force-closes the rest (1012 without waiting for their queues) and
+    ///    waits for their writers, at most
+    ///    [`write_timeout`](crate::config::HubConfig::write_timeout) more.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops the pacing and the waiting; connections
+    /// already asked to close still close.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let env = &self.env();
+        let started = Instant::now();
+        let restart = CloseFrame::new(CloseCode::RESTART, CloseReason::from_static("restart"));
+        *env.closing.lock() = Some(restart.clone());
+        let dropped_before = env.metrics.snapshot().dropped_on_close;
+        let conns = self.router().all();
+        let batch = env.config.shutdown_batch.max(1);
+        let batches = conns.len().div_ceil(batch);
+        let pause = if batches > 1 {
+            (deadline / 2 / u32::try_from(batches - 1).unwrap_or(u32::MAX))
+                .min(env.config.shutdown_batch_interval)
+        } else {
+            Duration::ZERO
+        };
+        tracing::info!(connections = conns.len(), batches, "shutting down");
+        for (i, chunk) in conns.chunks(batch).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            for conn in chunk {
+                conn.outbox
+                    .request_close(CloseCause::Requested(restart.clone()));
+            }
+        }
+        let clean = tokio::time::timeout_at(started + deadline, self.idle())
+            .await
+            .is_ok();
+        let mut forced = 0;
+        if !clean {
+            for conn in &conns {
+                if !conn.state.state().is_terminal() {
+                    conn.outbox.force_close();
+                    forced += 1;
+                }
+            }
+            let grace = env.config.write_timeout + env.config.write_timeout;
+            let _ = tokio::time::timeout(grace, self.idle()).await;
+        }
+        let report = ShutdownReport {
+            connections: conns.len(),
+            closed_cleanly: conns.len() - forced,
+            forced,
+            undelivered: env.metrics.snapshot().dropped_on_close - dropped_before,
+        };
+        tracing::info!(?report, "shut down");
+        report
+    }
+
+    /// Resolves once no connection of this hub is alive (every one minted
+    /// has reached `Closed` or `Failed`), so their close frames have been
+    /// written or given up on.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn idle(&self) {
+        let env = &self.env();
+        loop {
+            let notified = env.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if env.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
