@@ -1,0 +1,268 @@
+//! The core's hot paths, as ops/s: ids, transitions, emit before and after
+//! Ready, `send_to_user` to 1/4/16 connections, fan-out to 1,000 users,
+//! router insert/remove from both cores, wire encoding.
+//!
+//! Run with: `cargo bench --bench core` (results: docs/benchmarks.md).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::json;
+use tokio::runtime::Runtime;
+use ws_lifecycle::close::CloseFrame;
+use ws_lifecycle::config::{BufferLimit, HubConfig};
+use ws_lifecycle::event::{AgentEventKind, Event, EventName, WireMode};
+use ws_lifecycle::id::{ConnectionId, IdGenerator, RunId, UlidGenerator, UserId};
+use ws_lifecycle::state::{ConnectionState, StateMachine};
+use ws_lifecycle::transport::memory::{self, MemoryClient};
+use ws_lifecycle::{ConnectionHandle, Handler, Hub, Inbound};
+
+struct Quiet;
+
+impl Handler for Quiet {
+    async fn on_message(&self, _: &ConnectionHandle, _: Inbound) -> Result<(), CloseFrame> {
+        Ok(())
+    }
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A hub whose buffers never fill during a bench run.
+fn roomy_hub() -> Hub {
+    let mut config = HubConfig::default();
+    config.pre_ready_buffer = BufferLimit::new(usize::MAX, usize::MAX);
+    config.outbound_queue = BufferLimit::new(usize::MAX, usize::MAX);
+    config.max_connections_per_user = 1024;
+    Hub::builder().config(config).build()
+}
+
+/// Ready connections of `user`, each with a task reading its client side.
+fn ready_connections(rt: &Runtime, hub: &Hub, user: &UserId, n: usize) {
+    for _ in 0..n {
+        let (transport, client) = memory::pair(4096);
+        let conn = rt
+            .block_on(
+                hub.connect()
+                    .accept(transport)
+                    .authenticate(user.clone().into()),
+            )
+            .unwrap();
+        let handle = conn.handle();
+        let hub = hub.clone();
+        rt.spawn(async move { hub.run(conn, &Quiet).await });
+        rt.spawn(drain(client));
+        rt.block_on(handle.wait_ready(Duration::from_secs(5)))
+            .unwrap();
+    }
+}
+
+async fn drain(mut client: MemoryClient) {
+    while client.recv().await.is_some() {}
+}
+
+fn event() -> Event {
+    Event::custom(
+        EventName::new("bench").unwrap(),
+        json!({ "n": 1, "text": "hello" }),
+    )
+}
+
+fn ids(c: &mut Criterion) {
+    let ids = UlidGenerator::new();
+    let user = UserId::new("alice").unwrap();
+    let mut g = c.benchmark_group("ids");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("mint_connection_id", |b| {
+        b.iter(|| black_box(ids.mint_connection_id()))
+    });
+    g.bench_function("mint_context", |b| {
+        b.iter(|| black_box(ids.mint_context(&user)))
+    });
+    let conn = ids.mint_connection_id().to_string();
+    g.bench_function("parse_connection_id", |b| {
+        b.iter(|| black_box(conn.parse::<ConnectionId>().unwrap()))
+    });
+    let run = ids.mint_context(&user).run.to_string();
+    g.bench_function("parse_run_id", |b| {
+        b.iter(|| black_box(run.parse::<RunId>().unwrap()))
+    });
+    g.finish();
+}
+
+fn transitions(c: &mut Criterion) {
+    use ConnectionState::*;
+    let mut g = c.benchmark_group("state");
+    g.throughput(Throughput::Elements(6));
+    g.bench_function("happy_path_6_transitions", |b| {
+        b.iter(|| {
+            let mut sm = StateMachine::new();
+            for to in [
+                Accepted,
+                Authenticated,
+                ServicesReady,
+                Ready,
+                Closing,
+                Closed,
+            ] {
+                sm.transition(to, "bench").unwrap();
+            }
+            black_box(sm.state())
+        })
+    });
+    g.finish();
+}
+
+fn emit(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("emit");
+    g.throughput(Throughput::Elements(1));
+    // Before Ready: into the pre-ready buffer of a bound connection.
+    let hub = roomy_hub();
+    let (transport, _client) = memory::pair(1);
+    let conn = rt
+        .block_on(
+            hub.connect()
+                .accept(transport)
+                .authenticate(UserId::new("a").unwrap().into()),
+        )
+        .unwrap();
+    let handle = conn.handle();
+    let ev = event();
+    g.bench_function("before_ready", |b| {
+        b.iter(|| black_box(handle.emit(ev.clone()).unwrap()))
+    });
+    drop(conn);
+    // After Ready: into the outbound queue, written by the writer task.
+    let hub = roomy_hub();
+    let user = UserId::new("b").unwrap();
+    ready_connections(&rt, &hub, &user, 1);
+    let handle = hub.connections_of(&user).pop().unwrap();
+    g.bench_function("after_ready", |b| {
+        b.iter(|| black_box(handle.emit(ev.clone()).unwrap()))
+    });
+    g.finish();
+}
+
+fn send_to_user(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("send_to_user");
+    let ev = event();
+    for n in [1usize, 4, 16] {
+        let hub = roomy_hub();
+        let user = UserId::new(format!("user-{n}")).unwrap();
+        ready_connections(&rt, &hub, &user, n);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("{n}_connections"), |b| {
+            b.iter(|| black_box(hub.send_to_user(&user, &ev).unwrap()))
+        });
+    }
+    // One event to each of 1,000 users (one connection each).
+    let hub = roomy_hub();
+    let users: Vec<UserId> = (0..1000)
+        .map(|u| UserId::new(format!("fan-{u}")).unwrap())
+        .collect();
+    for user in &users {
+        ready_connections(&rt, &hub, user, 1);
+    }
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("fan_out_1000_users", |b| {
+        b.iter(|| {
+            for user in &users {
+                let _ = black_box(hub.send_to_user(user, &ev).unwrap());
+            }
+        })
+    });
+    g.finish();
+}
+
+fn router_contention(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("router");
+    g.throughput(Throughput::Elements(2));
+    // Bind (insert) and drop (remove) a connection on both cores at once.
+    g.bench_function("insert_remove_both_cores", |b| {
+        b.iter_custom(|iters| {
+            let hub = roomy_hub();
+            let started = Instant::now();
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..2)
+                    .map(|t| {
+                        let hub = hub.clone();
+                        tokio::spawn(async move {
+                            let user = UserId::new(format!("core-{t}")).unwrap();
+                            for _ in 0..iters {
+                                let (transport, _client) = memory::pair(1);
+                                let conn = hub
+                                    .connect()
+                                    .accept(transport)
+                                    .authenticate(user.clone().into())
+                                    .await
+                                    .unwrap();
+                                drop(conn);
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            });
+            started.elapsed()
+        })
+    });
+    g.finish();
+}
+
+fn wire(c: &mut Criterion) {
+    let ids = UlidGenerator::new();
+    let ctx = ids.mint_context(&UserId::new("alice").unwrap());
+    let mut g = c.benchmark_group("wire");
+    g.throughput(Throughput::Elements(1));
+    for kind in AgentEventKind::ALL {
+        let ev = Event::agent(
+            kind,
+            &ctx.run,
+            json!({ "step": 1, "text": "thinking about the weather" }),
+        );
+        g.bench_function(format!("encode_{}", kind.name()), |b| {
+            b.iter(|| black_box(ev.encode().unwrap()))
+        });
+    }
+    let encoded = event().encode().unwrap();
+    g.bench_function("frame_per_connection", |b| {
+        b.iter_batched(
+            String::new,
+            |mut out| {
+                encoded.write_frame(7, WireMode::Named, &mut out);
+                out
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+}
+
+criterion_group! { name = benches; config = config(); targets = ids, transitions, emit, send_to_user, router_contention, wire }
+criterion_main!(benches);
