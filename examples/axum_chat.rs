@@ -9,7 +9,9 @@
 //! * `/ws` the WebSocket endpoint (`shared/bench-protocol.md`);
 //! * `/metrics` the hub's metrics, Prometheus text.
 //!
-//! `--addr HOST:PORT` or `WS_LIFECYCLE_ADDR` changes where it listens.
+//! `--addr HOST:PORT` or `WS_LIFECYCLE_ADDR` changes where it listens;
+//! `WS_LIFECYCLE_INBOUND_RATE=0` turns the per-connection inbound rate
+//! limit off (for load tests: `scripts/bench.sh`).
 //! Ctrl-C shuts down gracefully: clients are closed with 1012 (restart) in
 //! batches, after their queued events, within 10 s.
 
@@ -23,6 +25,7 @@ mod axum_app;
 
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use ws_lifecycle::Hub;
 
 #[tokio::main]
@@ -31,8 +34,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_max_level(tracing::Level::INFO)
         .init();
     let addr = server::listen_addr()?;
-    let hub = Hub::new();
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let hub = Hub::builder().config(server::hub_config()?).build();
+    let listener = server::listen(addr)?;
     println!(
         "ws-lifecycle axum_chat listening on http://{}/",
         listener.local_addr()?
@@ -46,6 +49,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("shut down: {report:?}");
         }
     };
+    // No Nagle: the hub batches frames itself, so delaying small writes
+    // only adds latency (40 ms stalls against delayed ACKs).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, axum_app::router(hub, &server::demo_secret())?)
         .with_graceful_shutdown(shutdown)
         .await?;

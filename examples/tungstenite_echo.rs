@@ -36,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = server::listen_addr()?;
     let hub = Hub::new();
     let auth = Arc::new(server::demo_authenticator(&server::demo_secret())?);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = server::listen(addr)?;
     println!(
         "ws-lifecycle tungstenite_echo listening on ws://{}/",
         listener.local_addr()?
@@ -45,6 +45,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = accepted?;
+                // No Nagle: the hub batches frames itself.
+                let _ = stream.set_nodelay(true);
                 let (hub, auth) = (hub.clone(), Arc::clone(&auth));
                 tokio::spawn(async move { tungstenite::serve(stream, Some(peer), &hub, &*auth, &Echo).await });
             }

@@ -25,9 +25,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_max_level(tracing::Level::INFO)
         .init();
     let addr = server::listen_addr()?;
-    let hub = Hub::new();
+    let hub = Hub::builder().config(server::hub_config()?).build();
     let routes = warp_app::routes(hub.clone(), &server::demo_secret())?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = server::listen(addr)?;
     println!(
         "ws-lifecycle warp_chat listening on http://{}/",
         listener.local_addr()?

@@ -134,6 +134,11 @@ pub struct HubConfig {
     /// configure it on the WebSocket stack so oversized frames are never
     /// buffered.
     pub max_message_size: usize,
+    /// Read and write buffer size of each WebSocket, where the stack lets
+    /// the adapter set it (axum and tokio-tungstenite; warp does not expose
+    /// it). tungstenite allocates 128 KiB per connection by default, which
+    /// dominates the memory of idle connections. Default: 4 KiB.
+    pub socket_buffer_size: usize,
     /// How long a connection may be silent before the server pings it.
     /// Default: 25 s (Centrifuge 25 s, Socket.IO 25 s).
     pub ping_interval: Duration,
@@ -189,6 +194,7 @@ impl Default for HubConfig {
             services_ready_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             max_message_size: 64 * 1024,
+            socket_buffer_size: 4 * 1024,
             ping_interval: PING_INTERVAL,
             pong_timeout: PONG_TIMEOUT,
             inbound_rate: Some(RateLimit::default()),

@@ -52,3 +52,32 @@ pub(crate) fn demo_token(
         &EncodingKey::from_secret(secret.as_bytes()),
     )
 }
+
+/// The hub's configuration, from the environment where the examples allow
+/// it: `WS_LIFECYCLE_INBOUND_RATE` messages per second per connection
+/// (`0` turns the limit off, for load tests; default 20, bursts of 50).
+pub(crate) fn hub_config() -> Result<ws_lifecycle::config::HubConfig, String> {
+    let mut config = ws_lifecycle::config::HubConfig::default();
+    if let Ok(rate) = std::env::var("WS_LIFECYCLE_INBOUND_RATE") {
+        let rate: f64 = rate
+            .parse()
+            .map_err(|e| format!("WS_LIFECYCLE_INBOUND_RATE: {e}"))?;
+        config.inbound_rate =
+            (rate > 0.0).then(|| ws_lifecycle::limits::RateLimit::new(rate, rate * 2.5));
+    }
+    Ok(config)
+}
+
+/// Listens on `addr` with a backlog of 4,096: a connection storm (the load
+/// generator keeps 256 handshakes in flight) must not overflow the accept
+/// queue, or clients wait a whole SYN retransmission (1 s).
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}

@@ -106,7 +106,13 @@ impl WsUpgrade {
             Decision::Upgrade { subprotocol, auth } => (subprotocol, auth),
         };
         let max = hub.config().max_message_size;
-        let mut upgrade = self.upgrade.max_message_size(max).max_frame_size(max);
+        let buffer = hub.config().socket_buffer_size;
+        let mut upgrade = self
+            .upgrade
+            .max_message_size(max)
+            .max_frame_size(max)
+            .read_buffer_size(buffer)
+            .write_buffer_size(buffer);
         if let Some(protocol) = subprotocol {
             upgrade = upgrade.protocols([protocol]);
         }
