@@ -23,8 +23,6 @@ mod server;
 #[path = "common/axum_app.rs"]
 mod axum_app;
 
-use std::time::Duration;
-
 use axum::serve::ListenerExt;
 use ws_lifecycle::Hub;
 
@@ -41,14 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener.local_addr()?
     );
 
-    let shutdown = {
-        let hub = hub.clone();
-        async move {
-            let _ = tokio::signal::ctrl_c().await;
-            let report = hub.shutdown(Duration::from_secs(10)).await;
-            println!("shut down: {report:?}");
-        }
-    };
+    let shutdown = server::shutdown_on_ctrl_c(hub.clone());
     // No Nagle: the hub batches frames itself, so delaying small writes
     // only adds latency (40 ms stalls against delayed ACKs).
     let listener = listener.tap_io(|tcp| {

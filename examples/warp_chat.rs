@@ -15,8 +15,6 @@ mod server;
 #[path = "common/warp_app.rs"]
 mod warp_app;
 
-use std::time::Duration;
-
 use ws_lifecycle::Hub;
 
 #[tokio::main]
@@ -32,14 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ws-lifecycle warp_chat listening on http://{}/",
         listener.local_addr()?
     );
-    let shutdown = {
-        let hub = hub.clone();
-        async move {
-            let _ = tokio::signal::ctrl_c().await;
-            let report = hub.shutdown(Duration::from_secs(10)).await;
-            println!("shut down: {report:?}");
-        }
-    };
+    let shutdown = server::shutdown_on_ctrl_c(hub.clone());
     warp::serve(routes)
         .incoming(listener)
         .graceful(shutdown)

@@ -81,3 +81,11 @@ pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListene
     socket.bind(addr)?;
     socket.listen(4096)
 }
+
+/// Resolves after Ctrl-C once `hub` has shut down gracefully: clients closed
+/// with 1012 in batches, after their queued events, within 10 s.
+pub(crate) async fn shutdown_on_ctrl_c(hub: ws_lifecycle::Hub) {
+    let _ = tokio::signal::ctrl_c().await;
+    let report = hub.shutdown(Duration::from_secs(10)).await;
+    println!("shut down: {report:?}");
+}
