@@ -109,11 +109,14 @@ mod handler;
 mod hub;
 pub mod id;
 pub mod limits;
+#[cfg(all(test, loom))]
+mod loom_models;
 pub mod metrics;
 mod reauth;
 mod router;
 mod shutdown;
 pub mod state;
+mod sync;
 pub mod transport;
 pub mod upgrade;
 mod writer;

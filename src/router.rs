@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use crate::sync::RwLock;
 
 use crate::config::ConnectionLimitPolicy;
 use crate::handle::ConnShared;
@@ -50,8 +50,8 @@ impl Router {
     pub(crate) fn new(shards: usize) -> Self {
         let shards = shards.clamp(1, 4096).next_power_of_two();
         Router {
-            users: (0..shards).map(|_| RwLock::default()).collect(),
-            conns: (0..shards).map(|_| RwLock::default()).collect(),
+            users: (0..shards).map(|_| RwLock::new(HashMap::new())).collect(),
+            conns: (0..shards).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
         }
     }
