@@ -313,16 +313,18 @@ impl Hub {
         let Ok(name) = EventName::new("gap") else {
             return 0;
         };
-        let event = Event::custom(name, serde_json::json!({ "reason": reason }));
+        // Serialised once; each user's copy only differs in its addressee.
+        let Ok(encoded) = Event::custom(name, serde_json::json!({ "reason": reason })).encode()
+        else {
+            return 0;
+        };
         let mut told = 0;
         for user in self.local_users() {
-            if let Ok(encoded) = event.encode() {
-                let routed = Arc::new(Routed {
-                    to: Addressee::User(user.clone()),
-                    event: encoded,
-                });
-                told += self.deliver(&user, &routed).accepted() as usize;
-            }
+            let routed = Arc::new(Routed {
+                to: Addressee::User(user.clone()),
+                event: encoded.clone(),
+            });
+            told += self.deliver(&user, &routed).accepted() as usize;
         }
         told
     }
