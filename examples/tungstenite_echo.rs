@@ -31,8 +31,11 @@ impl Handler for Echo {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    server::runtime()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let addr = server::listen_addr()?;
     let hub = Hub::new();
     let auth = Arc::new(server::demo_authenticator(&server::demo_secret())?);

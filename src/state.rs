@@ -1,5 +1,6 @@
 //! The connection state machine: one transition table, bounded history, and
-//! a `watch` channel so other tasks can wait for readiness without polling.
+//! a shared cell other tasks read and wait on for readiness, without
+//! polling.
 //!
 //! ```text
 //! Connecting -> Accepted -> Authenticated -> ServicesReady -> Ready
@@ -13,9 +14,11 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,6 +97,26 @@ impl ConnectionState {
     pub(crate) fn index(self) -> usize {
         self as usize
     }
+
+    /// Whether a [`StateWatch::wait_ready`] waiting in any earlier state
+    /// is done once the machine enters this one.
+    fn ends_wait(self) -> bool {
+        matches!(
+            self,
+            ConnectionState::Ready
+                | ConnectionState::Closing
+                | ConnectionState::Closed
+                | ConnectionState::Failed
+        )
+    }
+
+    fn from_index(index: u8) -> ConnectionState {
+        // Only `index()` values are ever stored.
+        ConnectionState::ALL
+            .get(usize::from(index))
+            .copied()
+            .unwrap_or(ConnectionState::Failed)
+    }
 }
 
 impl fmt::Display for ConnectionState {
@@ -137,8 +160,22 @@ pub const HISTORY_LEN: usize = 16;
 /// tasks hold a [`StateWatch`].
 #[derive(Debug)]
 pub struct StateMachine {
-    tx: watch::Sender<ConnectionState>,
+    shared: Arc<Shared>,
     history: VecDeque<Transition>,
+}
+
+/// What a machine shares with its watches. Not a `tokio::sync::watch`: that
+/// wakes (and locks) on every send, several times over, where readiness
+/// waiters only care about a few transitions, and a transition is on every
+/// connection's path.
+#[derive(Debug)]
+struct Shared {
+    state: AtomicU8,
+    /// The machine was dropped: the state will never change again.
+    ended: AtomicBool,
+    /// Woken on the transitions that can end a [`StateWatch::wait_ready`]
+    /// and when the machine drops.
+    changed: Notify,
 }
 
 impl Default for StateMachine {
@@ -151,14 +188,18 @@ impl StateMachine {
     /// A machine in `Connecting`.
     pub fn new() -> Self {
         StateMachine {
-            tx: watch::Sender::new(ConnectionState::Connecting),
+            shared: Arc::new(Shared {
+                state: AtomicU8::new(ConnectionState::Connecting as u8),
+                ended: AtomicBool::new(false),
+                changed: Notify::new(),
+            }),
             history: VecDeque::with_capacity(HISTORY_LEN),
         }
     }
 
     /// The current state.
     pub fn state(&self) -> ConnectionState {
-        *self.tx.borrow()
+        self.shared.state()
     }
 
     /// Moves to `to`, recording `reason`.
@@ -176,7 +217,10 @@ impl StateMachine {
         if !from.can_transition_to(to) {
             return Err(TransitionError { from, to });
         }
-        self.tx.send_replace(to);
+        self.shared.state.store(to as u8, Ordering::Release);
+        if to.ends_wait() {
+            self.shared.changed.notify_waiters();
+        }
         if self.history.len() == HISTORY_LEN {
             self.history.pop_front();
         }
@@ -197,7 +241,7 @@ impl StateMachine {
     /// A handle other tasks use to observe the state.
     pub fn watch(&self) -> StateWatch {
         StateWatch {
-            rx: self.tx.subscribe(),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -218,50 +262,61 @@ pub enum WaitError {
 /// A read-only view of a connection's state for other tasks.
 #[derive(Debug, Clone)]
 pub struct StateWatch {
-    rx: watch::Receiver<ConnectionState>,
+    shared: Arc<Shared>,
+}
+
+impl Shared {
+    fn state(&self) -> ConnectionState {
+        ConnectionState::from_index(self.state.load(Ordering::Acquire))
+    }
+}
+
+impl Drop for StateMachine {
+    fn drop(&mut self) {
+        self.shared.ended.store(true, Ordering::Release);
+        self.shared.changed.notify_waiters();
+    }
 }
 
 impl StateWatch {
     /// The current state.
     pub fn state(&self) -> ConnectionState {
-        *self.rx.borrow()
+        self.shared.state()
     }
 
     /// Waits until the connection is `Ready`, at most `timeout`.
     ///
-    /// Built on [`watch::Receiver::wait_for`]: it wakes on each transition,
-    /// never polls.
+    /// It wakes on the transitions that can end the wait, never polls.
     ///
     /// # Errors
     ///
     /// [`WaitError::Ended`] once the connection is closing, closed or failed
-    /// (it can no longer become ready); [`WaitError::Timeout`] when the
-    /// deadline passes.
+    /// (it can no longer become ready), or its machine was dropped;
+    /// [`WaitError::Timeout`] when the deadline passes.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future loses nothing.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), WaitError> {
-        let mut rx = self.rx.clone();
-        let waited = tokio::time::timeout(
-            timeout,
-            rx.wait_for(|s| {
-                *s == ConnectionState::Ready || s.is_terminal() || *s == ConnectionState::Closing
-            }),
-        )
-        .await;
-        let seen = match waited {
-            Err(_) => return Err(WaitError::Timeout(timeout)),
-            Ok(Ok(state)) => Some(*state),
-            Ok(Err(_)) => None,
+        let wait = async {
+            loop {
+                // Registered before the state is read, so a transition in
+                // between still wakes it (`notify_waiters` wakes every
+                // `Notified` created before the call).
+                let changed = self.shared.changed.notified();
+                let state = self.state();
+                if state == ConnectionState::Ready {
+                    return Ok(());
+                }
+                if state.ends_wait() || self.shared.ended.load(Ordering::Acquire) {
+                    return Err(WaitError::Ended(state));
+                }
+                changed.await;
+            }
         };
-        match seen {
-            Some(ConnectionState::Ready) => Ok(()),
-            Some(state) => Err(WaitError::Ended(state)),
-            // The sender is gone: the connection's owner dropped it, so it
-            // will never become ready; report the last state it had.
-            None => Err(WaitError::Ended(*self.rx.borrow())),
-        }
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Err(WaitError::Timeout(timeout)))
     }
 }
 
@@ -322,5 +377,38 @@ mod tests {
             watch.wait_ready(Duration::from_secs(1)).await,
             Err(WaitError::Ended(Failed))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_waiter_wakes_at_ready_and_at_drop() {
+        let mut sm = StateMachine::new();
+        let watch = sm.watch();
+        let waiter = |watch: &StateWatch| {
+            let watch = watch.clone();
+            tokio::spawn(async move { watch.wait_ready(Duration::from_secs(10)).await })
+        };
+        let first = waiter(&watch);
+        // Let it park on the notification before anything changes.
+        tokio::task::yield_now().await;
+        assert!(!first.is_finished());
+        for to in [Accepted, Authenticated, ServicesReady] {
+            sm.transition(to, "t").unwrap_or_else(|e| panic!("{e}"));
+        }
+        tokio::task::yield_now().await;
+        assert!(!first.is_finished(), "woke before Ready");
+        sm.transition(Ready, "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first.await.ok(), Some(Ok(())));
+
+        // A machine dropped before Ready ends the wait at once, not at the
+        // timeout.
+        let mut sm = StateMachine::new();
+        sm.transition(Accepted, "t")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let second = waiter(&sm.watch());
+        tokio::task::yield_now().await;
+        let started = tokio::time::Instant::now();
+        drop(sm);
+        assert_eq!(second.await.ok(), Some(Err(WaitError::Ended(Accepted))));
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }

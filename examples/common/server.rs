@@ -82,6 +82,26 @@ pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListene
     socket.listen(4096)
 }
 
+/// The examples' runtime: tokio's multi-thread scheduler when the process
+/// may run on several cores, its current-thread scheduler when it has one
+/// (as under `taskset -c 0` in `scripts/bench.sh`).
+///
+/// Why: a multi-thread worker keeps at most 256 woken tasks in its local
+/// queue and moves the rest to the global queue, which it visits once per
+/// 61 tasks while local work remains. A fan-out burst wakes hundreds of
+/// writer tasks at once, so with one worker the overflow waited behind
+/// everything woken later: a 25–45 ms delivery p99 where the current-thread
+/// scheduler, one FIFO queue, gives 5–7 ms (docs/benchmarks.md).
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut builder = if cores > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build()
+}
+
 /// Resolves after Ctrl-C once `hub` has shut down gracefully: clients closed
 /// with 1012 in batches, after their queued events, within 10 s.
 pub(crate) async fn shutdown_on_ctrl_c(hub: ws_lifecycle::Hub) {
