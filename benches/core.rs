@@ -1,5 +1,6 @@
 //! The core's hot paths, as ops/s: ids, transitions, emit before and after
-//! Ready, `send_to_user` to 1/4/16 connections, fan-out to 1,000 users,
+//! Ready, `send_to_user` to 1/4/16 connections, fan-out to 1,000 users and
+//! to 1,000 connections,
 //! router insert/remove from both cores, wire encoding.
 //!
 //! Run with: `cargo bench --bench core` (results: docs/benchmarks.md).
@@ -13,11 +14,13 @@
 )]
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use tokio::runtime::Runtime;
+use tokio::sync::Semaphore;
 use ws_lifecycle::close::CloseFrame;
 use ws_lifecycle::config::{BufferLimit, HubConfig};
 use ws_lifecycle::event::{AgentEventKind, Event, EventName, WireMode};
@@ -73,6 +76,102 @@ fn ready_connections(rt: &Runtime, hub: &Hub, user: &UserId, n: usize) {
 
 async fn drain(mut client: MemoryClient) {
     while client.recv().await.is_some() {}
+}
+
+/// Ready connections of `user` whose client side gives back a permit of
+/// `frames` per frame received, so a bench can wait for delivery without
+/// polling.
+fn counted_connections(rt: &Runtime, hub: &Hub, user: &UserId, n: usize, frames: &Arc<Semaphore>) {
+    for _ in 0..n {
+        let (transport, mut client) = memory::pair(4096);
+        let conn = rt
+            .block_on(
+                hub.connect()
+                    .accept(transport)
+                    .authenticate(user.clone().into()),
+            )
+            .unwrap();
+        let handle = conn.handle();
+        let hub = hub.clone();
+        rt.spawn(async move { hub.run(conn, &Quiet).await });
+        let frames = Arc::clone(frames);
+        rt.spawn(async move {
+            while client.recv().await.is_some() {
+                frames.add_permits(1);
+            }
+        });
+        rt.block_on(handle.wait_ready(Duration::from_secs(5)))
+            .unwrap();
+    }
+}
+
+/// Fan-out on one core: a current-thread runtime runs the sender, the
+/// writers and the clients, as one worker of a server would. `send` is the
+/// sending side alone (route, queue, wake the writer), with the writers
+/// draining outside the timing; `end_to_end` adds the writers' framing and
+/// transport writes and the clients' reads.
+fn one_core(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ev = event();
+    let mut g = c.benchmark_group("one_core");
+    g.throughput(Throughput::Elements(1000));
+    let frames = Arc::new(Semaphore::new(0));
+    let hub = roomy_hub();
+    let crowd = UserId::new("crowd").unwrap();
+    counted_connections(&rt, &hub, &crowd, 1000, &frames);
+    let users: Vec<UserId> = (0..1000)
+        .map(|u| UserId::new(format!("fan-{u}")).unwrap())
+        .collect();
+    for user in &users {
+        counted_connections(&rt, &hub, user, 1, &frames);
+    }
+    let send = |name: &str,
+                g: &mut criterion::BenchmarkGroup<'_, _>,
+                reps: u32,
+                timed_drain: bool,
+                to: &dyn Fn() -> u32| {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        let started = Instant::now();
+                        let accepted = (0..reps).map(|_| black_box(to())).sum();
+                        if !timed_drain {
+                            spent += started.elapsed();
+                        }
+                        frames.acquire_many(accepted).await.unwrap().forget();
+                        if timed_drain {
+                            spent += started.elapsed();
+                        }
+                    }
+                    spent
+                })
+            })
+        });
+    };
+    let to_connections = || hub.send_to_user(&crowd, &ev).unwrap().accepted();
+    let to_users = || hub.send_to_users(&users, &ev).unwrap().accepted();
+    send("send_1000_connections", &mut g, 1, false, &to_connections);
+    send("send_1000_users", &mut g, 1, false, &to_users);
+    send(
+        "end_to_end_1000_connections",
+        &mut g,
+        1,
+        true,
+        &to_connections,
+    );
+    send("end_to_end_1000_users", &mut g, 1, true, &to_users);
+    let one = &users[0];
+    let to_one = || hub.send_to_user(one, &ev).unwrap().accepted();
+    // 32 sends per timed block, so the clock reads do not weigh on it.
+    g.throughput(Throughput::Elements(32));
+    send("send_1_connection", &mut g, 32, false, &to_one);
+    send("end_to_end_1_connection", &mut g, 32, true, &to_one);
+    g.finish();
 }
 
 fn event() -> Event {
@@ -177,7 +276,7 @@ fn send_to_user(c: &mut Criterion) {
             b.iter(|| black_box(hub.send_to_user(&user, &ev).unwrap()))
         });
     }
-    // One event to each of 1,000 users (one connection each).
+    // One event to each of 1,000 users (one connection each): encoded once.
     let hub = roomy_hub();
     let users: Vec<UserId> = (0..1000)
         .map(|u| UserId::new(format!("fan-{u}")).unwrap())
@@ -187,11 +286,22 @@ fn send_to_user(c: &mut Criterion) {
     }
     g.throughput(Throughput::Elements(1000));
     g.bench_function("fan_out_1000_users", |b| {
+        b.iter(|| black_box(hub.send_to_users(&users, &ev).unwrap()))
+    });
+    // The same with one `send_to_user` per user: an encode each.
+    g.bench_function("fan_out_1000_users_one_send_each", |b| {
         b.iter(|| {
             for user in &users {
                 let _ = black_box(hub.send_to_user(user, &ev).unwrap());
             }
         })
+    });
+    // One event to one user's 1,000 connections.
+    let hub = roomy_hub();
+    let crowd = UserId::new("crowd").unwrap();
+    ready_connections(&rt, &hub, &crowd, 1000);
+    g.bench_function("fan_out_1000_connections", |b| {
+        b.iter(|| black_box(hub.send_to_user(&crowd, &ev).unwrap()))
     });
     g.finish();
 }
@@ -270,5 +380,5 @@ fn config() -> Criterion {
         .sample_size(30)
 }
 
-criterion_group! { name = benches; config = config(); targets = ids, transitions, emit, send_to_user, router_contention, wire }
+criterion_group! { name = benches; config = config(); targets = ids, transitions, emit, send_to_user, one_core, router_contention, wire }
 criterion_main!(benches);

@@ -134,11 +134,19 @@ pub struct HubConfig {
     /// configure it on the WebSocket stack so oversized frames are never
     /// buffered.
     pub max_message_size: usize,
-    /// Read and write buffer size of each WebSocket, where the stack lets
-    /// the adapter set it (axum and tokio-tungstenite; warp does not expose
-    /// it). tungstenite allocates 128 KiB per connection by default, which
-    /// dominates the memory of idle connections. Default: 4 KiB.
-    pub socket_buffer_size: usize,
+    /// Read buffer of each WebSocket, where the stack lets the adapter set
+    /// it (axum and tokio-tungstenite; warp does not expose it): allocated
+    /// up front and kept for the connection's life, and the most one socket
+    /// read takes in. tungstenite's default is 128 KiB, which dominated the
+    /// memory of idle connections; inbound traffic on an event stream is
+    /// small, and a larger message still arrives whole, over several reads.
+    /// Default: 1 KiB.
+    pub read_buffer_size: usize,
+    /// How many bytes of outbound frames a WebSocket gathers before writing
+    /// to the socket (axum and tokio-tungstenite): the writer flushes after
+    /// each batch anyway, so this only splits a large batch into several
+    /// writes. Not allocated up front. Default: 8 KiB.
+    pub write_buffer_size: usize,
     /// How long a connection may be silent before the server pings it.
     /// Default: 25 s (Centrifuge 25 s, Socket.IO 25 s).
     pub ping_interval: Duration,
@@ -194,7 +202,8 @@ impl Default for HubConfig {
             services_ready_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             max_message_size: 64 * 1024,
-            socket_buffer_size: 4 * 1024,
+            read_buffer_size: 1024,
+            write_buffer_size: 8 * 1024,
             ping_interval: PING_INTERVAL,
             pong_timeout: PONG_TIMEOUT,
             inbound_rate: Some(RateLimit::default()),

@@ -24,24 +24,43 @@ impl Hub {
     /// and flush what was buffered, dispatch inbound messages until the
     /// connection ends, clean up.
     ///
-    /// Returns how it ended. Every exit, including this future being
-    /// dropped, removes the connection from the routing table.
+    /// The id is minted and the transport accepted when this is called;
+    /// the returned future does the rest and resolves to how the connection
+    /// ended. Every exit, including the future being dropped, removes the
+    /// connection from the routing table.
     ///
     /// # Cancel safety
     ///
     /// Dropping the future ends the connection (`Failed`, cause `dropped`)
     /// and removes it from the routing table; queued events are counted as
     /// dropped.
-    pub async fn serve<T: Transport, H: Handler>(
-        &self,
+    pub fn serve<'a, T: Transport, H: Handler>(
+        &'a self,
         transport: T,
         auth: impl Into<AuthOutcome>,
+        handler: &'a H,
+    ) -> impl Future<Output = CloseReport> + 'a {
+        // Accepted (split) before the future is built, so the transport
+        // does not ride along in the future's state for the connection's
+        // whole life.
+        let conn = self.connect().accept(transport);
+        self.serve_accepted(conn, Ok(auth.into()), handler)
+    }
+
+    /// [`serve`](Hub::serve) from an accepted connection; an `Err` closes it
+    /// at once with the error's close frame (counted, never routed).
+    pub(crate) async fn serve_accepted<T: Transport, H: Handler>(
+        &self,
+        conn: Connection<AcceptedStage<T>>,
+        auth: Result<AuthOutcome, AuthError>,
         handler: &H,
     ) -> CloseReport {
-        let conn = self.connect().accept(transport);
-        match conn.authenticate(auth.into()).await {
-            Ok(conn) => self.run(conn, handler).await,
-            Err(report) => report,
+        match auth {
+            Ok(outcome) => match Box::pin(conn.authenticate(outcome)).await {
+                Ok(conn) => self.run(conn, handler).await,
+                Err(report) => report,
+            },
+            Err(error) => Box::pin(conn.reject(&error)).await,
         }
     }
 
@@ -81,7 +100,7 @@ impl Hub {
             .await
             .unwrap_or_else(|_| Err(AuthError::Timeout.into()));
         match outcome {
-            Ok(outcome) => match conn.authenticate(outcome).await {
+            Ok(outcome) => match Box::pin(conn.authenticate(outcome)).await {
                 Ok(conn) => self.run(conn, handler).await,
                 Err(report) => report,
             },
@@ -94,13 +113,13 @@ impl Hub {
 
     /// Drives an authenticated connection to its end: on-ready hook (bounded
     /// by `services_ready_timeout`), Ready, the reader loop, close.
-    pub async fn run<T: Transport, H: Handler>(
-        &self,
+    pub fn run<'a, T: Transport, H: Handler>(
+        &'a self,
         conn: Connection<Authenticated<T>>,
-        handler: &H,
-    ) -> CloseReport {
+        handler: &'a H,
+    ) -> impl Future<Output = CloseReport> + 'a {
         let span = conn.span().clone();
-        self.run_inner(conn, handler).instrument(span).await
+        self.run_inner(conn, handler).instrument(span)
     }
 
     async fn run_inner<T: Transport, H: Handler>(
@@ -110,7 +129,10 @@ impl Hub {
     ) -> CloseReport {
         let config = &self.env().config;
         let handle = conn.handle();
-        let hook = AssertUnwindSafe(handler.on_ready(&handle)).catch_unwind();
+        // The one-off steps (the hook, the backplane, the close) are boxed:
+        // inline, their states would size this future, which lives as long
+        // as the connection, for its whole life (docs/benchmarks.md).
+        let hook = Box::pin(AssertUnwindSafe(handler.on_ready(&handle)).catch_unwind());
         let early = match tokio::time::timeout(config.services_ready_timeout, hook).await {
             Err(_) => Some(CloseCause::NotReadyInTime),
             Ok(Err(_)) => Some(CloseCause::HandlerPanicked),
@@ -121,7 +143,7 @@ impl Hub {
             Ok(Ok(Ok(()))) => handle.shared.outbox.close_cause().filter(|c| !c.drains()),
         };
         if let Some(cause) = early {
-            let report = conn.close(cause).await;
+            let report = Box::pin(conn.close(cause)).await;
             notify_close(handler, &handle, &report);
             return report;
         }
@@ -132,7 +154,7 @@ impl Hub {
         if let Some(backplane) = self.backplane() {
             let subscribed = tokio::time::timeout(
                 config.services_ready_timeout,
-                backplane.ready_for(handle.user()),
+                Box::pin(backplane.ready_for(handle.user())),
             )
             .await;
             if !matches!(subscribed, Ok(Ok(()))) {
@@ -209,7 +231,7 @@ impl Hub {
                 Err(_) => break CloseCause::HandlerPanicked,
             }
         };
-        let report = conn.close(cause).await;
+        let report = Box::pin(conn.close(cause)).await;
         notify_close(handler, &handle, &report);
         report
     }

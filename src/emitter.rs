@@ -315,7 +315,7 @@ impl Outbox {
     }
 
     /// Moves up to `max` events into `batch`, or says to wait or close.
-    pub(crate) fn drain(&self, batch: &mut Vec<Queued>, max: usize) -> Drain {
+    pub(crate) fn drain(&self, batch: &mut VecDeque<Queued>, max: usize) -> Drain {
         let mut s = self.state.lock();
         if let Some(cause) = &s.closing
             && (!cause.drains() || s.queue.is_empty())
@@ -330,7 +330,7 @@ impl Outbox {
         }
         for _ in 0..max {
             match s.pop_front() {
-                Some(q) => batch.push(q),
+                Some(q) => batch.push_back(q),
                 None => break,
             }
         }

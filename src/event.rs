@@ -242,46 +242,45 @@ impl Event {
     /// [`EncodeError`] if the payload cannot be serialised (serde_json
     /// refuses, for example, maps with non-string keys).
     pub fn encode(&self) -> Result<EncodedEvent, EncodeError> {
-        #[derive(Serialize)]
-        struct AgentTail<'a> {
-            thread_id: &'a str,
-            run_id: &'a str,
-            payload: &'a serde_json::Value,
+        // Written by hand rather than through a derived struct (a flattened
+        // map takes serde's slow path): `,"k":v…,"payload":p}`, the object
+        // without its opening brace, so it can follow the type field.
+        fn field(out: &mut Vec<u8>, key: &str, value: &impl Serialize) -> serde_json::Result<()> {
+            out.push(b',');
+            serde_json::to_writer(&mut *out, key)?;
+            out.push(b':');
+            serde_json::to_writer(&mut *out, value)
         }
-        #[derive(Serialize)]
-        struct CustomTail<'a> {
-            #[serde(flatten)]
-            fields: &'a serde_json::Map<String, serde_json::Value>,
-            payload: &'a serde_json::Value,
-        }
-        let (tag, tail) = match self {
-            Event::Agent { kind, run, payload } => (
-                TypeTag::Agent(*kind),
-                serde_json::to_string(&AgentTail {
-                    thread_id: run.thread_id().as_str(),
-                    run_id: run.as_str(),
-                    payload,
-                }),
-            ),
+        let mut out = Vec::with_capacity(256);
+        let (tag, payload) = match self {
+            Event::Agent { kind, run, payload } => {
+                field(&mut out, "thread_id", &run.thread_id().as_str())
+                    .map_err(EncodeError::from)?;
+                field(&mut out, "run_id", &run.as_str()).map_err(EncodeError::from)?;
+                (TypeTag::Agent(*kind), payload)
+            }
             Event::Custom {
                 name,
                 fields,
                 payload,
-            } => (
-                TypeTag::Custom(name.clone()),
-                serde_json::to_string(&CustomTail {
-                    fields: &fields.0,
-                    payload,
-                }),
-            ),
+            } => {
+                for (key, value) in &fields.0 {
+                    field(&mut out, key, value).map_err(EncodeError::from)?;
+                }
+                (TypeTag::Custom(name.clone()), payload)
+            }
         };
-        let mut tail = tail.map_err(|e| EncodeError(e.to_string()))?;
-        // `{"thread_id":…}` becomes `,"thread_id":…}` so it can follow the
-        // type field directly.
-        if tail.starts_with('{') {
-            tail.replace_range(..1, ",");
-        }
+        field(&mut out, "payload", payload).map_err(EncodeError::from)?;
+        out.push(b'}');
+        // serde_json writes UTF-8; the check only guards that promise.
+        let tail = String::from_utf8(out).map_err(|e| EncodeError(e.to_string()))?;
         Ok(EncodedEvent { tag, tail })
+    }
+}
+
+impl EncodeError {
+    fn from(error: serde_json::Error) -> Self {
+        EncodeError(error.to_string())
     }
 }
 

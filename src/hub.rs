@@ -81,6 +81,35 @@ impl Delivery {
     }
 }
 
+/// The outcome of [`Hub::send_to_users`], summed over the users.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use = "a FanOut says whether anyone got the event"]
+pub struct FanOut {
+    /// Users addressed.
+    pub users: u32,
+    /// Users with no connection on this node (each also counted as a
+    /// routing miss in the metrics).
+    pub missed: u32,
+    /// Ready connections that queued the event for writing.
+    pub queued: u32,
+    /// Connections not ready yet that buffered it (flushed at Ready).
+    pub buffered: u32,
+    /// Connections that refused it (closing, full, or misaddressed); each
+    /// refusal is also counted in the hub's metrics.
+    pub refused: u32,
+    /// Users for whom the backplane could not take the event (their other
+    /// nodes will not see it; counted as backplane failures). Always 0
+    /// without a backplane.
+    pub remote_failed: u32,
+}
+
+impl FanOut {
+    /// Connections that accepted the event (queued or buffered).
+    pub fn accepted(&self) -> u32 {
+        self.queued + self.buffered
+    }
+}
+
 /// Builds a [`Hub`].
 ///
 /// ```
@@ -287,6 +316,60 @@ impl Hub {
             };
         }
         Ok(delivery)
+    }
+
+    /// Sends `event` to every connection of each of `users` on this node
+    /// (and, with a [`Backplane`], to their connections on other nodes):
+    /// a broadcast to a team or a room. The event is serialised once for
+    /// all of them; each connection splices in its own sequence number.
+    /// Never blocks, like [`send_to_user`](Hub::send_to_user).
+    ///
+    /// A user listed twice gets the event twice.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] if the event cannot be serialised (nothing was sent).
+    ///
+    /// ```
+    /// # use ws_lifecycle::{Hub, event::{Event, EventName}, id::UserId};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let hub = Hub::new();
+    /// let team = [UserId::new("alice")?, UserId::new("bob")?];
+    /// let event = Event::custom(EventName::new("standup")?, serde_json::json!("in 5 min"));
+    /// let sent = hub.send_to_users(&team, &event)?;
+    /// assert_eq!((sent.users, sent.missed), (2, 2)); // nobody is connected
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_to_users<'u>(
+        &self,
+        users: impl IntoIterator<Item = &'u UserId>,
+        event: &Event,
+    ) -> Result<FanOut, EncodeError> {
+        let encoded = event.encode()?;
+        let mut out = FanOut::default();
+        for user in users {
+            let routed = Arc::new(Routed {
+                to: Addressee::User(user.clone()),
+                event: encoded.clone(),
+            });
+            let d = self.deliver(user, &routed);
+            out.users += 1;
+            out.missed += u32::from(d.is_miss());
+            out.queued += d.queued;
+            out.buffered += d.buffered;
+            out.refused += d.refused;
+            if let Some(backplane) = &self.inner.backplane {
+                let c = &self.inner.env.metrics.c;
+                if backplane.publish(user, &routed.event).is_ok() {
+                    Metrics::inc(&c.backplane_published);
+                } else {
+                    Metrics::inc(&c.backplane_failures);
+                    out.remote_failed += 1;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Delivers an already encoded event (from another node) locally.

@@ -123,5 +123,5 @@ mod writer;
 
 pub use handle::{ConnectionHandle, SendError};
 pub use handler::{CloseReport, Handler, Inbound};
-pub use hub::{Delivery, Hub, HubBuilder};
+pub use hub::{Delivery, FanOut, Hub, HubBuilder};
 pub use shutdown::ShutdownReport;

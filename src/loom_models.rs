@@ -57,7 +57,7 @@ fn emits_racing_ready_are_flushed_once_in_order() {
             })
         };
         // The driver becomes Ready while the emitter runs; the writer drains.
-        let mut batch = Vec::new();
+        let mut batch = std::collections::VecDeque::new();
         assert!(
             matches!(outbox.drain(&mut batch, 64), Drain::Wait),
             "drained before Ready"

@@ -193,7 +193,8 @@ impl StateMachine {
                 ended: AtomicBool::new(false),
                 changed: Notify::new(),
             }),
-            history: VecDeque::with_capacity(HISTORY_LEN),
+            // Grown on demand: a connection that becomes Ready has 4 entries.
+            history: VecDeque::new(),
         }
     }
 

@@ -187,16 +187,16 @@ pub async fn decide<A: Authenticator>(
 /// Serves an upgraded socket: the connection's whole life for `Ok`, or an
 /// immediate close with the error's close frame (counted, never routed) for
 /// `Err`.
-pub async fn serve_upgraded<T: Transport, H: Handler>(
-    hub: &Hub,
+///
+/// The connection is accepted (its id minted, the transport split) when
+/// this is called; the returned future drives the rest.
+pub fn serve_upgraded<'a, T: Transport, H: Handler>(
+    hub: &'a Hub,
     transport: T,
     auth: Result<AuthOutcome, AuthError>,
-    handler: &H,
-) -> CloseReport {
-    match auth {
-        Ok(outcome) => hub.serve(transport, outcome, handler).await,
-        Err(error) => hub.connect().accept(transport).reject(&error).await,
-    }
+    handler: &'a H,
+) -> impl Future<Output = CloseReport> + 'a {
+    hub.serve_accepted(hub.connect().accept(transport), auth, handler)
 }
 
 #[cfg(test)]

@@ -32,18 +32,24 @@ impl Drop for Batch {
     }
 }
 
+/// At most this many events per write.
 const BATCH: usize = 64;
+
+/// The batch keeps at most this much room while the writer waits. The
+/// buffer grows to [`BATCH`] under a burst; an idle connection (most of
+/// them, at scale) should not keep 1.5 KiB for the next one.
+const IDLE_CAPACITY: usize = 8;
 
 pub(crate) async fn run<S: TransportSink>(shared: Arc<ConnShared>, mut sink: S) {
     let write_timeout = shared.env.config.write_timeout;
     let mut batch = Batch {
-        items: VecDeque::with_capacity(BATCH),
+        items: VecDeque::new(),
         shared: Arc::clone(&shared),
     };
-    let mut scratch = Vec::with_capacity(BATCH);
     loop {
-        match shared.outbox.drain(&mut scratch, BATCH) {
+        match shared.outbox.drain(&mut batch.items, BATCH) {
             Drain::Wait => {
+                batch.items.shrink_to(IDLE_CAPACITY);
                 shared.outbox.writer_wake().await;
                 continue;
             }
@@ -69,7 +75,7 @@ pub(crate) async fn run<S: TransportSink>(shared: Arc<ConnShared>, mut sink: S) 
                     }
                 }
             }
-            Drain::Items => batch.items.extend(scratch.drain(..)),
+            Drain::Items => {}
         }
         if let Err(cause) = write_batch(&shared, &mut batch, &mut sink).await {
             tracing::debug!(cause = cause.as_str(), "writer stopping");

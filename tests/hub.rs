@@ -795,3 +795,57 @@ async fn a_close_cut_short_reports_every_unwritten_event() {
     }
     assert_eq!(received, 1);
 }
+
+#[tokio::test]
+async fn send_to_users_reaches_exactly_the_listed_users_each_in_its_own_sequence() {
+    let hub = Hub::new();
+    let (alice, bob, carol, dave) = (user("alice"), user("bob"), user("carol"), user("dave"));
+    let (a, mut a_client) = bind(&hub, &alice, 16).await;
+    let (b, mut b_client) = bind(&hub, &bob, 16).await;
+    let (c, mut c_client) = bind(&hub, &carol, 16).await;
+    let (a, b, c) = (
+        a.services_ready().ready(),
+        b.services_ready().ready(),
+        c.services_ready().ready(),
+    );
+    // Bob is one event ahead, so his sequence differs from Alice's.
+    let _ = hub.send_to_user(&bob, &event("solo", json!(0))).unwrap();
+    let sent = hub
+        .send_to_users([&alice, &bob, &dave, &alice], &event("team", json!(1)))
+        .unwrap();
+    assert_eq!(
+        (
+            sent.users,
+            sent.missed,
+            sent.queued,
+            sent.buffered,
+            sent.refused
+        ),
+        (4, 1, 3, 0, 0),
+        "dave has no connection; alice is listed twice"
+    );
+    assert_eq!(sent.accepted(), 3);
+    for seq in [1, 2] {
+        let f = next_json(&mut a_client).await;
+        assert_eq!(
+            (f["type"].as_str(), f["seq"].as_u64()),
+            (Some("team"), Some(seq))
+        );
+    }
+    let solo = next_json(&mut b_client).await;
+    assert_eq!(solo["type"], "solo");
+    let f = next_json(&mut b_client).await;
+    assert_eq!(
+        (f["type"].as_str(), f["seq"].as_u64()),
+        (Some("team"), Some(2))
+    );
+    // Carol was not listed: nothing reaches her.
+    tokio::task::yield_now().await;
+    assert_eq!(c_client.try_recv(), None, "an unlisted user got the event");
+    let m = hub.metrics();
+    assert_eq!((m.routing_misses, m.events_queued), (1, 4));
+    for conn in [a, b, c] {
+        let _ = conn.close(CloseCause::Requested(frame(1000, "bye"))).await;
+    }
+    assert_accounted(&hub.metrics());
+}

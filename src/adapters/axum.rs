@@ -106,20 +106,24 @@ impl WsUpgrade {
             Decision::Upgrade { subprotocol, auth } => (subprotocol, auth),
         };
         let max = hub.config().max_message_size;
-        let buffer = hub.config().socket_buffer_size;
         let mut upgrade = self
             .upgrade
             .max_message_size(max)
             .max_frame_size(max)
-            .read_buffer_size(buffer)
-            .write_buffer_size(buffer);
+            .read_buffer_size(hub.config().read_buffer_size)
+            .write_buffer_size(hub.config().write_buffer_size);
         if let Some(protocol) = subprotocol {
             upgrade = upgrade.protocols([protocol]);
         }
         let hub = hub.clone();
-        upgrade.on_upgrade(move |socket| async move {
-            let transport = AxumTransport::new(socket, max);
-            let _report = upgrade::serve_upgraded(&hub, transport, auth, &*handler).await;
+        upgrade.on_upgrade(move |socket| {
+            // Accepted before the task's future is built: the socket moves
+            // into the connection's two halves instead of staying in the
+            // future's state for the connection's whole life.
+            let conn = hub.connect().accept(AxumTransport::new(socket, max));
+            async move {
+                let _report = hub.serve_accepted(conn, auth, &*handler).await;
+            }
         })
     }
 }

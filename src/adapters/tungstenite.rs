@@ -115,12 +115,11 @@ where
         Decision::Upgrade { subprotocol, auth } => (subprotocol, auth),
     };
     let max = hub.config().max_message_size;
-    let buffer = hub.config().socket_buffer_size;
     let config = WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
-        .read_buffer_size(buffer)
-        .write_buffer_size(buffer);
+        .read_buffer_size(hub.config().read_buffer_size)
+        .write_buffer_size(hub.config().write_buffer_size);
     // tungstenite's callback signature fixes the (large) error type.
     #[allow(clippy::result_large_err)]
     let echo = |_: &Request, mut response: Response| {

@@ -108,13 +108,17 @@ impl WarpUpgrade {
         };
         let max = hub.config().max_message_size;
         let hub = hub.clone();
-        let reply =
-            ws.max_message_size(max)
-                .max_frame_size(max)
-                .on_upgrade(move |socket| async move {
-                    let transport = WarpTransport::new(socket, max);
-                    let _report = upgrade::serve_upgraded(&hub, transport, auth, &*handler).await;
-                });
+        let reply = ws
+            .max_message_size(max)
+            .max_frame_size(max)
+            .on_upgrade(move |socket| {
+                // Accepted before the future is built (see the axum
+                // adapter): the socket does not stay in its state.
+                let conn = hub.connect().accept(WarpTransport::new(socket, max));
+                async move {
+                    let _report = hub.serve_accepted(conn, auth, &*handler).await;
+                }
+            });
         let mut response = reply.into_response();
         if let Some(value) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
             response
