@@ -153,6 +153,12 @@ pub struct Transition {
 /// story; the bound is there so no future path can grow it.
 pub const HISTORY_LEN: usize = 16;
 
+/// Transitions on the longest legal path (Connecting … Ready, Closing,
+/// Closed or Failed): the history's room from the start, so recording
+/// never reallocates, without reserving all of [`HISTORY_LEN`] per
+/// connection.
+const LONGEST_PATH: usize = 6;
+
 /// The state of one connection, its history, and the channel observers wait
 /// on.
 ///
@@ -193,8 +199,7 @@ impl StateMachine {
                 ended: AtomicBool::new(false),
                 changed: Notify::new(),
             }),
-            // Grown on demand: a connection that becomes Ready has 4 entries.
-            history: VecDeque::new(),
+            history: VecDeque::with_capacity(LONGEST_PATH),
         }
     }
 
@@ -411,5 +416,18 @@ mod tests {
         drop(sm);
         assert_eq!(second.await.ok(), Some(Err(WaitError::Ended(Accepted))));
         assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_history_is_reserved_for_the_longest_legal_path() {
+        fn longest(from: ConnectionState) -> usize {
+            ConnectionState::ALL
+                .into_iter()
+                .filter(|to| from.can_transition_to(*to))
+                .map(|to| 1 + longest(to))
+                .max()
+                .unwrap_or(0)
+        }
+        assert_eq!(longest(Connecting), LONGEST_PATH);
     }
 }

@@ -7,9 +7,10 @@
 //! [`memory`] provides an in-process pair for tests and examples.
 //!
 //! Transports answer pings themselves if their stack does (all three
-//! supported stacks do). Inbound pings and pongs are still passed up; the
-//! hub does not yet run a heartbeat of its own, so a half-open peer that is
-//! sent nothing is only noticed when a write fails.
+//! supported stacks do). Inbound pings and pongs are still passed up: the
+//! hub's heartbeat counts anything from the peer as a sign of life, and
+//! sends its own pings through the sink
+//! ([`HubConfig::ping_interval`](crate::config::HubConfig::ping_interval)).
 
 use std::future::Future;
 
