@@ -6,6 +6,8 @@
 # Builds release, then for each scenario starts a fresh `axum_chat` pinned to
 # core 0 (inbound rate limit off: WS_LIFECYCLE_INBOUND_RATE=0) and runs
 # `loadgen` pinned to core 1; prints each scenario's JSON line and a table.
+# Scenarios: connect, fanout (2,000 connections), the ceiling (fanout over
+# 19,000 connections), idle-mem. `--in-flight` counts deliveries.
 # Needs taskset (util-linux). Loopback only; every loop is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,8 @@ run() {
 
 run connect --connections 10000 --users 5000 --concurrency 256
 run fanout --connections 2000 --users 1000 --publishers 8 --seconds 10 --in-flight 256
+# The ceiling: this machine allows 20,000 fds per process.
+run fanout --connections 19000 --users 9500 --publishers 8 --seconds 10 --in-flight 256
 start_server
 taskset -c 1 timeout 300 target/release/examples/loadgen idle-mem --url "ws://127.0.0.1:$port/ws" \
   --connections 10000 --users 5000 --pid "$server_pid" --hold 3 | tee -a "$results"
