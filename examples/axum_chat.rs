@@ -7,7 +7,8 @@
 //! * `/demo-token?user=NAME` an HS256 demo token (EXAMPLE ONLY: anyone can
 //!   mint one for any user; secret from `WS_LIFECYCLE_DEMO_SECRET`);
 //! * `/ws` the WebSocket endpoint (`shared/bench-protocol.md`);
-//! * `/metrics` the hub's metrics, Prometheus text.
+//! * `/metrics` the hub's metrics, Prometheus text, plus the routing
+//!   table's connections and users and the runtime's alive tasks.
 //!
 //! `--addr HOST:PORT` or `WS_LIFECYCLE_ADDR` changes where it listens;
 //! `WS_LIFECYCLE_INBOUND_RATE=0` turns the per-connection inbound rate

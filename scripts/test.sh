@@ -10,6 +10,8 @@
 # 2. cargo fmt --check
 # 3. cargo clippy --all-targets --all-features -- -D warnings
 # 4. cargo test --all-features
+# 5. the chaos soak's CI version: 200 connections over 50 users, 10 s of churn
+#    against the axum example (docs/reliability.md)
 #
 # Plain `cargo test` needs none of the external programs.
 set -euo pipefail
@@ -37,3 +39,7 @@ echo "== cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --all-targets --all-features -- -D warnings
 echo "== cargo test --all-features"
 cargo test --all-features
+echo "== chaos soak (CI version)"
+# cargo test built both examples with these features: this build is cheap.
+cargo build --all-features --example axum_chat --example chaos_soak
+"${CARGO_TARGET_DIR:-target}/debug/examples/chaos_soak" --connections 200 --users 50 --seconds 10

@@ -48,8 +48,25 @@ async fn demo_token(Query(q): Query<TokenQuery>, State(s): State<AppState>) -> R
     }
 }
 
+/// The hub's metrics, then three gauges in the same text format: the
+/// routing table's connections and users, and the runtime's alive tasks
+/// (what `examples/chaos_soak` compares with its baseline to find leaks).
+/// The task count includes the task serving this request.
 async fn metrics(State(s): State<AppState>) -> String {
-    s.hub.metrics().to_string()
+    use std::fmt::Write as _;
+    let mut text = s.hub.metrics().to_string();
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        text,
+        "ws_lifecycle_router_connections {}",
+        s.hub.connection_count()
+    );
+    let _ = writeln!(text, "ws_lifecycle_router_users {}", s.hub.user_count());
+    let _ = writeln!(text, "tokio_alive_tasks {tasks}");
+    text
 }
 
 /// The demo server's routes over `hub`, trusting tokens signed with `secret`.

@@ -1,0 +1,351 @@
+//! One phase of the soak: publishers, the receivers over their users, the
+//! plan's chaos during the churn, a drain, then every client leaves.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::chaos::{self, Action, BadAttempt, Flood, Plan};
+use crate::client::{self, Clock, Cmd, Dialer, Error, Identity, Progress, Record};
+use crate::publisher::{self, Job, PublisherLog};
+
+/// Handshakes in flight at once: well under the server's 256 upgrades in
+/// flight, past which it answers 503.
+const HANDSHAKES: usize = 64;
+/// Longest the drain waits for the last messages to arrive.
+const DRAIN: Duration = Duration::from_secs(15);
+/// Each slow reader's user gets this many messages a second, each this
+/// large (1.6 MB/s): the kernel lets about 3 MB wait on loopback (the
+/// server's send buffer grows to 4 MiB) before a write blocks and the
+/// server's 1 s write timeout fires, so a stalled reader is closed about
+/// 3 s into its stall, which lasts 7 s at least.
+const SLOW_RATE: f64 = 50.0;
+const SLOW_PAD: usize = 32 * 1024;
+
+/// What a phase runs.
+#[derive(Clone)]
+pub(crate) struct Setup {
+    pub(crate) dialer: Arc<Dialer>,
+    pub(crate) clock: Clock,
+    pub(crate) connections: usize,
+    pub(crate) users: usize,
+    pub(crate) publishers: usize,
+    /// Publishes per second, over all receivers' users.
+    pub(crate) rate: f64,
+    pub(crate) seconds: f64,
+}
+
+/// Chaos actions taken on receiver slots.
+#[derive(Debug, Default)]
+pub(crate) struct SlotActions {
+    pub(crate) close: u64,
+    pub(crate) reset: u64,
+    pub(crate) reset_mid_frame: u64,
+    /// Planned when every slot was reconnecting.
+    pub(crate) skipped: u64,
+}
+
+/// Everything a phase observed.
+pub(crate) struct Outcome {
+    /// Every receiver connection, chaos-stricken or not.
+    pub(crate) receivers: Vec<Record>,
+    /// Slow readers (or why one could not be set up).
+    pub(crate) slow: Vec<Result<Record, String>>,
+    pub(crate) floods: Vec<Flood>,
+    pub(crate) bad: Vec<BadAttempt>,
+    pub(crate) logs: Vec<PublisherLog>,
+    /// Valid connections that could not be made.
+    pub(crate) connect_failures: Vec<String>,
+    pub(crate) actions: SlotActions,
+    /// How long the drain took, and whether every receiver caught up.
+    pub(crate) drain: (Duration, bool),
+    /// Tasks that outlived the phase's deadline.
+    pub(crate) lost_tasks: u64,
+}
+
+struct Live {
+    cmd: oneshot::Sender<Cmd>,
+    task: JoinHandle<Record>,
+    progress: Arc<Progress>,
+    user: String,
+}
+
+/// What the tasks opening receivers share.
+#[derive(Clone)]
+struct Ctx {
+    setup: Setup,
+    slots: Arc<Mutex<Vec<Option<Live>>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    gate: Arc<Semaphore>,
+    deadline: Instant,
+}
+
+fn soak_user(u: usize) -> String {
+    format!("soak-{u}")
+}
+
+/// Opens the receiver of `slot` after `delay`: slots go to users
+/// round-robin, so no user exceeds the server's 16 connections.
+async fn open_slot(ctx: Ctx, slot: usize, delay: Duration) {
+    tokio::time::sleep(delay).await;
+    let u = slot % ctx.setup.users.max(1);
+    let id = Identity {
+        user: soak_user(u),
+        publisher: format!("publisher-{}", u % ctx.setup.publishers.max(1)),
+    };
+    let connected = {
+        let _permit = ctx.gate.acquire().await.ok();
+        ctx.setup.dialer.connect(&id.user, None).await
+    };
+    match connected {
+        Ok(ws) => {
+            let record = Record::new(id.clone());
+            let progress = Arc::clone(&record.progress);
+            let (cmd, commands) = oneshot::channel();
+            let task = tokio::spawn(client::receive(
+                ws,
+                record,
+                commands,
+                ctx.setup.clock,
+                ctx.deadline,
+            ));
+            let live = Live {
+                cmd,
+                task,
+                progress,
+                user: id.user,
+            };
+            if let Some(place) = ctx.slots.lock().get_mut(slot) {
+                *place = Some(live);
+            }
+        }
+        Err(e) => ctx.failures.lock().push(e.to_string()),
+    }
+}
+
+/// Takes the connection of `slot`, or of the next slot that has one.
+fn take_occupied(slots: &Mutex<Vec<Option<Live>>>, slot: usize) -> Option<(usize, Live)> {
+    let mut slots = slots.lock();
+    let n = slots.len();
+    (0..n)
+        .map(|i| (slot + i) % n)
+        .find_map(|i| Some((i, slots.get_mut(i)?.take()?)))
+}
+
+/// Awaits `tasks`, each by `deadline` at the latest; counts the ones that
+/// had to be abandoned.
+async fn join_all<T>(tasks: Vec<JoinHandle<T>>, deadline: Instant, lost: &mut u64) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let abort = task.abort_handle();
+        match tokio::time::timeout_at(deadline.into(), task).await {
+            Ok(Ok(value)) => out.push(value),
+            Ok(Err(_)) => *lost += 1,
+            Err(_) => {
+                abort.abort();
+                *lost += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Starts the publishers: `setup.publishers` for the receivers' users,
+/// and one for the slow readers' users when the plan has any.
+async fn start_publishers(
+    setup: &Setup,
+    plan: &Plan,
+    stop: &watch::Receiver<bool>,
+    deadline: Instant,
+) -> Result<Vec<JoinHandle<PublisherLog>>, Error> {
+    let mut jobs: Vec<Job> = (0..setup.publishers)
+        .map(|p| Job {
+            name: format!("publisher-{p}"),
+            users: (0..setup.users)
+                .filter(|u| u % setup.publishers == p)
+                .map(soak_user)
+                .collect(),
+            rate: setup.rate / setup.publishers as f64,
+            pad: 0,
+        })
+        .collect();
+    if plan.slow_readers > 0 {
+        jobs.push(Job {
+            name: "publisher-slow".to_owned(),
+            users: (0..plan.slow_readers)
+                .map(|n| format!("slow-{n}"))
+                .collect(),
+            rate: SLOW_RATE * plan.slow_readers as f64,
+            pad: SLOW_PAD,
+        });
+    }
+    let mut publishers = Vec::new();
+    for job in jobs {
+        let ws = setup.dialer.connect(&job.name, None).await?;
+        let run = publisher::run(ws, job, setup.clock, stop.clone(), deadline);
+        publishers.push(tokio::spawn(run));
+    }
+    Ok(publishers)
+}
+
+/// The tasks the churn started.
+#[derive(Default)]
+struct Churn {
+    actions: SlotActions,
+    /// Receivers hit by a chaos action.
+    stricken: Vec<JoinHandle<Record>>,
+    reconnects: Vec<JoinHandle<()>>,
+    slow: Vec<JoinHandle<Result<Record, String>>>,
+    resumes: Vec<oneshot::Sender<()>>,
+    floods: Vec<JoinHandle<Flood>>,
+    bad: Vec<JoinHandle<BadAttempt>>,
+}
+
+/// Takes each step of `plan` at its time from `start`.
+async fn churn(ctx: &Ctx, plan: &Plan, start: Instant) -> Churn {
+    let (clock, deadline) = (ctx.setup.clock, ctx.deadline);
+    let mut c = Churn::default();
+    for (at, action) in &plan.steps {
+        tokio::time::sleep_until((start + *at).into()).await;
+        let dialer = Arc::clone(&ctx.setup.dialer);
+        match *action {
+            Action::Slot {
+                slot,
+                cmd,
+                reconnect,
+            } => {
+                let Some((slot, live)) = take_occupied(&ctx.slots, slot) else {
+                    c.actions.skipped += 1;
+                    continue;
+                };
+                match cmd {
+                    Cmd::Close => c.actions.close += 1,
+                    Cmd::Reset => c.actions.reset += 1,
+                    Cmd::ResetMidFrame => c.actions.reset_mid_frame += 1,
+                    // Not a chaos action; plans never hold it.
+                    Cmd::Finish => {}
+                }
+                let _ = live.cmd.send(cmd);
+                c.stricken.push(live.task);
+                c.reconnects
+                    .push(tokio::spawn(open_slot(ctx.clone(), slot, reconnect)));
+            }
+            Action::Slow(n) => {
+                let (resume, resumed) = oneshot::channel();
+                c.resumes.push(resume);
+                let id = Identity {
+                    user: format!("slow-{n}"),
+                    publisher: "publisher-slow".to_owned(),
+                };
+                c.slow.push(tokio::spawn(async move {
+                    chaos::slow_reader(dialer, id, resumed, clock, deadline)
+                        .await
+                        .map_err(|e| e.to_string())
+                }));
+            }
+            Action::Flood(n) => {
+                let flood = chaos::flood(dialer, format!("flood-{n}"), clock);
+                c.floods.push(tokio::spawn(flood));
+            }
+            Action::Bad(kind, u) => {
+                let attempt = chaos::bad_token(dialer, kind, soak_user(u), clock);
+                c.bad.push(tokio::spawn(attempt));
+            }
+        }
+    }
+    c
+}
+
+/// Runs one phase: `plan` over `setup.seconds` of publishing.
+pub(crate) async fn run(setup: &Setup, plan: &Plan) -> Result<Outcome, Error> {
+    let deadline =
+        Instant::now() + Duration::from_secs_f64(setup.seconds) + Duration::from_secs(180);
+    let (stop, stopped) = watch::channel(false);
+    let publishers = start_publishers(setup, plan, &stopped, deadline).await?;
+    let ctx = Ctx {
+        setup: setup.clone(),
+        slots: Arc::new(Mutex::new((0..setup.connections).map(|_| None).collect())),
+        failures: Arc::new(Mutex::new(Vec::new())),
+        gate: Arc::new(Semaphore::new(HANDSHAKES)),
+        deadline,
+    };
+    let mut lost_tasks = 0;
+    let opening = (0..setup.connections)
+        .map(|slot| tokio::spawn(open_slot(ctx.clone(), slot, Duration::ZERO)))
+        .collect();
+    join_all(opening, deadline, &mut lost_tasks).await;
+
+    let start = Instant::now();
+    let c = churn(&ctx, plan, start).await;
+    tokio::time::sleep_until((start + Duration::from_secs_f64(setup.seconds)).into()).await;
+    let _ = stop.send(true);
+    let logs = join_all(publishers, deadline, &mut lost_tasks).await;
+    join_all(c.reconnects, deadline, &mut lost_tasks).await;
+    let drain = drain(&ctx, &logs).await;
+
+    // Every client leaves.
+    let finishing: Vec<Live> = ctx.slots.lock().drain(..).flatten().collect();
+    let mut tasks = c.stricken;
+    for live in finishing {
+        let _ = live.cmd.send(Cmd::Finish);
+        tasks.push(live.task);
+    }
+    let receivers = join_all(tasks, deadline, &mut lost_tasks).await;
+    for resume in c.resumes {
+        let _ = resume.send(());
+    }
+    let slow = join_all(c.slow, deadline, &mut lost_tasks).await;
+    let floods = join_all(c.floods, deadline, &mut lost_tasks).await;
+    let bad = join_all(c.bad, deadline, &mut lost_tasks).await;
+    let connect_failures = std::mem::take(&mut *ctx.failures.lock());
+    Ok(Outcome {
+        receivers,
+        slow,
+        floods,
+        bad,
+        logs,
+        connect_failures,
+        actions: c.actions,
+        drain,
+        lost_tasks,
+    })
+}
+
+/// Waits (bounded) until every open receiver has its user's last message,
+/// or became ready after it was sent.
+async fn drain(ctx: &Ctx, logs: &[PublisherLog]) -> (Duration, bool) {
+    let last: HashMap<&str, (u64, u64)> = logs
+        .iter()
+        .flat_map(|log| log.sent.iter())
+        .map(|(user, times)| {
+            let sent = times.last().copied().unwrap_or(0);
+            (user.as_str(), (times.len() as u64, sent))
+        })
+        .collect();
+    let started = Instant::now();
+    let polls = DRAIN.as_millis() / 100;
+    for _ in 0..polls {
+        let behind = ctx
+            .slots
+            .lock()
+            .iter()
+            .flatten()
+            .filter(|live| !live.task.is_finished())
+            .filter(|live| {
+                let ready = live.progress.ready_us.load(Ordering::Relaxed);
+                let (k, sent) = last.get(live.user.as_str()).copied().unwrap_or((0, 0));
+                ready == 0 || (live.progress.last_k.load(Ordering::Relaxed) < k && ready <= sent)
+            })
+            .count();
+        if behind == 0 {
+            return (started.elapsed(), true);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (started.elapsed(), false)
+}
