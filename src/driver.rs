@@ -24,31 +24,28 @@ impl Hub {
     /// and flush what was buffered, dispatch inbound messages until the
     /// connection ends, clean up.
     ///
-    /// The id is minted and the transport accepted when this is called;
-    /// the returned future does the rest and resolves to how the connection
-    /// ended. Every exit, including the future being dropped, removes the
-    /// connection from the routing table.
+    /// Returns how it ended. Every exit, including this future being
+    /// dropped, removes the connection from the routing table.
     ///
     /// # Cancel safety
     ///
     /// Dropping the future ends the connection (`Failed`, cause `dropped`)
     /// and removes it from the routing table; queued events are counted as
     /// dropped.
-    pub fn serve<'a, T: Transport, H: Handler>(
-        &'a self,
+    pub async fn serve<T: Transport, H: Handler>(
+        &self,
         transport: T,
         auth: impl Into<AuthOutcome>,
-        handler: &'a H,
-    ) -> impl Future<Output = CloseReport> + 'a {
-        // Accepted (split) before the future is built, so the transport
-        // does not ride along in the future's state for the connection's
-        // whole life.
+        handler: &H,
+    ) -> CloseReport {
         let conn = self.connect().accept(transport);
-        self.serve_accepted(conn, Ok(auth.into()), handler)
+        self.serve_accepted(conn, Ok(auth.into()), handler).await
     }
 
     /// [`serve`](Hub::serve) from an accepted connection; an `Err` closes it
-    /// at once with the error's close frame (counted, never routed).
+    /// at once with the error's close frame (counted, never routed). The
+    /// adapters accept before they build the connection's future, so the
+    /// socket is not carried in its state for the connection's whole life.
     pub(crate) async fn serve_accepted<T: Transport, H: Handler>(
         &self,
         conn: Connection<AcceptedStage<T>>,

@@ -81,9 +81,11 @@ impl Delivery {
     }
 }
 
-/// The outcome of [`Hub::send_to_users`], summed over the users.
+/// The outcome of [`Hub::send_to_users`], summed over the users (each
+/// count saturates at `u32::MAX`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[must_use = "a FanOut says whether anyone got the event"]
+#[non_exhaustive]
 pub struct FanOut {
     /// Users addressed.
     pub users: u32,
@@ -106,7 +108,7 @@ pub struct FanOut {
 impl FanOut {
     /// Connections that accepted the event (queued or buffered).
     pub fn accepted(&self) -> u32 {
-        self.queued + self.buffered
+        self.queued.saturating_add(self.buffered)
     }
 }
 
@@ -354,18 +356,18 @@ impl Hub {
                 event: encoded.clone(),
             });
             let d = self.deliver(user, &routed);
-            out.users += 1;
-            out.missed += u32::from(d.is_miss());
-            out.queued += d.queued;
-            out.buffered += d.buffered;
-            out.refused += d.refused;
+            out.users = out.users.saturating_add(1);
+            out.missed = out.missed.saturating_add(u32::from(d.is_miss()));
+            out.queued = out.queued.saturating_add(d.queued);
+            out.buffered = out.buffered.saturating_add(d.buffered);
+            out.refused = out.refused.saturating_add(d.refused);
             if let Some(backplane) = &self.inner.backplane {
                 let c = &self.inner.env.metrics.c;
                 if backplane.publish(user, &routed.event).is_ok() {
                     Metrics::inc(&c.backplane_published);
                 } else {
                     Metrics::inc(&c.backplane_failures);
-                    out.remote_failed += 1;
+                    out.remote_failed = out.remote_failed.saturating_add(1);
                 }
             }
         }

@@ -187,16 +187,14 @@ pub async fn decide<A: Authenticator>(
 /// Serves an upgraded socket: the connection's whole life for `Ok`, or an
 /// immediate close with the error's close frame (counted, never routed) for
 /// `Err`.
-///
-/// The connection is accepted (its id minted, the transport split) when
-/// this is called; the returned future drives the rest.
-pub fn serve_upgraded<'a, T: Transport, H: Handler>(
-    hub: &'a Hub,
+pub async fn serve_upgraded<T: Transport, H: Handler>(
+    hub: &Hub,
     transport: T,
     auth: Result<AuthOutcome, AuthError>,
-    handler: &'a H,
-) -> impl Future<Output = CloseReport> + 'a {
-    hub.serve_accepted(hub.connect().accept(transport), auth, handler)
+    handler: &H,
+) -> CloseReport {
+    let conn = hub.connect().accept(transport);
+    hub.serve_accepted(conn, auth, handler).await
 }
 
 #[cfg(test)]

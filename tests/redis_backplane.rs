@@ -366,3 +366,33 @@ async fn the_per_user_connection_limit_can_hold_across_nodes() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_to_users_reaches_the_listed_users_on_other_nodes_and_no_one_else() {
+    let server = RedisServer::start().await;
+    let ttl = Duration::from_secs(30);
+    let (a, _, _) = node(&server.url(), ttl).await;
+    let (b, _, _) = node(&server.url(), ttl).await;
+    let (gina, hank, ivan) = (user("gina"), user("hank"), user("ivan"));
+    let (mut gina_b, _g) = connect(&b, &gina).await;
+    let (mut hank_a, _h) = connect(&a, &hank).await;
+    let (mut ivan_b, _i) = connect(&b, &ivan).await;
+    let sent = a
+        .send_to_users([&gina, &hank], &event("team", json!(7)))
+        .unwrap();
+    // Hank is local to A; Gina only remote (on B).
+    assert_eq!((sent.users, sent.queued, sent.missed), (2, 1, 1));
+    assert_eq!(sent.remote_failed, 0);
+    for client in [&mut gina_b, &mut hank_a] {
+        let f = next_json(client).await;
+        assert_eq!(
+            (f["type"].as_str(), f["payload"].as_u64()),
+            (Some("team"), Some(7))
+        );
+    }
+    // A fence to Ivan, sent after: once it arrives, the team event would
+    // have arrived before it had it been misrouted to him.
+    let _ = a.send_to_user(&ivan, &event("fence", json!(0))).unwrap();
+    let f = next_json(&mut ivan_b).await;
+    assert_eq!(f["type"], "fence", "ivan got an event addressed to others");
+}

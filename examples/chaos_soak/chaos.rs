@@ -150,7 +150,10 @@ pub(crate) async fn bad_token(
     };
     let mut ws = match dialer.handshake(&offer, None).await {
         Err(Refused::Http(status)) => {
-            return attempt((400..500).contains(&status), format!("HTTP {status}"));
+            // 400/401/403 from the crate; 431 from hyper for a token too
+            // large for its header limit. Anything else is not a refusal.
+            let refused = matches!(status, 400 | 401 | 403 | 431);
+            return attempt(refused, format!("HTTP {status}"));
         }
         Err(Refused::Other(e)) => return attempt(false, format!("handshake: {e}")),
         Ok(ws) => ws,

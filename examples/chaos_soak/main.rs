@@ -13,8 +13,8 @@
 //! --seconds 10`, or `--ci`.
 //!
 //! It starts `axum_chat` (the sibling of this binary, or `--server PATH`)
-//! on a free loopback port, warms it up with a shorter rehearsal (at most
-//! 10 s, another seed), takes its baseline (alive tasks, RSS), then runs
+//! on a free loopback port, warms it up with a rehearsal of the soak
+//! (another seed, at most 10 s), takes its baseline (alive tasks, RSS), then runs
 //! the churn: dedicated
 //! publishers send every user a numbered stream (each message names its
 //! addressee and carries a unique id and its send time) while a seeded plan
@@ -24,7 +24,9 @@
 //! to its baseline. Prints the figures, a table of assertions and one JSON
 //! line; exits non-zero if an assertion fails. Options: `--connections`,
 //! `--users`, `--seconds`, `--publishers`, `--rate` (publishes per second
-//! overall), `--seed`, `--server`. Every loop is bounded in count and time.
+//! overall), `--seed`, `--server`. Every loop is bounded in count and time
+//! (the server's log is read until the server exits, which the soak
+//! ensures).
 
 mod chaos;
 mod client;
@@ -198,7 +200,7 @@ async fn main() -> Result<(), Error> {
         seconds: o.seconds.min(WARM_UP_SECONDS),
     };
 
-    // The warm-up is a shorter rehearsal of the soak (another seed, the
+    // The warm-up is a rehearsal of the soak (another seed, the
     // same mix of chaos), so the baseline is the server's state after it has
     // seen this traffic once: allocator arenas, runtime workers and table
     // capacity at their working size. After a lighter warm-up the RSS

@@ -111,6 +111,7 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
     let wrong_user: u64 = all().map(|r| r.wrong_user).sum();
     let seq_broken = all().filter(|r| r.seq_errors > 0).count();
     let order_breaks: u64 = all().map(|r| r.order_errors).sum();
+    let unexpected: u64 = all().map(|r| r.unexpected).sum();
     let refused = o.bad.iter().filter(|b| b.refused).count();
     let floods_4429 = o.floods.iter().filter(|f| f.code == Some(4429)).count();
     let slow_closed = slow
@@ -137,6 +138,12 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
             seq_broken == 0,
         ),
         check(
+            "frames of an unexpected type",
+            unexpected,
+            0,
+            unexpected == 0,
+        ),
+        check(
             "per-user order breaks (gap, repeat)",
             order_breaks,
             0,
@@ -146,7 +153,8 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
             "messages missed by connections that stayed up",
             format!("{missing} of {expected}, {never_ready} never ready"),
             0,
-            missing == 0 && never_ready == 0,
+            // Not vacuous: some connections stayed up and were owed messages.
+            missing == 0 && never_ready == 0 && expected > 0 && !stayed.is_empty(),
         ),
         check(
             "healthy connections dropped",

@@ -35,8 +35,8 @@ pub(crate) struct Gauges {
     /// Users in the routing table.
     pub(crate) users: u64,
     /// The runtime's alive tasks, the one serving `/metrics` included
-    /// (every reading comes over a fresh connection, so that is always
-    /// exactly one).
+    /// (every reading comes over a fresh connection; an earlier reading's
+    /// may still be closing, so readings are compared once steady).
     pub(crate) tasks: u64,
     pub(crate) isolation_refusals: u64,
     pub(crate) rss_kib: u64,
