@@ -26,7 +26,7 @@ use ws_lifecycle::config::{BufferLimit, HubConfig};
 use ws_lifecycle::event::{AgentEventKind, Event, EventName, WireMode};
 use ws_lifecycle::id::{ConnectionId, IdGenerator, RunId, UlidGenerator, UserId};
 use ws_lifecycle::state::{ConnectionState, StateMachine};
-use ws_lifecycle::transport::memory::{self, MemoryClient};
+use ws_lifecycle::transport::memory;
 use ws_lifecycle::{ConnectionHandle, Handler, Hub, Inbound};
 
 struct Quiet;
@@ -56,32 +56,19 @@ fn roomy_hub() -> Hub {
 
 /// Ready connections of `user`, each with a task reading its client side.
 fn ready_connections(rt: &Runtime, hub: &Hub, user: &UserId, n: usize) {
-    for _ in 0..n {
-        let (transport, client) = memory::pair(4096);
-        let conn = rt
-            .block_on(
-                hub.connect()
-                    .accept(transport)
-                    .authenticate(user.clone().into()),
-            )
-            .unwrap();
-        let handle = conn.handle();
-        let hub = hub.clone();
-        rt.spawn(async move { hub.run(conn, &Quiet).await });
-        rt.spawn(drain(client));
-        rt.block_on(handle.wait_ready(Duration::from_secs(5)))
-            .unwrap();
-    }
-}
-
-async fn drain(mut client: MemoryClient) {
-    while client.recv().await.is_some() {}
+    connections_counted_by(rt, hub, user, n, None);
 }
 
 /// Ready connections of `user` whose client side gives back a permit of
-/// `frames` per frame received, so a bench can wait for delivery without
-/// polling.
-fn counted_connections(rt: &Runtime, hub: &Hub, user: &UserId, n: usize, frames: &Arc<Semaphore>) {
+/// `frames` per frame received (when given), so a bench can wait for
+/// delivery without polling.
+fn connections_counted_by(
+    rt: &Runtime,
+    hub: &Hub,
+    user: &UserId,
+    n: usize,
+    frames: Option<&Arc<Semaphore>>,
+) {
     for _ in 0..n {
         let (transport, mut client) = memory::pair(4096);
         let conn = rt
@@ -94,10 +81,12 @@ fn counted_connections(rt: &Runtime, hub: &Hub, user: &UserId, n: usize, frames:
         let handle = conn.handle();
         let hub = hub.clone();
         rt.spawn(async move { hub.run(conn, &Quiet).await });
-        let frames = Arc::clone(frames);
+        let frames = frames.map(Arc::clone);
         rt.spawn(async move {
             while client.recv().await.is_some() {
-                frames.add_permits(1);
+                if let Some(frames) = &frames {
+                    frames.add_permits(1);
+                }
             }
         });
         rt.block_on(handle.wait_ready(Duration::from_secs(5)))
@@ -121,12 +110,12 @@ fn one_core(c: &mut Criterion) {
     let frames = Arc::new(Semaphore::new(0));
     let hub = roomy_hub();
     let crowd = UserId::new("crowd").unwrap();
-    counted_connections(&rt, &hub, &crowd, 1000, &frames);
+    connections_counted_by(&rt, &hub, &crowd, 1000, Some(&frames));
     let users: Vec<UserId> = (0..1000)
         .map(|u| UserId::new(format!("fan-{u}")).unwrap())
         .collect();
     for user in &users {
-        counted_connections(&rt, &hub, user, 1, &frames);
+        connections_counted_by(&rt, &hub, user, 1, Some(&frames));
     }
     let send = |name: &str,
                 g: &mut criterion::BenchmarkGroup<'_, _>,

@@ -251,37 +251,31 @@ impl Event {
             out.push(b':');
             serde_json::to_writer(&mut *out, value)
         }
-        let tag = match self {
-            Event::Agent { kind, .. } => TypeTag::Agent(*kind),
-            Event::Custom { name, .. } => TypeTag::Custom(name.clone()),
-        };
-        let write = |out: &mut Vec<u8>| -> serde_json::Result<()> {
-            let payload = match self {
-                Event::Agent { run, payload, .. } => {
-                    field(out, "thread_id", &run.thread_id().as_str())?;
-                    field(out, "run_id", &run.as_str())?;
-                    payload
-                }
-                Event::Custom {
-                    fields, payload, ..
-                } => {
-                    for (key, value) in &fields.0 {
-                        field(out, key, value)?;
-                    }
-                    payload
-                }
-            };
-            field(out, "payload", payload)?;
-            out.push(b'}');
-            Ok(())
-        };
         // A fresh buffer per event: it becomes the event's shared bytes
         // without a copy. Its spare room is counted (`weight` uses the
         // capacity), so byte limits stay honest. (Copying into an exactly
-        // sized string, or shrinking, measured slower, both alone and
-        // across threads: docs/benchmarks.md.)
+        // sized string, or shrinking, measured slower: docs/benchmarks.md.)
         let mut out = Vec::with_capacity(256);
-        write(&mut out).map_err(EncodeError::from)?;
+        let (tag, payload) = match self {
+            Event::Agent { kind, run, payload } => {
+                field(&mut out, "thread_id", &run.thread_id().as_str())
+                    .map_err(EncodeError::from)?;
+                field(&mut out, "run_id", &run.as_str()).map_err(EncodeError::from)?;
+                (TypeTag::Agent(*kind), payload)
+            }
+            Event::Custom {
+                name,
+                fields,
+                payload,
+            } => {
+                for (key, value) in &fields.0 {
+                    field(&mut out, key, value).map_err(EncodeError::from)?;
+                }
+                (TypeTag::Custom(name.clone()), payload)
+            }
+        };
+        field(&mut out, "payload", payload).map_err(EncodeError::from)?;
+        out.push(b'}');
         // serde_json writes UTF-8; the check only guards that promise.
         let tail = String::from_utf8(out).map_err(|e| EncodeError(e.to_string()))?;
         Ok(EncodedEvent { tag, tail })
