@@ -182,6 +182,9 @@ pub(crate) struct Flood {
     pub(crate) code: Option<u16>,
     pub(crate) sent: u64,
     pub(crate) detail: String,
+    /// Every frame it received, checked like a receiver's (nobody
+    /// publishes to a flood's user: anything but `ready` is a finding).
+    pub(crate) record: Option<Record>,
 }
 
 /// Most messages a flood sends: the server's burst allowance many times
@@ -195,6 +198,7 @@ pub(crate) async fn flood(dialer: Arc<Dialer>, user: String, clock: Clock) -> Fl
         code: None,
         sent: 0,
         detail,
+        record: None,
     };
     let mut ws = match dialer.connect(&user, None).await {
         Ok(ws) => ws,
@@ -232,7 +236,9 @@ pub(crate) async fn flood(dialer: Arc<Dialer>, user: String, clock: Clock) -> Fl
                 Some(Ok(Message::Close(frame))) => {
                     return (frame.map(|f| u16::from(f.code)), String::new());
                 }
-                Some(Ok(_)) => continue,
+                Some(Ok(message)) => {
+                    let _ = record.observe(&message, clock);
+                }
                 Some(Err(e)) => return (None, e.to_string()),
                 None => return (None, "end of stream".to_owned()),
             }
@@ -246,6 +252,7 @@ pub(crate) async fn flood(dialer: Arc<Dialer>, user: String, clock: Clock) -> Fl
         code,
         sent: sent.load(Ordering::Relaxed),
         detail,
+        record: Some(record),
     }
 }
 

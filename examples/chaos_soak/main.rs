@@ -260,6 +260,7 @@ async fn main() -> Result<(), Error> {
             "seed": o.seed, "connections": o.connections, "users": o.users, "seconds": o.seconds,
             "publishers": o.publishers, "rate": o.rate, "inbound_rate": INBOUND_RATE,
         }),
+        warm_up: &warm,
     });
     server.stop().await;
     if failed > 0 {

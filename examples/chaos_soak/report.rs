@@ -43,6 +43,22 @@ pub(crate) struct Inputs<'a> {
     pub(crate) publishers: usize,
     /// The run's parameters, for the JSON line.
     pub(crate) params: Value,
+    /// The warm-up's own run, checked for the per-frame invariants too.
+    pub(crate) warm_up: &'a Outcome,
+}
+
+/// Frames that broke a per-frame invariant in `outcome`: wrong-user
+/// deliveries, seq gaps, per-user order breaks, frames of an unexpected
+/// type, over every connection that received anything.
+pub(crate) fn frame_findings(outcome: &Outcome) -> u64 {
+    let records = outcome
+        .receivers
+        .iter()
+        .chain(outcome.slow.iter().filter_map(|r| r.as_ref().ok()))
+        .chain(outcome.floods.iter().filter_map(|f| f.record.as_ref()));
+    records
+        .map(|r| r.wrong_user + r.seq_errors + r.order_errors + r.unexpected)
+        .sum()
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -81,7 +97,13 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
         .map(|(user, times)| (user.as_str(), times))
         .collect();
     let slow: Vec<&Record> = o.slow.iter().filter_map(|r| r.as_ref().ok()).collect();
-    let all = || o.receivers.iter().chain(slow.iter().copied());
+    let flooded = o.floods.iter().filter_map(|f| f.record.as_ref());
+    let all = || {
+        o.receivers
+            .iter()
+            .chain(slow.iter().copied())
+            .chain(flooded.clone())
+    };
     let stayed: Vec<&Record> = o
         .receivers
         .iter()
@@ -112,6 +134,7 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
     let seq_broken = all().filter(|r| r.seq_errors > 0).count();
     let order_breaks: u64 = all().map(|r| r.order_errors).sum();
     let unexpected: u64 = all().map(|r| r.unexpected).sum();
+    let warm_up_findings = frame_findings(i.warm_up);
     let refused = o.bad.iter().filter(|b| b.refused).count();
     let floods_4429 = o.floods.iter().filter(|f| f.code == Some(4429)).count();
     let slow_closed = slow
@@ -133,7 +156,7 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
         ),
         check(
             "connections with a seq gap or reorder",
-            format!("{seq_broken} of {}", o.receivers.len() + slow.len()),
+            format!("{seq_broken} of {}", all().count()),
             0,
             seq_broken == 0,
         ),
@@ -142,6 +165,12 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
             unexpected,
             0,
             unexpected == 0,
+        ),
+        check(
+            "warm-up: frames breaking the rows above",
+            warm_up_findings,
+            0,
+            warm_up_findings == 0,
         ),
         check(
             "per-user order breaks (gap, repeat)",
