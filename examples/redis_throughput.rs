@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use ws_lifecycle::backplane::Remote;
-use ws_lifecycle::backplane::redis::{RedisBackplane, RedisConfig};
+use ws_lifecycle::backplane::redis::{ClusterKey, RedisBackplane, RedisConfig};
 use ws_lifecycle::close::CloseFrame;
 use ws_lifecycle::event::{Event, EventName};
 use ws_lifecycle::id::UserId;
@@ -45,7 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Hub, tokio::sync::watch::Receiver<bool>),
         Box<dyn std::error::Error>,
     > {
-        let backplane = RedisBackplane::new(RedisConfig::new(url))?;
+        // Every node of a cluster shares the key; this one is for the demo only.
+        let key = ClusterKey::new(b"redis_throughput's demo cluster key, not a secret")?;
+        let backplane = RedisBackplane::new(RedisConfig::new(url, key))?;
         let health = backplane.health();
         Ok((Hub::builder().backplane(backplane).build(), health))
     };

@@ -141,10 +141,10 @@ impl Core {
     }
 
     fn unroute(&self) {
-        if let Some(shared) = &self.shared
-            && self.hub.router().remove(shared)
-        {
-            self.hub.user_left(&shared.user);
+        if let Some(shared) = &self.shared {
+            self.hub
+                .router()
+                .remove(shared, |user| self.hub.user_left(user));
         }
     }
 
@@ -330,16 +330,15 @@ impl<T: Transport> Connection<Accepted<T>> {
             state: self.core.sm.watch(),
             env: Arc::clone(&env),
         });
-        let inserted = self.core.hub.router().insert(
+        let hub = &self.core.hub;
+        let inserted = hub.router().insert(
             &shared,
             env.config.max_connections_per_user,
             env.config.connection_limit_policy,
+            |user| hub.user_joined(user),
         );
         match inserted {
             Ok(inserted) => {
-                if inserted.first_of_user {
-                    self.core.hub.user_joined(&shared.user);
-                }
                 // Inserted first, checked second: `Hub::close_all` sets the
                 // latch before it scans, so a connection racing it is caught
                 // by one side or the other.

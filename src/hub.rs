@@ -17,6 +17,14 @@ use crate::id::{ConnectionId, IdGenerator, UlidGenerator, UserId};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::router::Router;
 
+/// The `gap` event: `{"type":"gap","payload":{"reason":…}}`.
+fn gap_event(reason: &'static str) -> Option<EncodedEvent> {
+    let name = EventName::new("gap").ok()?;
+    Event::custom(name, serde_json::json!({ "reason": reason }))
+        .encode()
+        .ok()
+}
+
 /// Configuration and metrics every connection of a hub shares.
 #[derive(Debug)]
 pub(crate) struct Env {
@@ -395,23 +403,37 @@ impl Hub {
 
     /// Sends a `gap` event to every local connection.
     pub(crate) fn notify_gap(&self, reason: &'static str) -> usize {
-        let Ok(name) = EventName::new("gap") else {
+        let Some(encoded) = gap_event(reason) else {
             return 0;
         };
         // Serialised once; each user's copy only differs in its addressee.
-        let Ok(encoded) = Event::custom(name, serde_json::json!({ "reason": reason })).encode()
-        else {
-            return 0;
-        };
-        let mut told = 0;
-        for user in self.local_users() {
-            let routed = Arc::new(Routed {
-                to: Addressee::User(user.clone()),
-                event: encoded.clone(),
-            });
-            told += self.deliver(&user, &routed).accepted() as usize;
-        }
+        self.local_users()
+            .iter()
+            .map(|user| self.tell_gap(user, &encoded))
+            .sum()
+    }
+
+    /// Sends a `gap` event to `user`'s local connections.
+    pub(crate) fn notify_gap_to(&self, user: &UserId, reason: &'static str) -> usize {
+        gap_event(reason).map_or(0, |encoded| self.tell_gap(user, &encoded))
+    }
+
+    fn tell_gap(&self, user: &UserId, encoded: &EncodedEvent) -> usize {
+        let routed = Arc::new(Routed {
+            to: Addressee::User(user.clone()),
+            event: encoded.clone(),
+        });
+        let told = self.deliver(user, &routed).accepted() as usize;
+        Metrics::add(&self.inner.env.metrics.c.gaps_notified, told as u64);
         told
+    }
+
+    pub(crate) fn record_backplane_lost(&self, n: u64) {
+        Metrics::add(&self.inner.env.metrics.c.backplane_lost, n);
+    }
+
+    pub(crate) fn record_backplane_rejected(&self) {
+        Metrics::inc(&self.inner.env.metrics.c.backplane_rejected);
     }
 
     /// Users with a connection on this node.
@@ -469,8 +491,10 @@ impl Hub {
     }
 
     /// Counts a new connection of `user` cluster-wide when that is on:
-    /// `Some(true)` counted, `Some(false)` refused, `None` not counted (off,
-    /// no backplane, or the backplane could not answer).
+    /// `Some(true)` admitted (release it when it ends), `Some(false)`
+    /// refused, `None` not counted (off, or no backplane). A backplane that
+    /// cannot answer admits: availability over the limit, and the
+    /// connection is still released when it ends.
     pub(crate) async fn admit_cluster(&self, user: &UserId) -> Option<bool> {
         let config = &self.inner.env.config;
         let backplane = self
@@ -485,7 +509,7 @@ impl Hub {
                     code = error.code(),
                     "cluster connection limit not checked: admitting"
                 );
-                None
+                Some(true)
             }
         }
     }

@@ -108,9 +108,9 @@ fn a_removed_connection_is_never_sent_to_and_nothing_accepted_is_lost() {
             );
             thread::spawn(move || {
                 router
-                    .insert(&shared, 16, ConnectionLimitPolicy::RefuseNewest)
+                    .insert(&shared, 16, ConnectionLimitPolicy::RefuseNewest, |_| {})
                     .unwrap();
-                router.remove(&shared);
+                router.remove(&shared, |_| {});
                 removed.store(true, Ordering::SeqCst);
             })
         };

@@ -87,6 +87,18 @@ counters! {
     backplane_failures,
     /// Events received from other nodes through the backplane.
     backplane_received,
+    /// Events the backplane had accepted for other nodes and then lost
+    /// (its connection failed under them); their users on the other nodes
+    /// are sent a `gap` event.
+    backplane_lost,
+    /// Messages from the backplane dropped unread: not authentic (bad
+    /// signature) or malformed. Any non-zero value deserves a look: a
+    /// node with another cluster key, or someone publishing on the
+    /// backplane's server.
+    backplane_rejected,
+    /// `gap` events accepted by connections: they may have missed events
+    /// (a backplane outage or loss) and should resync.
+    gaps_notified,
     /// Upgrades refused with 503 (too many in flight, connection cap, or
     /// shutting down).
     upgrades_refused,

@@ -22,8 +22,6 @@ pub(crate) struct Inserted {
     /// The connection evicted to make room, if any; the caller closes it
     /// outside the router's locks.
     pub(crate) evicted: Option<Arc<ConnShared>>,
-    /// Whether this is the user's first connection in the table.
-    pub(crate) first_of_user: bool,
 }
 
 /// Why [`Router::insert`] refused a connection.
@@ -64,11 +62,18 @@ impl Router {
     /// Adds `conn` under its user, applying the per-user limit. Returns the
     /// connection evicted to make room, if any; the caller closes it outside
     /// the router's locks.
+    ///
+    /// `first_of_user_hook` runs when this is the user's first connection, while
+    /// the user's shard is still locked: membership hooks (a backplane's
+    /// subscription set) then see every join and leave of a user in the
+    /// table's own order, and can never disagree with it. It must be quick
+    /// and must not call back into the router.
     pub(crate) fn insert(
         &self,
         conn: &Arc<ConnShared>,
         limit: usize,
         policy: ConnectionLimitPolicy,
+        first_of_user_hook: impl FnOnce(&UserId),
     ) -> Result<Inserted, InsertError> {
         let (Some(users), Some(conns)) = (
             self.shard(&self.users, &conn.user),
@@ -99,6 +104,9 @@ impl Router {
             None
         };
         list.push(Arc::clone(conn));
+        if first_of_user {
+            first_of_user_hook(&conn.user);
+        }
         if let Some(old) = &evicted
             && let Some(shard) = self.shard(&self.conns, &old.id)
         {
@@ -107,16 +115,19 @@ impl Router {
                 shard.remove(&old.id);
             }
         }
-        Ok(Inserted {
-            evicted,
-            first_of_user,
-        })
+        Ok(Inserted { evicted })
     }
 
     /// Removes `conn` if present: that very connection (compared by
     /// identity, so an entry that merely shares its id is left alone).
-    /// Idempotent. Returns whether this removed its user's last connection.
-    pub(crate) fn remove(&self, conn: &Arc<ConnShared>) -> bool {
+    /// Idempotent. Returns whether this removed its user's last connection;
+    /// `last_of_user_hook` then runs under the user's shard lock, like
+    /// [`insert`](Router::insert)'s hook.
+    pub(crate) fn remove(
+        &self,
+        conn: &Arc<ConnShared>,
+        last_of_user_hook: impl FnOnce(&UserId),
+    ) -> bool {
         let mut last_of_user = false;
         if let Some(users) = self.shard(&self.users, &conn.user) {
             let mut users = users.write();
@@ -126,6 +137,9 @@ impl Router {
                 if list.is_empty() {
                     users.remove(&conn.user);
                     last_of_user = before > 0;
+                    if last_of_user {
+                        last_of_user_hook(&conn.user);
+                    }
                 }
             }
         }

@@ -25,7 +25,7 @@ use redis_server::{Proxy, RedisServer};
 use serde_json::{Value, json};
 use support::{OnReady, Scripted, bind, event, frame, next_json, read_to_close, user};
 use tokio::sync::{mpsc, watch};
-use ws_lifecycle::backplane::redis::{RedisBackplane, RedisConfig};
+use ws_lifecycle::backplane::redis::RedisBackplane;
 use ws_lifecycle::backplane::{BackplaneError, Remote};
 use ws_lifecycle::id::UserId;
 use ws_lifecycle::transport::memory::MemoryClient;
@@ -34,10 +34,8 @@ use ws_lifecycle::{ConnectionHandle, Hub};
 /// A node: a hub on a Redis backplane at `url`, returned once the backplane
 /// is up. Short timeouts keep the outage tests quick.
 async fn node(url: &str, presence_ttl: Duration) -> (Hub, watch::Receiver<bool>, String) {
-    let mut config = RedisConfig::new(url);
-    config.command_timeout = Duration::from_millis(500);
+    let mut config = redis_server::config(url);
     config.presence_ttl = presence_ttl;
-    config.max_backoff = Duration::from_millis(200);
     let backplane = RedisBackplane::new(config).unwrap();
     let (mut health, id) = (backplane.health(), backplane.node_id().to_owned());
     let hub = Hub::builder().backplane(backplane).build();
@@ -294,47 +292,29 @@ async fn a_frozen_redis_is_caught_by_the_command_timeout_and_recovers() {
 async fn the_per_user_connection_limit_can_hold_across_nodes() {
     let server = RedisServer::start().await;
     let limited = |url: String| async move {
-        let mut config = RedisConfig::new(url);
-        config.command_timeout = Duration::from_millis(500);
-        let backplane = RedisBackplane::new(config).unwrap();
+        let backplane =
+            std::sync::Arc::new(RedisBackplane::new(redis_server::config(&url)).unwrap());
         let mut health = backplane.health();
         let mut hub_config = ws_lifecycle::config::HubConfig::default();
         hub_config.max_connections_per_user = 2;
         hub_config.cluster_connection_limit = true;
         let hub = Hub::builder()
             .config(hub_config)
-            .backplane(backplane)
+            .backplane(std::sync::Arc::clone(&backplane))
             .build();
         healthy(&mut health).await;
-        hub
+        (hub, backplane)
     };
-    let a = limited(server.url()).await;
-    let b = limited(server.url()).await;
+    let (a, a_backplane) = limited(server.url()).await;
+    let (b, _) = limited(server.url()).await;
     let frank = user("frank");
-
-    // Watch the user's count key, to know when a release has landed.
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("notify-keyspace-events")
-        .arg("Kh")
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
-    let mut changes = client.get_async_pubsub().await.unwrap();
-    let key: String = "frank".bytes().map(|b| format!("{b:02x}")).collect();
-    changes
-        .subscribe(format!("__keyspace@0__:wsl:count:{key}"))
-        .await
-        .unwrap();
-    let mut changes = changes.into_on_message();
+    let url = server.url();
+    let settle =
+        |n| redis_server::until_count(&url, &a_backplane, &frank, n, Duration::from_secs(5));
 
     let (mut first, _) = connect(&a, &frank).await;
     let (_second, _) = connect(&b, &frank).await;
-    for _ in 0..2 {
-        let _ = changes.next().await; // the two admissions
-    }
+    settle(2).await;
     // A third, on either node, is refused: the limit is the cluster's.
     for hub in [&a, &b] {
         let (transport, mut client) = ws_lifecycle::transport::memory::pair(8);
@@ -353,18 +333,19 @@ async fn the_per_user_connection_limit_can_hold_across_nodes() {
         a.connections_of(&frank).len() + b.connections_of(&frank).len(),
         2
     );
+    // The refusals left no count behind.
+    settle(2).await;
 
     // One leaves; once its release lands, a new one is admitted.
     first.close(None).await;
     let _ = read_to_close(&mut first).await;
-    tokio::time::timeout(Duration::from_secs(5), changes.next())
-        .await
-        .expect("the release did not reach Redis within 5 s");
+    settle(1).await;
     let (_third, _) = connect(&a, &frank).await;
     assert_eq!(
         a.connections_of(&frank).len() + b.connections_of(&frank).len(),
         2
     );
+    settle(2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

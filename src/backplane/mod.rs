@@ -108,7 +108,10 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// Counts a new connection of `user` against a cluster-wide `limit`:
     /// `Ok(false)` when the user already has `limit` connections across all
-    /// nodes (the connection is then refused, 4429). Used when
+    /// nodes (the connection is then refused, 4429). On `Err` the hub
+    /// admits the connection (and later releases it). The future may be
+    /// dropped before it finishes (the client went away): nothing may stay
+    /// counted then. Used when
     /// [`HubConfig::cluster_connection_limit`](crate::config::HubConfig::cluster_connection_limit)
     /// is on; the default admits everything.
     fn admit<'a>(
@@ -120,7 +123,12 @@ pub trait Backplane: Send + Sync + 'static {
         Box::pin(async { Ok(true) })
     }
 
-    /// A connection counted by [`admit`](Backplane::admit) has ended.
+    /// A connection [`admit`](Backplane::admit) was asked about has ended.
+    /// Called for every such connection that was not refused, *including*
+    /// when `admit` returned an error (the hub admits then), and never when
+    /// the `admit` future was dropped before it finished: an implementation
+    /// keeps its count exact under both. Must not block or need a runtime
+    /// (it can run in `Drop`).
     fn release(&self, user: &UserId) {
         let _ = user;
     }
@@ -165,6 +173,33 @@ impl NodeLink {
         self.hub().map_or(0, |hub| hub.notify_gap(reason))
     }
 
+    /// Like [`notify_gap`](NodeLink::notify_gap), for `user`'s local
+    /// connections only: another node lost events it had accepted for
+    /// them. Returns how many connections took the `gap` event.
+    pub fn notify_gap_to(&self, user: &UserId, reason: &'static str) -> usize {
+        self.hub().map_or(0, |hub| hub.notify_gap_to(user, reason))
+    }
+
+    /// Counts `n` events this node's backplane had accepted for the other
+    /// nodes and lost (in [`MetricsSnapshot::backplane_lost`](crate::MetricsSnapshot::backplane_lost)).
+    /// A backplane that loses events must also tell their users, for
+    /// example with a message that makes the other nodes call
+    /// [`notify_gap_to`](NodeLink::notify_gap_to).
+    pub fn record_lost(&self, n: u64) {
+        if let Some(hub) = self.hub() {
+            hub.record_backplane_lost(n);
+        }
+    }
+
+    /// Counts a message from another node that was dropped unread: not
+    /// authentic (bad signature) or malformed (in
+    /// [`MetricsSnapshot::backplane_rejected`](crate::MetricsSnapshot::backplane_rejected)).
+    pub fn record_rejected(&self) {
+        if let Some(hub) = self.hub() {
+            hub.record_backplane_rejected();
+        }
+    }
+
     /// The users with a connection on this node.
     pub fn local_users(&self) -> Vec<UserId> {
         self.hub().map(|hub| hub.local_users()).unwrap_or_default()
@@ -173,3 +208,51 @@ impl NodeLink {
 
 /// A shared backplane, as the hub holds it.
 pub(crate) type SharedBackplane = Arc<dyn Backplane>;
+
+/// A backplane shared with the application (to read its health or stats
+/// while the hub uses it): `Hub::builder().backplane(Arc::clone(&shared))`.
+impl<B: Backplane> Backplane for Arc<B> {
+    fn start(&self, node: NodeLink) {
+        (**self).start(node);
+    }
+
+    fn publish(&self, user: &UserId, event: &EncodedEvent) -> Result<(), BackplaneError> {
+        (**self).publish(user, event)
+    }
+
+    fn user_joined(&self, user: &UserId) {
+        (**self).user_joined(user);
+    }
+
+    fn user_left(&self, user: &UserId) {
+        (**self).user_left(user);
+    }
+
+    fn ready_for<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<(), BackplaneError>> {
+        (**self).ready_for(user)
+    }
+
+    fn disconnect_user(&self, user: &UserId, frame: &CloseFrame) -> Result<(), BackplaneError> {
+        (**self).disconnect_user(user, frame)
+    }
+
+    fn is_online<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<bool, BackplaneError>> {
+        (**self).is_online(user)
+    }
+
+    fn online_count(&self) -> BoxFuture<'_, Result<u64, BackplaneError>> {
+        (**self).online_count()
+    }
+
+    fn admit<'a>(
+        &'a self,
+        user: &'a UserId,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<bool, BackplaneError>> {
+        (**self).admit(user, limit)
+    }
+
+    fn release(&self, user: &UserId) {
+        (**self).release(user);
+    }
+}

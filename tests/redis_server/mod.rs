@@ -13,6 +13,84 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+/// The key every test node signs with.
+pub const CLUSTER_KEY: &[u8] = b"the test cluster's key, 32 bytes or more";
+
+/// A backplane configuration for `url` with the test key and short
+/// timeouts.
+pub fn config(url: &str) -> ws_lifecycle::backplane::redis::RedisConfig {
+    use ws_lifecycle::backplane::redis::{ClusterKey, RedisConfig};
+    let mut config = RedisConfig::new(url, ClusterKey::new(CLUSTER_KEY).unwrap());
+    config.command_timeout = Duration::from_millis(500);
+    config.max_backoff = Duration::from_millis(200);
+    config
+}
+
+/// Runs one command on the server at `url` (an admin's view).
+pub async fn admin(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Waits until Redis counts `expected` connections of `user` across the
+/// live nodes, woken by keyspace notifications on the user's count key
+/// (no polling), for at most `within`.
+pub async fn until_count(
+    url: &str,
+    backplane: &ws_lifecycle::backplane::redis::RedisBackplane,
+    user: &ws_lifecycle::id::UserId,
+    expected: u64,
+    within: Duration,
+) {
+    use futures_util::StreamExt;
+    let client = redis::Client::open(url).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Kgh")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let mut changes = client.get_async_pubsub().await.unwrap();
+    let hex: String = user.as_str().bytes().map(|b| format!("{b:02x}")).collect();
+    changes
+        .subscribe(format!("__keyspace@0__:wsl:count:{hex}"))
+        .await
+        .unwrap();
+    let mut changes = changes.into_on_message();
+    let mut last = None;
+    let outcome = tokio::time::timeout(within, async {
+        loop {
+            if let Ok(count) = backplane.cluster_connections(user).await {
+                if count == expected {
+                    return;
+                }
+                last = Some(count);
+            }
+            // Woken by the next write of the key (or a minimal pause when
+            // Redis could not be asked).
+            let _ = tokio::time::timeout(Duration::from_secs(1), changes.next()).await;
+        }
+    })
+    .await;
+    if outcome.is_err() {
+        let fields: Vec<String> = redis::cmd("HGETALL")
+            .arg(format!("wsl:count:{hex}"))
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        eprintln!("count fields: {fields:?}");
+    }
+    assert!(
+        outcome.is_ok(),
+        "the cluster count of {user} did not return to {expected} within {within:?} (last {last:?})"
+    );
+}
+
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
@@ -98,41 +176,80 @@ impl RedisServer {
     }
 }
 
-/// Forwards a loopback port to a Redis server until cut; after the cut,
-/// every forwarded connection is dropped and new ones are refused.
+/// What a [`Proxy`] does with the bytes of one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Passes them on.
+    Forward,
+    /// Keeps them (in order) until the flow is set back to `Forward`: to
+    /// Redis and to the node alike, a server that hangs.
+    Hold,
+    /// Reads and discards them: replies that never arrive.
+    Drop,
+}
+
+#[derive(Debug, Clone)]
+struct Plan {
+    cut: bool,
+    up: Flow,
+    down: Flow,
+    /// Set `up` to `Hold` as soon as a chunk to Redis contains this.
+    hold_on: Option<Vec<u8>>,
+}
+
+/// Forwards a loopback port to a Redis server. Each direction can be held
+/// or dropped on command, or held from the first chunk that contains a
+/// pattern (the widened window of a race, without sleeping); after
+/// [`cut`](Proxy::cut), every forwarded connection is dropped and new ones
+/// are refused.
 pub struct Proxy {
     pub addr: SocketAddr,
-    cut: watch::Sender<bool>,
+    plan: watch::Sender<Plan>,
+    /// Notified when a `hold_on` pattern was seen and the hold began.
+    pub held: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Proxy {
     pub async fn to(target: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (cut, _) = watch::channel(false);
-        let mut cut_rx = cut.subscribe();
+        let (plan, _) = watch::channel(Plan {
+            cut: false,
+            up: Flow::Forward,
+            down: Flow::Forward,
+            hold_on: None,
+        });
+        let held = std::sync::Arc::new(tokio::sync::Notify::new());
+        let accept_plan = plan.clone();
+        let accept_held = held.clone();
         tokio::spawn(async move {
+            let mut plan_rx = accept_plan.subscribe();
             loop {
                 let accepted = tokio::select! {
                     accepted = listener.accept() => accepted,
-                    _ = cut_rx.changed() => return,
+                    _ = plan_rx.wait_for(|p| p.cut) => return,
                 };
-                let Ok((mut inbound, _)) = accepted else {
+                let Ok((inbound, _)) = accepted else {
                     return;
                 };
-                let mut cut_rx = cut_rx.clone();
+                let plan = accept_plan.clone();
+                let held = accept_held.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
+                    let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
                         return;
                     };
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    let mut cut = plan.subscribe();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut_rx.changed() => {}
+                        () = pump(in_read, out_write, plan.clone(), true, held) => {}
+                        () = pump(out_read, in_write, plan.clone(), false, std::sync::Arc::default()) => {}
+                        _ = cut.wait_for(|p| p.cut) => {}
                     }
                 });
             }
         });
-        Proxy { addr, cut }
+        Proxy { addr, plan, held }
     }
 
     pub fn url(&self) -> String {
@@ -141,6 +258,71 @@ impl Proxy {
 
     /// Cuts every connection through the proxy, for good.
     pub fn cut(&self) {
-        let _ = self.cut.send(true);
+        self.plan.send_modify(|p| p.cut = true);
+    }
+
+    /// Sets what happens to bytes towards Redis (`up`) and towards the
+    /// node (`down`), for every connection, at once.
+    pub fn set(&self, up: Flow, down: Flow) {
+        self.plan.send_modify(|p| {
+            p.up = up;
+            p.down = down;
+        });
+    }
+
+    /// Holds the traffic towards Redis from the first chunk (of any
+    /// connection) that contains `pattern`; [`Proxy::held`] is notified.
+    /// [`Proxy::set`] with `Flow::Forward` releases it.
+    pub fn hold_on(&self, pattern: &[u8]) {
+        self.plan
+            .send_modify(|p| p.hold_on = Some(pattern.to_vec()));
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    plan: watch::Sender<Plan>,
+    up: bool,
+    held: std::sync::Arc<tokio::sync::Notify>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut rx = plan.subscribe();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buf).await else {
+            return;
+        };
+        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+            return;
+        };
+        if up {
+            let pattern = rx.borrow().hold_on.clone();
+            if let Some(pattern) = pattern
+                && chunk
+                    .windows(pattern.len())
+                    .any(|w| w == pattern.as_slice())
+            {
+                plan.send_modify(|p| {
+                    p.hold_on = None;
+                    p.up = Flow::Hold;
+                });
+                held.notify_one();
+            }
+        }
+        let flow = |p: &Plan| if up { p.up } else { p.down };
+        let Ok(now) = rx
+            .wait_for(|p| flow(p) != Flow::Hold)
+            .await
+            .map(|p| flow(&p))
+        else {
+            return;
+        };
+        if now == Flow::Drop {
+            continue;
+        }
+        if to.write_all(chunk).await.is_err() {
+            return;
+        }
     }
 }

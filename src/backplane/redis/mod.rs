@@ -1,0 +1,560 @@
+//! [`RedisBackplane`]: multi-node routing and presence on Redis pub/sub.
+//!
+//! * **Channels.** One channel per user, `<prefix>:u:<hex of the user id>`,
+//!   subscribed only while this node has a connection of that user: a node
+//!   receives traffic for its own users, not for everyone's. Hex encoding is
+//!   injective, so `alice`, `alice:x` and `Alice` never share a channel, and
+//!   no pattern subscription is ever made on a user-derived name. Every node
+//!   also listens on `<prefix>:ctl` for cluster-wide control.
+//! * **Signed messages.** Every message carries an HMAC-SHA256 under the
+//!   cluster's [`ClusterKey`], bound to its channel, and is checked before
+//!   anything in it is used: a client of the Redis server without the key
+//!   can neither inject events nor close connections (dropped messages are
+//!   counted in [`MetricsSnapshot::backplane_rejected`](crate::MetricsSnapshot::backplane_rejected)).
+//!   The format is in `wire.rs` and docs/scaling.md.
+//! * **Order.** One publishing connection per node, and Redis keeps a
+//!   connection's order: events from one node to one user arrive in publish
+//!   order on every connection.
+//! * **Ready means listening.** A connection becomes Ready only once Redis
+//!   has confirmed this node's subscription for its user; the set of
+//!   subscribed users follows the routing table's users exactly (the hub
+//!   updates it under the table's lock), and a user leaves the subscribed
+//!   set *before* its UNSUBSCRIBE is sent, so a connection that arrives
+//!   meanwhile waits for the resubscription.
+//! * **No silent loss.** An event this node accepted for other nodes and
+//!   could not publish (the connection failed under it, the queue was
+//!   full, Redis was down) is counted in
+//!   [`MetricsSnapshot::backplane_lost`](crate::MetricsSnapshot::backplane_lost)
+//!   or [`backplane_failures`](crate::MetricsSnapshot::backplane_failures),
+//!   and its user's connections on the other nodes get a `gap` event as soon
+//!   as this node can publish again. A node that lost its own subscription
+//!   tells all its connections the same once it is back.
+//! * **Presence** (see `presence.rs`): each node's heartbeat key is the
+//!   lease of what it writes; per-user sets of nodes are pruned as they go
+//!   stale and expire, so [`is_online`](Backplane::is_online) is one round
+//!   trip. Presence never gates readiness.
+//! * **Cluster connection limit** (see `admission.rs`): per-node absolute
+//!   counts, rewritten from the node's own table at every change and
+//!   refresh, so a lost reply, a cancelled admission or a failed release
+//!   heals within one refresh.
+//! * **Failures.** Every command has a timeout (default 2 s), which also
+//!   catches a Redis that hangs rather than dies. While Redis is unreachable,
+//!   publishes fail fast with [`BackplaneError::Down`] (local delivery goes
+//!   on), the tasks reconnect with capped backoff, and after reconnecting the
+//!   node resubscribes every local user *before* it reports healthy.
+
+mod admission;
+mod config;
+mod presence;
+mod publisher;
+mod subscriber;
+mod wire;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client};
+use tokio::sync::{Notify, mpsc, watch};
+
+pub use self::config::{ClusterKey, RedisConfig, RedisConfigError};
+use self::publisher::{Losses, Outgoing};
+use self::subscriber::Subscriptions;
+use self::wire::{Kind, hex};
+use super::{Backplane, BackplaneError, BoxFuture, NodeLink};
+use crate::close::CloseFrame;
+use crate::event::EncodedEvent;
+use crate::id::UserId;
+
+/// The Redis [`Backplane`]. See the [module docs](self).
+///
+/// ```no_run
+/// use ws_lifecycle::Hub;
+/// use ws_lifecycle::backplane::redis::{ClusterKey, RedisBackplane, RedisConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let key = ClusterKey::new(std::env::var("CLUSTER_KEY")?)?;
+/// let backplane = RedisBackplane::new(RedisConfig::new("redis://127.0.0.1:6379/", key))?;
+/// let hub = Hub::builder().backplane(backplane).build();
+/// # Ok(()) }
+/// ```
+pub struct RedisBackplane {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    /// The publisher's end of the queue, until `start` hands it over.
+    queue: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    queue_tx: mpsc::Sender<Outgoing>,
+}
+
+impl std::fmt::Debug for RedisBackplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackplane")
+            .field("node", &self.shared.node)
+            .field("healthy", &self.shared.is_healthy())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of a [`RedisBackplane`], beside the hub's own metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Events accepted for other nodes and lost when the publishing
+    /// connection failed (their users were sent a `gap`; also in the hub's
+    /// [`backplane_lost`](crate::MetricsSnapshot::backplane_lost)).
+    pub lost: u64,
+    /// `gap` messages published for users (or, once each, for everyone)
+    /// whose events the other nodes missed.
+    pub gaps_published: u64,
+    /// Received messages dropped: bad signature or malformed.
+    pub rejected: u64,
+    /// Presence refreshes that did not land (Redis down, read-only, out of
+    /// memory).
+    pub presence_failures: u64,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    lost: AtomicU64,
+    gaps_published: AtomicU64,
+    rejected: AtomicU64,
+    presence_failures: AtomicU64,
+}
+
+struct Shared {
+    node: String,
+    client: Client,
+    config: RedisConfig,
+    signer: wire::Signer,
+    /// The users this node has, and those it is subscribed for.
+    subs: Mutex<Subscriptions>,
+    /// Wakes the subscriber and presence tasks when `subs.desired` or the
+    /// connection counts change.
+    subscriber_wake: Notify,
+    presence_wake: Notify,
+    /// Bumped after every change of `subs.subscribed` or of the
+    /// subscriber's health, for [`Backplane::ready_for`].
+    generation: watch::Sender<u64>,
+    /// Whether the publishing connection is up.
+    publisher_up: watch::Sender<bool>,
+    subscriber_up: AtomicBool,
+    /// Counts the subscriber's lost connections: a change tells the
+    /// publisher to reconnect too (its connection, idle or not, may be to a
+    /// server that no longer exists). A counter, not a permit, so a stale
+    /// signal never resets a fresh connection.
+    subscriber_losses: watch::Sender<u64>,
+    /// `publisher_up && subscriber_up`, for [`RedisBackplane::health`].
+    health: watch::Sender<bool>,
+    /// Whether the last presence refresh landed.
+    presence_up: watch::Sender<bool>,
+    /// A connection for presence queries, once one is up.
+    queries: Mutex<Option<MultiplexedConnection>>,
+    losses: Losses,
+    admission: admission::Admission,
+    stats: Stats,
+}
+
+impl Shared {
+    fn is_healthy(&self) -> bool {
+        *self.publisher_up.borrow() && self.subscriber_up.load(Ordering::Acquire)
+    }
+
+    /// Recomputes [`Shared::health`] after a connection came up or went down.
+    fn update_health(&self) {
+        let healthy = self.is_healthy();
+        self.health
+            .send_if_modified(|h| std::mem::replace(h, healthy) != healthy);
+    }
+
+    fn connection_config(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.command_timeout))
+            .set_response_timeout(Some(self.config.command_timeout))
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+        self.client
+            .get_multiplexed_async_connection_with_config(&self.connection_config())
+            .await
+    }
+
+    /// The presence task's connection, or a fresh one while it has none.
+    async fn query_connection(&self) -> Result<MultiplexedConnection, BackplaneError> {
+        let existing = self.queries.lock().clone();
+        match existing {
+            Some(conn) => Ok(conn),
+            None => self.within(self.connect()).await,
+        }
+    }
+
+    async fn within<T>(
+        &self,
+        fut: impl Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, BackplaneError> {
+        match tokio::time::timeout(self.config.command_timeout, fut).await {
+            Ok(Ok(value)) => Ok(value),
+            _ => Err(BackplaneError::Down),
+        }
+    }
+
+    fn key(&self, kind: &str, user: &UserId) -> String {
+        format!(
+            "{}:{kind}:{}",
+            self.config.prefix,
+            hex(user.as_str().as_bytes())
+        )
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl RedisBackplane {
+    /// A backplane for the server in `config`. Nothing connects until the
+    /// hub is built (within a Tokio runtime); until then, and whenever Redis
+    /// is unreachable, remote operations fail fast.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisConfigError`] when the URL does not parse or a setting is out
+    /// of range.
+    pub fn new(config: RedisConfig) -> Result<Self, RedisConfigError> {
+        config.validate()?;
+        let client =
+            Client::open(config.url.as_str()).map_err(|e| RedisConfigError::InvalidUrl {
+                url: config::redacted(&config.url),
+                reason: e.to_string(),
+            })?;
+        let (queue_tx, queue_rx) = mpsc::channel(config.publish_queue);
+        Ok(RedisBackplane {
+            shared: Arc::new(Shared {
+                node: ulid::Ulid::generate().to_string(),
+                client,
+                signer: wire::Signer::new(config.cluster_key.as_bytes()),
+                config,
+                subs: Mutex::new(Subscriptions::default()),
+                subscriber_wake: Notify::new(),
+                presence_wake: Notify::new(),
+                generation: watch::Sender::new(0),
+                publisher_up: watch::Sender::new(false),
+                subscriber_up: AtomicBool::new(false),
+                subscriber_losses: watch::Sender::new(0),
+                health: watch::Sender::new(false),
+                presence_up: watch::Sender::new(false),
+                queries: Mutex::new(None),
+                losses: Losses::default(),
+                admission: admission::Admission::default(),
+                stats: Stats::default(),
+            }),
+            stop: watch::Sender::new(false),
+            queue: Mutex::new(Some(queue_rx)),
+            queue_tx,
+        })
+    }
+
+    /// This node's id, carried on every message it publishes.
+    pub fn node_id(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// Whether both the publishing and the subscribing connection are up
+    /// (and, after a reconnect, every local user is resubscribed): whether
+    /// delivery across nodes works.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.is_healthy()
+    }
+
+    /// Watches [`is_healthy`](RedisBackplane::is_healthy), for readiness
+    /// probes and alerts: changes as Redis goes away and comes back.
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.shared.health.subscribe()
+    }
+
+    /// Whether this node's last presence refresh landed. `false` while
+    /// Redis refuses writes (a read-only replica, out of memory) or is
+    /// unreachable: presence answers and the cluster connection limit are
+    /// then stale, while delivery (see [`health`](RedisBackplane::health))
+    /// may still work.
+    pub fn presence_ok(&self) -> bool {
+        *self.shared.presence_up.borrow()
+    }
+
+    /// Watches [`presence_ok`](RedisBackplane::presence_ok), for alerts.
+    pub fn presence(&self) -> watch::Receiver<bool> {
+        self.shared.presence_up.subscribe()
+    }
+
+    /// The backplane's own counters.
+    pub fn stats(&self) -> RedisStats {
+        let s = &self.shared.stats;
+        RedisStats {
+            lost: s.lost.load(Ordering::Relaxed),
+            gaps_published: s.gaps_published.load(Ordering::Relaxed),
+            rejected: s.rejected.load(Ordering::Relaxed),
+            presence_failures: s.presence_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Resolves once this node's subscriptions agree with its users (every
+    /// user with a local connection subscribed, no other) and the
+    /// subscriber is up: for tests and for a readiness probe that wants the
+    /// backplane caught up, not just connected.
+    pub async fn settled(&self) {
+        let shared = &self.shared;
+        let mut generation = shared.generation.subscribe();
+        loop {
+            if shared.subscriber_up.load(Ordering::Acquire) {
+                let subs = shared.subs.lock();
+                if subs.desired == subs.subscribed {
+                    return;
+                }
+            }
+            if generation.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The users this node is subscribed for right now (confirmed by Redis).
+    pub fn subscribed_users(&self) -> Vec<UserId> {
+        self.shared.subs.lock().subscribed.iter().cloned().collect()
+    }
+
+    /// How many connections `user` has across the live nodes, as the
+    /// cluster connection limit counts them.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError::Down`] when Redis cannot be asked.
+    pub async fn cluster_connections(&self, user: &UserId) -> Result<u64, BackplaneError> {
+        let shared = &self.shared;
+        let mut conn = shared.query_connection().await?;
+        shared
+            .within(
+                redis::cmd("EVAL")
+                    .arg(admission::COUNT)
+                    .arg(1)
+                    .arg(shared.key("count", user))
+                    .arg(&shared.config.prefix)
+                    .query_async(&mut conn),
+            )
+            .await
+    }
+
+    fn enqueue(&self, user: &UserId, kind: Kind, body: String) -> Result<(), BackplaneError> {
+        let result = if self.shared.is_healthy() {
+            let item = Outgoing {
+                user: user.clone(),
+                kind,
+                body,
+            };
+            match self.queue_tx.try_send(item) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => Err(BackplaneError::Overloaded),
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(BackplaneError::Down),
+            }
+        } else {
+            Err(BackplaneError::Down)
+        };
+        if result.is_err() && kind == Kind::Event {
+            // The caller hears of it; the user's connections on other nodes
+            // hear of it as a `gap` once this node can publish again.
+            self.shared
+                .losses
+                .record(user, self.shared.config.publish_queue);
+        }
+        result
+    }
+}
+
+impl Drop for RedisBackplane {
+    fn drop(&mut self) {
+        // Stops the tasks: this node's presence then expires on its own.
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Backplane for RedisBackplane {
+    fn start(&self, node: NodeLink) {
+        let Some(queue) = self.queue.lock().take() else {
+            return;
+        };
+        let shared = &self.shared;
+        tokio::spawn(publisher::run(
+            Arc::clone(shared),
+            node.clone(),
+            queue,
+            self.stop.subscribe(),
+        ));
+        tokio::spawn(subscriber::run(
+            Arc::clone(shared),
+            node,
+            self.stop.subscribe(),
+        ));
+        tokio::spawn(presence::run(Arc::clone(shared), self.stop.subscribe()));
+    }
+
+    fn publish(&self, user: &UserId, event: &EncodedEvent) -> Result<(), BackplaneError> {
+        self.enqueue(user, Kind::Event, event.to_wire())
+    }
+
+    fn user_joined(&self, user: &UserId) {
+        self.shared.subs.lock().desired.insert(user.clone());
+        self.shared.generation.send_modify(|g| *g += 1);
+        self.shared.subscriber_wake.notify_one();
+        self.shared.presence_wake.notify_one();
+    }
+
+    fn user_left(&self, user: &UserId) {
+        self.shared.subs.lock().desired.remove(user);
+        self.shared.generation.send_modify(|g| *g += 1);
+        self.shared.subscriber_wake.notify_one();
+        self.shared.presence_wake.notify_one();
+    }
+
+    fn ready_for<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<(), BackplaneError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let mut generation = shared.generation.subscribe();
+            loop {
+                {
+                    let mut subs = shared.subs.lock();
+                    if !shared.subscriber_up.load(Ordering::Acquire) {
+                        // The connection goes Ready unlistened: it is told
+                        // of a possible gap once the subscriber is up.
+                        subs.unlistened = true;
+                        return Err(BackplaneError::Down);
+                    }
+                    if subs.subscribed.contains(user) {
+                        return Ok(());
+                    }
+                }
+                if generation.changed().await.is_err() {
+                    return Err(BackplaneError::Down);
+                }
+            }
+        })
+    }
+
+    fn disconnect_user(&self, user: &UserId, frame: &CloseFrame) -> Result<(), BackplaneError> {
+        let body = format!("{}\n{}", frame.code.as_u16(), frame.reason.as_str());
+        self.enqueue(user, Kind::Disconnect, body)
+    }
+
+    fn is_online<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<bool, BackplaneError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let mut conn = shared.query_connection().await?;
+            // Claims are scored by their expiry: one live claim is enough.
+            let live: Vec<String> = shared
+                .within(
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(shared.key("where", user))
+                        .arg(now_ms())
+                        .arg("+inf")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(1)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(!live.is_empty())
+        })
+    }
+
+    fn admit<'a>(
+        &'a self,
+        user: &'a UserId,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<bool, BackplaneError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            // Reserved first: dropped (refused, failed, cancelled), the
+            // reservation is given back and the user's field rewritten.
+            let reservation = shared.admission.reserve(user);
+            let asked = async {
+                let mut conn = shared.query_connection().await?;
+                shared
+                    .within(
+                        redis::cmd("EVAL")
+                            .arg(admission::ADMIT)
+                            .arg(1)
+                            .arg(shared.key("count", user))
+                            .arg(&shared.node)
+                            .arg(limit)
+                            .arg(&shared.config.prefix)
+                            .arg(reservation.count)
+                            .query_async::<i64>(&mut conn),
+                    )
+                    .await
+            };
+            match asked.await {
+                Ok(1) => {
+                    reservation.keep();
+                    Ok(true)
+                }
+                Ok(_) => Ok(false),
+                Err(error) => {
+                    // The hub admits the connection uncounted-by-Redis but
+                    // it is live: it stays in this node's table (released
+                    // when it ends), and the next flush writes it.
+                    reservation.keep();
+                    Err(error)
+                }
+            }
+        })
+    }
+
+    fn release(&self, user: &UserId) {
+        self.shared.admission.release(user);
+    }
+
+    fn online_count(&self) -> BoxFuture<'_, Result<u64, BackplaneError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let mut conn = shared.query_connection().await?;
+            let prefix = &shared.config.prefix;
+            let since = now_ms().saturating_sub(duration_ms(shared.config.presence_ttl));
+            let nodes: Vec<String> = shared
+                .within(
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(format!("{prefix}:nodes"))
+                        .arg(since)
+                        .arg("+inf")
+                        .query_async(&mut conn),
+                )
+                .await?;
+            if nodes.is_empty() {
+                return Ok(0);
+            }
+            let mut union = redis::cmd("SUNION");
+            for node in &nodes {
+                union.arg(format!("{prefix}:users:{node}"));
+            }
+            let users: Vec<String> = shared.within(union.query_async(&mut conn)).await?;
+            Ok(users.len() as u64)
+        })
+    }
+}
+
+/// Waits before the next reconnection attempt (doubling, capped), unless
+/// asked to stop. Returns `false` when stopping.
+async fn back_off(backoff: &mut Duration, max: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(max);
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        _ = stop.changed() => false,
+    }
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);

@@ -1,0 +1,275 @@
+//! The messages nodes exchange on Redis, and their signatures.
+//!
+//! A message is `v2\n<node id>\n<kind>\n<mac>\n<body>`, published on a
+//! user's channel (`<prefix>:u:<hex of the user id>`) or on the cluster's
+//! control channel (`<prefix>:ctl`). `<mac>` is the hex HMAC-SHA256, under
+//! the cluster key, of `<channel>\n<node id>\n<kind>\n<body>`: binding the
+//! channel means a message signed for one user cannot be replayed onto
+//! another user's channel. Kinds:
+//!
+//! * `E`: an event for the channel's user; the body is
+//!   [`EncodedEvent::to_wire`](crate::event::EncodedEvent)'s form.
+//! * `D`: close the channel's user's connections; the body is
+//!   `<code>\n<reason>`.
+//! * `G`: the sender lost events it had accepted for the channel's user (or,
+//!   on the control channel, for anyone): receivers tell their connections
+//!   of that user (of every user) with a `gap` event. Empty body.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::id::UserId;
+
+/// What a message asks of its receivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Event,
+    Disconnect,
+    Gap,
+}
+
+impl Kind {
+    fn tag(self) -> &'static str {
+        match self {
+            Kind::Event => "E",
+            Kind::Disconnect => "D",
+            Kind::Gap => "G",
+        }
+    }
+
+    fn from_tag(tag: &str) -> Option<Kind> {
+        match tag {
+            "E" => Some(Kind::Event),
+            "D" => Some(Kind::Disconnect),
+            "G" => Some(Kind::Gap),
+            _ => None,
+        }
+    }
+}
+
+/// A checked message, borrowing from the payload.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Message<'a> {
+    pub(super) node: &'a str,
+    pub(super) kind: Kind,
+    pub(super) body: &'a str,
+}
+
+/// Why a received message was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rejected {
+    /// Not a message of this version's form.
+    Malformed,
+    /// Well-formed, but not signed with the cluster key (or altered).
+    BadSignature,
+}
+
+const VERSION: &str = "v2";
+
+/// Signs and checks messages with the cluster key. Keyed once; each
+/// message clones the keyed state.
+#[derive(Clone)]
+pub(super) struct Signer {
+    keyed: Hmac<Sha256>,
+}
+
+impl Signer {
+    pub(super) fn new(key: &[u8]) -> Signer {
+        Signer {
+            // HMAC takes keys of any length: this cannot fail.
+            keyed: <Hmac<Sha256> as Mac>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable_hmac()),
+        }
+    }
+
+    fn mac(&self, channel: &str, node: &str, kind: Kind, body: &str) -> Hmac<Sha256> {
+        let mut mac = self.keyed.clone();
+        for part in [channel, node, kind.tag()] {
+            mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
+        mac.update(body.as_bytes());
+        mac
+    }
+
+    /// The payload to publish on `channel`.
+    pub(super) fn seal(&self, channel: &str, node: &str, kind: Kind, body: &str) -> String {
+        let tag = self.mac(channel, node, kind, body).finalize().into_bytes();
+        let mut out = String::with_capacity(VERSION.len() + node.len() + body.len() + 72);
+        out.push_str(VERSION);
+        out.push('\n');
+        out.push_str(node);
+        out.push('\n');
+        out.push_str(kind.tag());
+        out.push('\n');
+        push_hex(&mut out, &tag);
+        out.push('\n');
+        out.push_str(body);
+        out
+    }
+
+    /// Parses and checks a payload received on `channel`. The signature is
+    /// compared in constant time, before anything of the body is used.
+    pub(super) fn open<'a>(
+        &self,
+        channel: &str,
+        payload: &'a [u8],
+    ) -> Result<Message<'a>, Rejected> {
+        let payload = std::str::from_utf8(payload).map_err(|_| Rejected::Malformed)?;
+        let mut parts = payload.splitn(5, '\n');
+        let (Some(VERSION), Some(node), Some(kind), Some(tag), Some(body)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(Rejected::Malformed);
+        };
+        let kind = Kind::from_tag(kind).ok_or(Rejected::Malformed)?;
+        let tag = unhex(tag).ok_or(Rejected::Malformed)?;
+        self.mac(channel, node, kind, body)
+            .verify_slice(&tag)
+            .map_err(|_| Rejected::BadSignature)?;
+        Ok(Message { node, kind, body })
+    }
+}
+
+#[cold]
+fn unreachable_hmac() -> Hmac<Sha256> {
+    // `new_from_slice` only fails for fixed-size-key MACs; HMAC has none.
+    // Keep a well-defined value rather than a panic path: an all-zero key,
+    // which `ClusterKey`'s length check makes impossible to reach anyway.
+    <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default())
+}
+
+/// A user's channel name: hex keeps it injective (`alice`, `alice:x` and
+/// `Alice` never share a channel) and free of pattern characters.
+pub(super) fn user_channel(prefix: &str, user: &UserId) -> String {
+    let mut out = String::with_capacity(prefix.len() + 3 + user.as_str().len() * 2);
+    out.push_str(prefix);
+    out.push_str(":u:");
+    push_hex(&mut out, user.as_str().as_bytes());
+    out
+}
+
+/// The channel every node listens on, for cluster-wide control.
+pub(super) fn control_channel(prefix: &str) -> String {
+    format!("{prefix}:ctl")
+}
+
+/// The user a channel belongs to, if it is a user channel of `prefix`.
+pub(super) fn user_of(prefix: &str, channel: &str) -> Option<UserId> {
+    let hex_user = channel.strip_prefix(prefix)?.strip_prefix(":u:")?;
+    UserId::new(String::from_utf8(unhex(hex_user)?).ok()?).ok()
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        for nibble in [b >> 4, b & 0x0f] {
+            if let Some(&digit) = DIGITS.get(usize::from(nibble)) {
+                out.push(char::from(digit));
+            }
+        }
+    }
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::HashSet;
+
+    use super::*;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn channel_names_are_injective() {
+        let users = ["alice", "alice:x", "Alice", "ali", "ce", "ü"];
+        let names: Vec<String> = users
+            .iter()
+            .map(|u| user_channel("wsl", &UserId::new(*u).unwrap()))
+            .collect();
+        let unique: HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for (user, name) in users.iter().zip(&names) {
+            let back = user_of("wsl", name);
+            assert_eq!(back.as_ref().map(UserId::as_str), Some(*user));
+        }
+        assert!(user_of("wsl", "wsl:u:zz").is_none());
+        assert!(user_of("wsl", "other:u:61").is_none());
+        assert!(user_of("wsl", &control_channel("wsl")).is_none());
+    }
+
+    #[test]
+    fn a_sealed_message_opens_on_its_channel_only() {
+        let signer = Signer::new(KEY);
+        let sealed = signer.seal("wsl:u:61", "node1", Kind::Event, "a0\n,\"x\":1}");
+        assert_eq!(
+            signer.open("wsl:u:61", sealed.as_bytes()),
+            Ok(Message {
+                node: "node1",
+                kind: Kind::Event,
+                body: "a0\n,\"x\":1}"
+            })
+        );
+        // Replayed onto another user's channel: refused.
+        assert_eq!(
+            signer.open("wsl:u:62", sealed.as_bytes()),
+            Err(Rejected::BadSignature)
+        );
+    }
+
+    #[test]
+    fn forged_altered_and_malformed_messages_are_refused() {
+        let signer = Signer::new(KEY);
+        let other = Signer::new(b"another key of thirty-two bytes!");
+        let forged = other.seal("c", "n", Kind::Disconnect, "4403\nx");
+        assert_eq!(
+            signer.open("c", forged.as_bytes()),
+            Err(Rejected::BadSignature)
+        );
+        let good = signer.seal("c", "n", Kind::Event, "body");
+        let altered = good.replace("body", "bodz");
+        assert_eq!(
+            signer.open("c", altered.as_bytes()),
+            Err(Rejected::BadSignature)
+        );
+        let as_gap = good.replacen("\nE\n", "\nG\n", 1);
+        assert_eq!(
+            signer.open("c", as_gap.as_bytes()),
+            Err(Rejected::BadSignature)
+        );
+        for malformed in [
+            &b""[..],
+            b"v1\nn\nE\nbody",
+            b"v2\nn\nX\n00\nbody",
+            b"v2\nn\nE\nzz\nbody",
+            b"v2\nn\nE\n0\nbody",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(
+                signer.open("c", malformed),
+                Err(Rejected::Malformed),
+                "{malformed:?}"
+            );
+        }
+    }
+}
