@@ -24,6 +24,15 @@
 //!   node resubscribes every local user *before* it reports healthy, then
 //!   sends every local connection a `gap` event: it may have missed remote
 //!   events, and must not trust a silent hole.
+//! * **TLS.** A `rediss://` URL connects over TLS (feature `redis-tls`;
+//!   `RedisConfig::tls` for a private CA or a client certificate). Without
+//!   the feature, such a URL fails [`RedisBackplane::new`].
+
+mod client;
+
+#[cfg(feature = "redis-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+pub use client::TlsOptions;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -61,6 +70,13 @@ pub struct RedisConfig {
     pub publish_queue: usize,
     /// Longest wait between reconnection attempts. Default: 5 s.
     pub max_backoff: Duration,
+    /// TLS settings for a `rediss://` URL: a CA to trust instead of the
+    /// system's roots, a client certificate. Default: `None` (the system's
+    /// roots, no client certificate). Set with a `redis://` URL, it fails
+    /// [`RedisBackplane::new`] rather than being ignored.
+    #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+    pub tls: Option<TlsOptions>,
 }
 
 impl RedisConfig {
@@ -73,14 +89,18 @@ impl RedisConfig {
             presence_ttl: Duration::from_secs(30),
             publish_queue: 4096,
             max_backoff: Duration::from_secs(5),
+            #[cfg(feature = "redis-tls")]
+            tls: None,
         }
     }
 }
 
-/// A Redis URL that does not parse.
+/// A [`RedisConfig`] that cannot work: a URL that does not parse, a
+/// `rediss://` URL without feature `redis-tls`, or TLS settings that cannot
+/// (a malformed certificate or key, or set with a `redis://` URL).
 #[derive(Debug, thiserror::Error)]
-#[error("invalid Redis URL: {0}")]
-pub struct RedisConfigError(String);
+#[error(transparent)]
+pub struct RedisConfigError(#[from] client::OpenError);
 
 /// The Redis [`Backplane`]. See the [module docs](self).
 ///
@@ -227,10 +247,10 @@ impl RedisBackplane {
     ///
     /// # Errors
     ///
-    /// [`RedisConfigError`] when the URL does not parse.
+    /// [`RedisConfigError`] when the URL does not parse, is `rediss://` in
+    /// a build without feature `redis-tls`, or the TLS settings are unusable.
     pub fn new(config: RedisConfig) -> Result<Self, RedisConfigError> {
-        let client =
-            Client::open(config.url.as_str()).map_err(|e| RedisConfigError(e.to_string()))?;
+        let client = client::open(&config)?;
         let (queue_tx, queue_rx) = mpsc::channel(config.publish_queue.max(1));
         Ok(RedisBackplane {
             shared: Arc::new(Shared {
@@ -566,9 +586,10 @@ async fn publisher(
 async fn subscriber(shared: Arc<Shared>, link: NodeLink, mut stop: watch::Receiver<bool>) {
     let mut backoff = FIRST_BACKOFF;
     let mut reconnecting = false;
+    let mut failures = client::FailureLog::default();
     loop {
         let pubsub = shared
-            .within(async { shared.client.get_async_pubsub().await })
+            .within(async { failures.observe(shared.client.get_async_pubsub().await) })
             .await;
         let (mut sink, mut stream) = match pubsub {
             Ok(pubsub) => pubsub.split(),
