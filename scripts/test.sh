@@ -4,9 +4,10 @@
 #   scripts/test.sh
 #
 # 1. Installs the external programs the feature-gated suites need when they
-#    are missing: redis-server (multi-node tests) and chromium (browser
-#    tests), with apt-get when run as root. Not root? Install them by hand:
-#        sudo apt-get update && sudo apt-get install -y redis-server chromium
+#    are missing: redis-server (multi-node tests), openssl (the TLS tests'
+#    certificates) and chromium (browser tests), with apt-get when run as
+#    root. Not root? Install them by hand:
+#        sudo apt-get update && sudo apt-get install -y redis-server openssl chromium
 # 2. cargo fmt --check
 # 3. cargo clippy --all-targets --all-features -- -D warnings
 # 4. cargo test --all-features
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -90,6 +90,7 @@
 //! | `warp` | no | `adapters::warp`: the `upgrade()` filter |
 //! | `tungstenite` | no | `adapters::tungstenite::serve` for any tokio stream |
 //! | `redis` | no | `backplane::redis::RedisBackplane`: routing and presence across nodes |
+//! | `redis-tls` | no | `rediss://` URLs and `backplane::redis::TlsOptions` (rustls on `ring`) |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

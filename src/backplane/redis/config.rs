@@ -41,6 +41,14 @@ pub struct RedisConfig {
     /// Longest wait between reconnection attempts. Default: 5 s; at least
     /// 1 ms.
     pub max_backoff: Duration,
+    /// TLS settings for a `rediss://` URL: a CA to trust instead of the
+    /// system's roots, a client certificate. Default: `None` (the system's
+    /// roots, no client certificate). Set with a `redis://` URL, it fails
+    /// [`RedisBackplane::new`](super::RedisBackplane::new) rather than
+    /// being ignored.
+    #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+    pub tls: Option<super::TlsOptions>,
 }
 
 impl RedisConfig {
@@ -65,6 +73,8 @@ impl RedisConfig {
             presence_ttl: Duration::from_secs(30),
             publish_queue: 4096,
             max_backoff: Duration::from_secs(5),
+            #[cfg(feature = "redis-tls")]
+            tls: None,
         }
     }
 
@@ -96,15 +106,17 @@ impl RedisConfig {
 
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &redacted(&self.url))
+        let mut d = f.debug_struct("RedisConfig");
+        d.field("url", &redacted(&self.url))
             .field("prefix", &self.prefix)
             .field("cluster_key", &self.cluster_key)
             .field("command_timeout", &self.command_timeout)
             .field("presence_ttl", &self.presence_ttl)
             .field("publish_queue", &self.publish_queue)
-            .field("max_backoff", &self.max_backoff)
-            .finish()
+            .field("max_backoff", &self.max_backoff);
+        #[cfg(feature = "redis-tls")]
+        d.field("tls", &self.tls);
+        d.finish()
     }
 }
 
@@ -176,12 +188,14 @@ impl std::fmt::Debug for ClusterKey {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisConfigError {
-    /// The URL does not parse (the message never includes the password).
-    #[error("invalid Redis URL {url}: {reason}")]
-    InvalidUrl {
+    /// The URL or the TLS settings cannot work: a URL that does not parse,
+    /// a `rediss://` URL without the `redis-tls` feature, a malformed
+    /// certificate or key (the message never includes the password).
+    #[error("cannot use Redis at {url}: {reason}")]
+    Unusable {
         /// The URL, password hidden.
         url: String,
-        /// What the Redis client said.
+        /// What is wrong, and what to do.
         reason: String,
     },
     /// The cluster key is too short to resist forgery.

@@ -37,6 +37,10 @@
 //!   counts, rewritten from the node's own table at every change and
 //!   refresh, so a lost reply, a cancelled admission or a failed release
 //!   heals within one refresh.
+//! * **TLS.** A `rediss://` URL connects over TLS (feature `redis-tls`;
+//!   [`RedisConfig::tls`] for a private CA or a client certificate).
+//!   Without the feature, such a URL fails [`RedisBackplane::new`]; it never
+//!   falls back to plaintext.
 //! * **Failures.** Every command has a timeout (default 2 s), which also
 //!   catches a Redis that hangs rather than dies. While Redis is unreachable,
 //!   publishes fail fast with [`BackplaneError::Down`] (local delivery goes
@@ -44,6 +48,7 @@
 //!   node resubscribes every local user *before* it reports healthy.
 
 mod admission;
+mod client;
 mod config;
 mod presence;
 mod publisher;
@@ -59,6 +64,9 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::{Notify, mpsc, watch};
 
+#[cfg(feature = "redis-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+pub use self::client::TlsOptions;
 pub use self::config::{ClusterKey, RedisConfig, RedisConfigError};
 use self::publisher::{Losses, Outgoing};
 use self::subscriber::Subscriptions;
@@ -225,15 +233,14 @@ impl RedisBackplane {
     ///
     /// # Errors
     ///
-    /// [`RedisConfigError`] when the URL does not parse or a setting is out
-    /// of range.
+    /// [`RedisConfigError`] when the URL does not parse, asks for TLS this
+    /// build lacks, or a setting is out of range.
     pub fn new(config: RedisConfig) -> Result<Self, RedisConfigError> {
         config.validate()?;
-        let client =
-            Client::open(config.url.as_str()).map_err(|e| RedisConfigError::InvalidUrl {
-                url: config::redacted(&config.url),
-                reason: e.to_string(),
-            })?;
+        let client = client::open(&config).map_err(|e| RedisConfigError::Unusable {
+            url: config::redacted(&config.url),
+            reason: e.to_string(),
+        })?;
         let (queue_tx, queue_rx) = mpsc::channel(config.publish_queue);
         Ok(RedisBackplane {
             shared: Arc::new(Shared {

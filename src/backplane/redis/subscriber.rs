@@ -43,9 +43,12 @@ const CHUNK: usize = 512;
 pub(super) async fn run(shared: Arc<Shared>, link: NodeLink, mut stop: watch::Receiver<bool>) {
     let mut backoff = super::FIRST_BACKOFF;
     let mut reconnecting = false;
+    // Says why Redis cannot be reached (an untrusted certificate, a refused
+    // connection), once per streak rather than at every retry.
+    let mut failures = super::client::FailureLog::default();
     loop {
         let pubsub = shared
-            .within(async { shared.client.get_async_pubsub().await })
+            .within(async { failures.observe(shared.client.get_async_pubsub().await) })
             .await;
         let (mut sink, mut stream) = match pubsub {
             Ok(pubsub) => pubsub.split(),
