@@ -85,13 +85,21 @@ fn join(builder: HubBuilder, url: &str, _example: &str, _adapter: &str) -> Resul
     let mut health = backplane.health();
     let hub = builder.backplane(backplane).build();
     tokio::spawn(async move {
-        // Every change from now on (it starts down, until the tasks connect).
-        health.borrow_and_update();
-        while health.changed().await.is_ok() {
-            if *health.borrow_and_update() {
-                tracing::info!("backplane up");
-            } else {
-                tracing::warn!("backplane down");
+        // It starts down, until the backplane's tasks connect (which may
+        // already have happened): every change from there is logged.
+        let mut logged = false;
+        loop {
+            let up = *health.borrow_and_update();
+            if up != logged {
+                if up {
+                    tracing::info!("backplane up");
+                } else {
+                    tracing::warn!("backplane down");
+                }
+                logged = up;
+            }
+            if health.changed().await.is_err() {
+                return;
             }
         }
     });
