@@ -8,16 +8,23 @@
 //!   mint one for any user; secret from `WS_LIFECYCLE_DEMO_SECRET`);
 //! * `/ws` the WebSocket endpoint (`shared/bench-protocol.md`);
 //! * `/metrics` the hub's metrics, Prometheus text, plus the routing
-//!   table's connections and users and the runtime's alive tasks.
+//!   table's connections and users and the runtime's alive tasks;
+//! * `/node` which node this is: `{"node":"<node id>"}`, or
+//!   `{"node":"single node"}`.
 //!
 //! `--addr HOST:PORT` or `WS_LIFECYCLE_ADDR` changes where it listens;
-//! `WS_LIFECYCLE_INBOUND_RATE=0` turns the per-connection inbound rate
-//! limit off (for load tests: `scripts/bench.sh`).
+//! `--redis redis://HOST:PORT/` or `WS_LIFECYCLE_REDIS_URL` makes it a node
+//! of the cluster on that Redis (build with `--features axum,redis`; the
+//! README starts two nodes); `WS_LIFECYCLE_INBOUND_RATE=0` turns the
+//! per-connection inbound rate limit off (for load tests:
+//! `scripts/bench.sh`).
 //! Ctrl-C shuts down gracefully: clients are closed with 1012 (restart) in
 //! batches, after their queued events, within 10 s.
 
 #[path = "common/chat.rs"]
 mod chat;
+#[path = "common/cluster.rs"]
+mod cluster;
 #[path = "common/server.rs"]
 mod server;
 
@@ -25,32 +32,18 @@ mod server;
 mod axum_app;
 
 use axum::serve::ListenerExt;
-use ws_lifecycle::Hub;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    server::runtime()?.block_on(serve())
-}
-
-async fn serve() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .init();
-    let addr = server::listen_addr()?;
-    let hub = Hub::builder().config(server::hub_config()?).build();
-    let listener = server::listen(addr)?;
-    println!(
-        "ws-lifecycle axum_chat listening on http://{}/",
-        listener.local_addr()?
-    );
-
-    let shutdown = server::shutdown_on_ctrl_c(hub.clone());
-    // No Nagle: the hub batches frames itself, so delaying small writes
-    // only adds latency (40 ms stalls against delayed ACKs).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, axum_app::router(hub, &server::demo_secret())?)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+fn main() -> Result<(), cluster::BoxError> {
+    cluster::main("axum_chat", "axum", |node, listener, shutdown| async move {
+        // No Nagle: the hub batches frames itself, so delaying small writes
+        // only adds latency (40 ms stalls against delayed ACKs).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let router = axum_app::router(node.hub, &server::demo_secret(), &node.name)?;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    })
 }

@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn serve() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = server::listen_addr()?;
+    let addr = server::Args::parse(&["addr"])?.listen_addr()?;
     let hub = Hub::new();
     let auth = Arc::new(server::demo_authenticator(&server::demo_secret())?);
     let listener = server::listen(addr)?;

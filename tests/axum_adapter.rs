@@ -28,7 +28,7 @@ async fn start() -> (Hub, std::net::SocketAddr) {
     let hub = Hub::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = axum_app::router(hub.clone(), adapter_cases::SECRET).unwrap();
+    let router = axum_app::router(hub.clone(), adapter_cases::SECRET, "single node").unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
     (hub, addr)
 }

@@ -61,7 +61,7 @@ const AGENT_EVENTS: [&str; 5] = [
 async fn demo_server(hub: Hub) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = axum_app::router(hub, SECRET).unwrap();
+    let router = axum_app::router(hub, SECRET, "single node").unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
     addr
 }
@@ -75,7 +75,7 @@ async fn non_echoing_server(hub: Hub) -> SocketAddr {
     use axum::routing::get;
     use ws_lifecycle::auth::HandshakeRequest;
 
-    let demo = axum_app::router(hub.clone(), SECRET).unwrap();
+    let demo = axum_app::router(hub.clone(), SECRET, "single node").unwrap();
     let auth = Arc::new(server::demo_authenticator(SECRET).unwrap());
     let app = Arc::new(chat::ChatApp::new(hub.clone()));
     let broken = get(

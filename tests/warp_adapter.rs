@@ -25,7 +25,7 @@ use ws_lifecycle::Hub;
 
 async fn start() -> (Hub, std::net::SocketAddr) {
     let hub = Hub::new();
-    let routes = warp_app::routes(hub.clone(), adapter_cases::SECRET).unwrap();
+    let routes = warp_app::routes(hub.clone(), adapter_cases::SECRET, "single node").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(warp::serve(routes).incoming(listener).run());

@@ -134,11 +134,12 @@ pub(crate) struct BadAttempt {
     pub(crate) how: String,
 }
 
-/// Presents `kind` for `user`: refused means HTTP 4xx before the upgrade,
+/// Presents `kind` for `user` to node `node`: refused means HTTP 4xx before the upgrade,
 /// or the upgrade then close 4400/4401/4403 with no `ready` and no
 /// `message` frame.
 pub(crate) async fn bad_token(
     dialer: Arc<Dialer>,
+    node: usize,
     kind: BadToken,
     user: String,
     clock: Clock,
@@ -148,7 +149,7 @@ pub(crate) async fn bad_token(
         Ok(offer) => offer,
         Err(e) => return attempt(false, format!("harness: {e}")),
     };
-    let mut ws = match dialer.handshake(&offer, None).await {
+    let mut ws = match dialer.handshake(node, &offer, None).await {
         Err(Refused::Http(status)) => {
             // 400/401/403 from the crate; 431 from hyper for a token too
             // large for its header limit. Anything else is not a refusal.
@@ -191,16 +192,16 @@ pub(crate) struct Flood {
 /// over, yet bounded.
 const FLOOD_MAX: u64 = 50_000;
 
-/// Connects as `user` and publishes to `flood-sink` as fast as the socket
-/// takes it; the server must close with 4429.
-pub(crate) async fn flood(dialer: Arc<Dialer>, user: String, clock: Clock) -> Flood {
+/// Connects to node `node` as `user` and publishes to `flood-sink` as fast
+/// as the socket takes it; the server must close with 4429.
+pub(crate) async fn flood(dialer: Arc<Dialer>, node: usize, user: String, clock: Clock) -> Flood {
     let failed = |detail: String| Flood {
         code: None,
         sent: 0,
         detail,
         record: None,
     };
-    let mut ws = match dialer.connect(&user, None).await {
+    let mut ws = match dialer.connect(node, &user, None).await {
         Ok(ws) => ws,
         Err(e) => return failed(e.to_string()),
     };
@@ -256,12 +257,13 @@ pub(crate) async fn flood(dialer: Arc<Dialer>, user: String, clock: Clock) -> Fl
     }
 }
 
-/// Connects `user` with a small receive buffer, reads up to `ready`, then
+/// Connects `user` to node `node` with a small receive buffer, reads up to `ready`, then
 /// stops reading until `resume` while its user keeps receiving; then reads
 /// what is left. The server must have closed it meanwhile (4409, or a
 /// write timeout that leaves no room for a close frame).
 pub(crate) async fn slow_reader(
     dialer: Arc<Dialer>,
+    node: usize,
     id: Identity,
     resume: oneshot::Receiver<()>,
     clock: Clock,
@@ -269,7 +271,7 @@ pub(crate) async fn slow_reader(
 ) -> Result<Record, Error> {
     // A small kernel buffer, so the stall reaches the server in kilobytes
     // rather than megabytes, and client memory stays bounded.
-    let mut ws = dialer.connect(&id.user, Some(4096)).await?;
+    let mut ws = dialer.connect(node, &id.user, Some(4096)).await?;
     let mut record = Record::new(id);
     record.chaos = true;
     client::until_ready(&mut ws, &mut record, clock).await?;

@@ -51,13 +51,13 @@ pub(crate) enum Refused {
     Other(String),
 }
 
-/// Opens client sockets from loopback source addresses of this run's own
-/// (as `examples/loadgen.rs`): 127.<run>.<k>.2, `run` from the process id,
-/// 20,000 connections per address, so a run never meets the TIME_WAIT
-/// sockets of an earlier one.
+/// Opens client sockets to the nodes (one, or each node of a cluster), from
+/// loopback source addresses of this run's own (as `examples/loadgen.rs`):
+/// 127.<run>.<k>.2, `run` from the process id, 20,000 connections per
+/// address, so a run never meets the TIME_WAIT sockets of an earlier one.
 pub(crate) struct Dialer {
-    addr: SocketAddr,
-    url: String,
+    /// Each node's address and WebSocket URL.
+    nodes: Vec<(SocketAddr, String)>,
     run: u8,
     dialed: AtomicU64,
     /// 503 `server_busy` answers retried (admission control at work).
@@ -65,17 +65,28 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
-    pub(crate) fn new(addr: SocketAddr) -> Dialer {
+    /// A dialer to the nodes at `addrs` (at least one).
+    pub(crate) fn new(addrs: &[SocketAddr]) -> Dialer {
         Dialer {
-            addr,
-            url: format!("ws://{addr}/ws"),
+            nodes: addrs
+                .iter()
+                .map(|&addr| (addr, format!("ws://{addr}/ws")))
+                .collect(),
             run: u8::try_from(std::process::id() % 250 + 1).unwrap_or(1),
             dialed: AtomicU64::new(0),
             busy_retries: AtomicU64::new(0),
         }
     }
 
-    async fn tcp(&self, recv_buffer: Option<u32>) -> std::io::Result<TcpStream> {
+    /// Node `node`'s address and URL (node numbers wrap around).
+    fn node(&self, node: usize) -> std::io::Result<&(SocketAddr, String)> {
+        self.nodes
+            .get(node % self.nodes.len().max(1))
+            .ok_or_else(|| std::io::Error::other("no node to dial"))
+    }
+
+    async fn tcp(&self, node: usize, recv_buffer: Option<u32>) -> std::io::Result<TcpStream> {
+        let addr = self.node(node)?.0;
         let n = self.dialed.fetch_add(1, Ordering::Relaxed);
         let block = u8::try_from(n / 20_000).unwrap_or(u8::MAX);
         let socket = TcpSocket::new_v4()?;
@@ -87,19 +98,22 @@ impl Dialer {
         if let Some(size) = recv_buffer {
             socket.set_recv_buffer_size(size)?;
         }
-        socket.connect(self.addr).await
+        socket.connect(addr).await
     }
 
-    /// One handshake offering `offer` as `Sec-WebSocket-Protocol`.
-    async fn handshake_once(&self, offer: &str, recv_buffer: Option<u32>) -> Result<Ws, Refused> {
+    /// One handshake with node `node` offering `offer` as
+    /// `Sec-WebSocket-Protocol`.
+    async fn handshake_once(
+        &self,
+        node: usize,
+        offer: &str,
+        recv_buffer: Option<u32>,
+    ) -> Result<Ws, Refused> {
         let attempt = async {
             let other = |e: &dyn std::fmt::Display| Refused::Other(e.to_string());
-            let stream = self.tcp(recv_buffer).await.map_err(|e| other(&e))?;
-            let mut request = self
-                .url
-                .as_str()
-                .into_client_request()
-                .map_err(|e| other(&e))?;
+            let url = &self.node(node).map_err(|e| other(&e))?.1;
+            let stream = self.tcp(node, recv_buffer).await.map_err(|e| other(&e))?;
+            let mut request = url.as_str().into_client_request().map_err(|e| other(&e))?;
             let offer = HeaderValue::from_str(offer).map_err(|e| other(&e))?;
             request
                 .headers_mut()
@@ -117,16 +131,18 @@ impl Dialer {
             .unwrap_or_else(|_| Err(Refused::Other("handshake timed out".into())))
     }
 
-    /// A handshake, retrying the server's 503 `server_busy` (its admission
-    /// control tells clients to come back) for up to 30 s.
+    /// A handshake with node `node`, retrying the server's 503
+    /// `server_busy` (its admission control tells clients to come back) for
+    /// up to 30 s.
     pub(crate) async fn handshake(
         &self,
+        node: usize,
         offer: &str,
         recv_buffer: Option<u32>,
     ) -> Result<Ws, Refused> {
         let give_up = Instant::now() + Duration::from_secs(30);
         loop {
-            match self.handshake_once(offer, recv_buffer).await {
+            match self.handshake_once(node, offer, recv_buffer).await {
                 Err(Refused::Http(503)) if Instant::now() < give_up => {
                     self.busy_retries.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -136,10 +152,15 @@ impl Dialer {
         }
     }
 
-    /// Connects as `user` with a valid token.
-    pub(crate) async fn connect(&self, user: &str, recv_buffer: Option<u32>) -> Result<Ws, Error> {
+    /// Connects to node `node` as `user` with a valid token.
+    pub(crate) async fn connect(
+        &self,
+        node: usize,
+        user: &str,
+        recv_buffer: Option<u32>,
+    ) -> Result<Ws, Error> {
         let offer = format!("jwt-auth, jwt.{}", token(SECRET, user)?);
-        match self.handshake(&offer, recv_buffer).await {
+        match self.handshake(node, &offer, recv_buffer).await {
             Ok(ws) => Ok(ws),
             Err(Refused::Http(status)) => Err(format!("{user}: HTTP {status}").into()),
             Err(Refused::Other(e)) => Err(format!("{user}: {e}").into()),
@@ -222,10 +243,21 @@ pub(crate) struct Record {
     /// `ready` naming another user, or a `message` from the wrong
     /// publisher or addressed to another user.
     pub(crate) wrong_user: u64,
-    /// Per-user counters not exactly the previous one plus 1.
+    /// Per-user counters not above the previous one (a repeat or a
+    /// reorder).
     pub(crate) order_errors: u64,
-    /// Frames of a type the soak never asks for.
+    /// Per-user counters past the previous one plus 1: the first and last
+    /// counter skipped (a hole; excused only by a `gap` frame, and only
+    /// under `--sigstop-redis`).
+    pub(crate) holes: Vec<(u64, u64)>,
+    /// Frames of a type the soak never asks for (`gap` frames aside).
     pub(crate) unexpected: u64,
+    /// When each `gap` frame arrived (µs): the backplane telling the
+    /// connection it may have missed remote events. Expected only of a
+    /// cluster; `report` counts them as unexpected on a single node.
+    pub(crate) gaps_us: Vec<u64>,
+    /// Its user's publisher publishes through another node.
+    pub(crate) cross_node: bool,
     /// The per-user counters received, in arrival order.
     pub(crate) ks: Vec<u64>,
     pub(crate) latencies_us: Vec<u64>,
@@ -245,7 +277,10 @@ impl Record {
             seq_errors: 0,
             wrong_user: 0,
             order_errors: 0,
+            holes: Vec::new(),
             unexpected: 0,
+            gaps_us: Vec::new(),
+            cross_node: false,
             ks: Vec::new(),
             latencies_us: Vec::new(),
             end: End::Open,
@@ -293,6 +328,7 @@ impl Record {
                 }
             }
             Some("message") => self.message(&frame, now),
+            Some("gap") => self.gaps_us.push(now),
             _ => self.unexpected += 1,
         }
     }
@@ -312,8 +348,10 @@ impl Record {
             self.order_errors += 1;
             return;
         };
-        if self.ks.last().is_some_and(|&last| k != last + 1) {
-            self.order_errors += 1;
+        match self.ks.last() {
+            Some(&last) if k <= last => self.order_errors += 1,
+            Some(&last) if k > last + 1 => self.holes.push((last + 1, k - 1)),
+            _ => {}
         }
         self.ks.push(k);
         self.progress.last_k.store(k, Ordering::Relaxed);

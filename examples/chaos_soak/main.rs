@@ -27,9 +27,29 @@
 //! overall), `--seed`, `--server`. Every loop is bounded in count and time
 //! (the server's log is read until the server exits, which the soak
 //! ensures).
+//!
+//! Two-node mode, `--nodes 2`: it starts a `redis-server` (`--redis-server
+//! PATH`, default from `PATH`) on a free loopback port and two `axum_chat`
+//! nodes with `--redis`, which must be built with the `redis` feature:
+//!
+//! ```text
+//! cargo build --release --example axum_chat --example chaos_soak --features axum,tungstenite,jwt,redis
+//! target/release/examples/chaos_soak --nodes 2
+//! ```
+//!
+//! Publishers alternate between the nodes and three of every user's four
+//! connections dial the other node than its publisher's, so most deliveries
+//! cross Redis; floods and invalid tokens alternate too. The assertions are
+//! the same, over both nodes (router and tasks per node, RSS per node);
+//! `gap` frames (the backplane's "you may have missed remote events") are
+//! not unexpected in a cluster. `--sigstop-redis SECS` (implies `--nodes
+//! 2`) freezes Redis with SIGSTOP for SECS, 40% into the churn, then thaws
+//! it: every message must still arrive exactly once, or its connection must
+//! receive a `gap` frame after the message was sent.
 
 mod chaos;
 mod client;
+mod cluster;
 mod phase;
 mod publisher;
 mod report;
@@ -44,6 +64,7 @@ use serde_json::json;
 
 use crate::chaos::Plan;
 use crate::client::{Clock, Dialer, Error};
+use crate::cluster::{Freeze, Placement, RedisServer};
 use crate::server::Server;
 
 /// The server's inbound limit per connection (burst 2.5 times that): well
@@ -58,6 +79,8 @@ const WARM_UP_SECONDS: f64 = 10.0;
 const WARM_UP_SALT: u64 = 0x5741_524D_5550;
 /// How long the server gets to return to its baseline.
 const SETTLE: Duration = Duration::from_secs(20);
+/// How far into the churn `--sigstop-redis` freezes Redis.
+const FREEZE_AT: f64 = 0.4;
 
 struct Options {
     connections: usize,
@@ -67,10 +90,15 @@ struct Options {
     rate: f64,
     seed: u64,
     server: PathBuf,
+    /// 1, or 2: a cluster on Redis.
+    nodes: usize,
+    /// How long Redis is frozen (`--sigstop-redis`), if it is.
+    sigstop_redis: Option<Duration>,
+    redis_server: String,
 }
 
 /// Every option but the `--ci` flag takes a value.
-const OPTIONS: [&str; 7] = [
+const OPTIONS: [&str; 10] = [
     "connections",
     "users",
     "seconds",
@@ -78,6 +106,9 @@ const OPTIONS: [&str; 7] = [
     "rate",
     "seed",
     "server",
+    "nodes",
+    "sigstop-redis",
+    "redis-server",
 ];
 
 impl Options {
@@ -130,6 +161,13 @@ impl Options {
             Some(path) => PathBuf::from(path),
             None => std::env::current_exe()?.with_file_name("axum_chat"),
         };
+        let sigstop_redis = match given.get("sigstop-redis") {
+            Some(_) => Some(
+                Duration::try_from_secs_f64(num("sigstop-redis", 0.0)?)
+                    .map_err(|_| "--sigstop-redis: a number of seconds".to_owned())?,
+            ),
+            None => None,
+        };
         let options = Options {
             connections: num("connections", connections)? as usize,
             users: users as usize,
@@ -138,6 +176,12 @@ impl Options {
             rate,
             seed,
             server,
+            nodes: num("nodes", if sigstop_redis.is_some() { 2.0 } else { 1.0 })? as usize,
+            sigstop_redis,
+            redis_server: given
+                .get("redis-server")
+                .cloned()
+                .unwrap_or_else(|| "redis-server".to_owned()),
         };
         options.check()?;
         Ok(options)
@@ -161,6 +205,19 @@ impl Options {
         if !(5.0..=3600.0).contains(&self.seconds) {
             return Err("--seconds: 5 to 3600".into());
         }
+        if !(1..=2).contains(&self.nodes) {
+            return Err("--nodes: 1 or 2".into());
+        }
+        if let Some(hold) = self.sigstop_redis {
+            if self.nodes != 2 {
+                return Err("--sigstop-redis needs the two-node mode (--nodes 2)".into());
+            }
+            // Thawed with most of the churn still to come, so the recovery
+            // is measured under load.
+            if hold.is_zero() || hold.as_secs_f64() > self.seconds * 0.3 {
+                return Err("--sigstop-redis: more than 0 s, at most 30% of --seconds".into());
+            }
+        }
         Ok(())
     }
 }
@@ -176,9 +233,40 @@ async fn main() -> Result<(), Error> {
         )
         .into());
     }
-    let mut server = Server::start(&o.server, INBOUND_RATE).await?;
+    let clock = Clock::new();
+    // Two-node mode: the Redis the nodes share, first.
+    let redis = match o.nodes {
+        2 => Some(RedisServer::start(&o.redis_server).await?),
+        _ => None,
+    };
+    let mut servers = Vec::with_capacity(o.nodes);
+    for _ in 0..o.nodes {
+        let url = redis.as_ref().map(|r| r.url.as_str());
+        servers.push(Server::start(&o.server, INBOUND_RATE, url, clock).await?);
+    }
+    // A node is ready once it says its backplane is up.
+    for server in servers.iter_mut().filter(|_| redis.is_some()) {
+        server.backplane_up(Duration::from_secs(30)).await?;
+    }
+    let nodes: Vec<String> = servers
+        .iter()
+        .map(|s| format!("pid {} on {}", s.pid, s.addr))
+        .collect();
+    let cluster = match &redis {
+        Some(r) => format!(
+            "; two nodes on {} (redis-server pid {}){}",
+            r.url,
+            r.pid,
+            o.sigstop_redis.map_or(String::new(), |hold| format!(
+                ", SIGSTOP for {} s at {:.0}% of the churn",
+                hold.as_secs_f64(),
+                FREEZE_AT * 100.0
+            ))
+        ),
+        None => String::new(),
+    };
     println!(
-        "chaos soak: seed {}; {} connections over {} users, {} publishers at {}/s, {} s of churn; {} (pid {}) on {}",
+        "chaos soak: seed {}; {} connections over {} users, {} publishers at {}/s, {} s of churn; {} ({}){cluster}",
         o.seed,
         o.connections,
         o.users,
@@ -186,18 +274,20 @@ async fn main() -> Result<(), Error> {
         o.rate,
         o.seconds,
         o.server.display(),
-        server.pid,
-        server.addr
+        nodes.join(", "),
     );
-    let dialer = Arc::new(Dialer::new(server.addr));
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+    let dialer = Arc::new(Dialer::new(&addrs));
     let mut setup = phase::Setup {
         dialer: Arc::clone(&dialer),
-        clock: Clock::new(),
+        clock,
         connections: o.connections,
         users: o.users,
         publishers: o.publishers,
         rate: o.rate,
         seconds: o.seconds.min(WARM_UP_SECONDS),
+        placement: Placement { nodes: o.nodes },
+        freeze: None,
     };
 
     // The warm-up is a rehearsal of the soak (another seed, the
@@ -216,53 +306,87 @@ async fn main() -> Result<(), Error> {
         warm.connect_failures.len()
     );
     let (mut previous, mut steady) = (None, 0);
-    let (baseline, settled, _) = server
-        .wait_for(Duration::from_secs(30), |g| {
-            let empty = g.connections == 0 && g.users == 0;
-            steady = if empty && previous == Some(g.tasks) {
-                steady + 1
-            } else {
-                0
-            };
-            previous = Some(g.tasks);
-            // The same task count for a second.
-            steady >= 5
-        })
-        .await?;
+    let (baseline, settled, _) = server::wait_for(&mut servers, Duration::from_secs(30), |all| {
+        let empty = all.iter().all(|g| g.connections == 0 && g.users == 0);
+        let tasks: Vec<u64> = all.iter().map(|g| g.tasks).collect();
+        steady = if empty && previous.as_ref() == Some(&tasks) {
+            steady + 1
+        } else {
+            0
+        };
+        previous = Some(tasks);
+        // The same task counts for a second.
+        steady >= 5
+    })
+    .await?;
     if !settled {
         return Err(format!("the server did not settle after the warm-up: {baseline:?}").into());
     }
-    println!(
-        "baseline: {} alive tasks, RSS {} KiB",
-        baseline.tasks, baseline.rss_kib
-    );
+    for (n, b) in baseline.iter().enumerate() {
+        println!(
+            "baseline{}: {} alive tasks, RSS {} KiB",
+            if o.nodes > 1 {
+                format!(" (node {n})")
+            } else {
+                String::new()
+            },
+            b.tasks,
+            b.rss_kib
+        );
+    }
 
     setup.seconds = o.seconds;
+    setup.freeze = match (&redis, o.sigstop_redis) {
+        (Some(redis), Some(hold)) => Some(Freeze {
+            pid: redis.pid,
+            at: Duration::from_secs_f64(o.seconds * FREEZE_AT),
+            hold,
+        }),
+        _ => None,
+    };
     let plan = Plan::generate(o.seed, o.connections, o.users, o.seconds);
     let outcome = phase::run(&setup, &plan).await?;
-    let (after, _, settle) = server
-        .wait_for(SETTLE, |g| {
+    let (after, _, settle) = server::wait_for(&mut servers, SETTLE, |all| {
+        all.iter().zip(&baseline).all(|(g, b)| {
             g.connections == 0
                 && g.users == 0
-                && g.tasks == baseline.tasks
-                && g.rss_kib <= baseline.rss_kib + baseline.rss_kib / 10
+                && g.tasks == b.tasks
+                && g.rss_kib <= b.rss_kib + b.rss_kib / 10
         })
-        .await?;
+    })
+    .await?;
+    let errors = servers
+        .iter()
+        .map(Server::errors)
+        .fold((0, None), |(n, last), (m, line)| (n + m, line.or(last)));
+    let backplane: Vec<Vec<(u64, bool)>> = servers
+        .iter()
+        .map(|s| s.backplane_changes.lock().clone())
+        .collect();
     let failed = report::print(&report::Inputs {
         outcome: &outcome,
-        baseline,
-        after,
+        baseline: &baseline,
+        after: &after,
         settle,
-        server_errors: server.errors(),
+        server_errors: errors,
+        rules: report::Rules {
+            cluster: o.nodes > 1,
+            gaps_excuse_losses: o.sigstop_redis.is_some(),
+        },
+        backplane: &backplane,
         busy_retries: dialer.busy_retries.load(Ordering::Relaxed),
         publishers: o.publishers + usize::from(plan.slow_readers > 0),
         params: json!({
             "seed": o.seed, "connections": o.connections, "users": o.users, "seconds": o.seconds,
             "publishers": o.publishers, "rate": o.rate, "inbound_rate": INBOUND_RATE,
+            "nodes": o.nodes, "sigstop_redis_s": o.sigstop_redis.map(|d| d.as_secs_f64()),
         }),
         warm_up: &warm,
     });
-    server.stop().await;
+    for server in servers {
+        server.stop().await;
+    }
+    drop(redis);
     if failed > 0 {
         return Err(format!("{failed} assertion(s) failed (seed {})", o.seed).into());
     }

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::chaos::{self, Action, BadAttempt, Flood, Plan};
 use crate::client::{self, Clock, Cmd, Dialer, Error, Identity, Progress, Record};
+use crate::cluster::{Freeze, Frozen, Placement};
 use crate::publisher::{self, Job, PublisherLog};
 
 /// Handshakes in flight at once: well under the server's 256 upgrades in
@@ -38,6 +39,10 @@ pub(crate) struct Setup {
     /// Publishes per second, over all receivers' users.
     pub(crate) rate: f64,
     pub(crate) seconds: f64,
+    /// Which node each client dials.
+    pub(crate) placement: Placement,
+    /// Redis frozen during the churn (`--sigstop-redis`).
+    pub(crate) freeze: Option<Freeze>,
 }
 
 /// Chaos actions taken on receiver slots.
@@ -66,6 +71,8 @@ pub(crate) struct Outcome {
     pub(crate) drain: (Duration, bool),
     /// Tasks that outlived the phase's deadline.
     pub(crate) lost_tasks: u64,
+    /// When Redis was frozen and thawed, if it was.
+    pub(crate) frozen: Option<Frozen>,
 }
 
 struct Live {
@@ -93,18 +100,22 @@ fn soak_user(u: usize) -> String {
 /// round-robin, so no user exceeds the server's 16 connections.
 async fn open_slot(ctx: Ctx, slot: usize, delay: Duration) {
     tokio::time::sleep(delay).await;
-    let u = slot % ctx.setup.users.max(1);
+    let (users, publishers) = (ctx.setup.users.max(1), ctx.setup.publishers.max(1));
+    let u = slot % users;
     let id = Identity {
         user: soak_user(u),
-        publisher: format!("publisher-{}", u % ctx.setup.publishers.max(1)),
+        publisher: format!("publisher-{}", u % publishers),
     };
+    let placement = ctx.setup.placement;
+    let node = placement.receiver(slot, users, publishers);
     let connected = {
         let _permit = ctx.gate.acquire().await.ok();
-        ctx.setup.dialer.connect(&id.user, None).await
+        ctx.setup.dialer.connect(node, &id.user, None).await
     };
     match connected {
         Ok(ws) => {
-            let record = Record::new(id.clone());
+            let mut record = Record::new(id.clone());
+            record.cross_node = node != placement.publisher(u % publishers);
             let progress = Arc::clone(&record.progress);
             let (cmd, commands) = oneshot::channel();
             let task = tokio::spawn(client::receive(
@@ -163,30 +174,37 @@ async fn start_publishers(
     stop: &watch::Receiver<bool>,
     deadline: Instant,
 ) -> Result<Vec<JoinHandle<PublisherLog>>, Error> {
-    let mut jobs: Vec<Job> = (0..setup.publishers)
-        .map(|p| Job {
-            name: format!("publisher-{p}"),
-            users: (0..setup.users)
-                .filter(|u| u % setup.publishers == p)
-                .map(soak_user)
-                .collect(),
-            rate: setup.rate / setup.publishers as f64,
-            pad: 0,
+    let placement = setup.placement;
+    let mut jobs: Vec<(usize, Job)> = (0..setup.publishers)
+        .map(|p| {
+            let job = Job {
+                name: format!("publisher-{p}"),
+                users: (0..setup.users)
+                    .filter(|u| u % setup.publishers == p)
+                    .map(soak_user)
+                    .collect(),
+                rate: setup.rate / setup.publishers as f64,
+                pad: 0,
+                gaps: placement.nodes > 1,
+            };
+            (placement.publisher(p), job)
         })
         .collect();
     if plan.slow_readers > 0 {
-        jobs.push(Job {
+        let job = Job {
             name: "publisher-slow".to_owned(),
             users: (0..plan.slow_readers)
                 .map(|n| format!("slow-{n}"))
                 .collect(),
             rate: SLOW_RATE * plan.slow_readers as f64,
             pad: SLOW_PAD,
-        });
+            gaps: placement.nodes > 1,
+        };
+        jobs.push((placement.slow().0, job));
     }
     let mut publishers = Vec::new();
-    for job in jobs {
-        let ws = setup.dialer.connect(&job.name, None).await?;
+    for (node, job) in jobs {
+        let ws = setup.dialer.connect(node, &job.name, None).await?;
         let run = publisher::run(ws, job, setup.clock, stop.clone(), deadline);
         publishers.push(tokio::spawn(run));
     }
@@ -209,6 +227,8 @@ struct Churn {
 /// Takes each step of `plan` at its time from `start`.
 async fn churn(ctx: &Ctx, plan: &Plan, start: Instant) -> Churn {
     let (clock, deadline) = (ctx.setup.clock, ctx.deadline);
+    let placement = ctx.setup.placement;
+    let (mut floods, mut bad) = (0, 0);
     let mut c = Churn::default();
     for (at, action) in &plan.steps {
         tokio::time::sleep_until((start + *at).into()).await;
@@ -242,18 +262,25 @@ async fn churn(ctx: &Ctx, plan: &Plan, start: Instant) -> Churn {
                     user: format!("slow-{n}"),
                     publisher: "publisher-slow".to_owned(),
                 };
+                let (publisher, node) = placement.slow();
                 c.slow.push(tokio::spawn(async move {
-                    chaos::slow_reader(dialer, id, resumed, clock, deadline)
+                    let mut record = chaos::slow_reader(dialer, node, id, resumed, clock, deadline)
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.to_string())?;
+                    record.cross_node = node != publisher;
+                    Ok(record)
                 }));
             }
             Action::Flood(n) => {
-                let flood = chaos::flood(dialer, format!("flood-{n}"), clock);
+                floods += 1;
+                let node = placement.other(floods);
+                let flood = chaos::flood(dialer, node, format!("flood-{n}"), clock);
                 c.floods.push(tokio::spawn(flood));
             }
             Action::Bad(kind, u) => {
-                let attempt = chaos::bad_token(dialer, kind, soak_user(u), clock);
+                bad += 1;
+                let node = placement.other(bad);
+                let attempt = chaos::bad_token(dialer, node, kind, soak_user(u), clock);
                 c.bad.push(tokio::spawn(attempt));
             }
         }
@@ -281,8 +308,15 @@ pub(crate) async fn run(setup: &Setup, plan: &Plan) -> Result<Outcome, Error> {
     join_all(opening, deadline, &mut lost_tasks).await;
 
     let start = Instant::now();
+    let freeze = setup
+        .freeze
+        .map(|freeze| tokio::spawn(freeze.run(start, setup.clock)));
     let c = churn(&ctx, plan, start).await;
     tokio::time::sleep_until((start + Duration::from_secs_f64(setup.seconds)).into()).await;
+    let frozen = match freeze {
+        Some(freeze) => Some(freeze.await??),
+        None => None,
+    };
     let _ = stop.send(true);
     let logs = join_all(publishers, deadline, &mut lost_tasks).await;
     join_all(c.reconnects, deadline, &mut lost_tasks).await;
@@ -313,6 +347,7 @@ pub(crate) async fn run(setup: &Setup, plan: &Plan) -> Result<Outcome, Error> {
         actions: c.actions,
         drain,
         lost_tasks,
+        frozen,
     })
 }
 

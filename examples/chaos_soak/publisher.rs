@@ -13,6 +13,15 @@ use tokio_tungstenite::tungstenite::protocol::Message;
 use crate::client::{self, Clock, Identity, Record, Ws};
 
 const TICK: Duration = Duration::from_millis(20);
+/// The most `gap` frames a publisher reads: a bound for its loop, far
+/// above one per backplane outage.
+const MAX_GAPS: usize = 10_000;
+
+/// Whether `text` is a `gap` frame.
+fn is_gap(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text)
+        .is_ok_and(|frame| frame.get("type").and_then(|t| t.as_str()) == Some("gap"))
+}
 
 /// What one publisher sent, and whether its connection held.
 pub(crate) struct PublisherLog {
@@ -37,6 +46,8 @@ pub(crate) struct Job {
     pub(crate) rate: f64,
     /// Bytes of padding in each payload.
     pub(crate) pad: usize,
+    /// A node of a cluster: its backplane may send `gap` frames.
+    pub(crate) gaps: bool,
 }
 
 /// Publishes `job` round-robin over its users until `stop` (or
@@ -62,19 +73,27 @@ pub(crate) async fn run(
         return log;
     }
     let (mut sink, mut stream) = ws.split();
-    // The server sends a publisher nothing after `ready`: anything it reads
+    // The server sends a publisher nothing after `ready` (but, on a node
+    // of a cluster, the backplane's `gap` frames): anything else it reads
     // here before we close (a close frame, an error) is a failure.
+    let gaps = job.gaps;
     let reader = tokio::spawn(async move {
-        match tokio::time::timeout_at(deadline.into(), stream.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => Some(format!(
-                "server closed: {:?}",
-                frame.map(|f| u16::from(f.code))
-            )),
-            Ok(Some(Ok(other))) => Some(format!("unexpected frame {other:?}")),
-            Ok(Some(Err(e))) => Some(e.to_string()),
-            Ok(None) => Some("end of stream".to_owned()),
-            Err(_) => None,
+        for _ in 0..MAX_GAPS {
+            match tokio::time::timeout_at(deadline.into(), stream.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) if gaps && is_gap(&text) => continue,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return Some(format!(
+                        "server closed: {:?}",
+                        frame.map(|f| u16::from(f.code))
+                    ));
+                }
+                Ok(Some(Ok(other))) => return Some(format!("unexpected frame {other:?}")),
+                Ok(Some(Err(e))) => return Some(e.to_string()),
+                Ok(None) => return Some("end of stream".to_owned()),
+                Err(_) => return None,
+            }
         }
+        Some("too many gap frames".to_owned())
     });
     let started = Instant::now();
     // Never more than a tenth of a second's worth at once, so a stalled

@@ -31,13 +31,30 @@ fn check(
     }
 }
 
+/// What the frames may show besides `ready` and `message`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules {
+    /// Two nodes: `gap` frames are part of the protocol, not unexpected.
+    pub(crate) cluster: bool,
+    /// `--sigstop-redis`: a message may be missing (a hole in its user's
+    /// counters, or missed by a connection that stayed up) only if its
+    /// connection received a `gap` frame after it was sent. Never a repeat.
+    pub(crate) gaps_excuse_losses: bool,
+}
+
 /// What the report is made from.
 pub(crate) struct Inputs<'a> {
     pub(crate) outcome: &'a Outcome,
-    pub(crate) baseline: Gauges,
-    pub(crate) after: Gauges,
+    /// Per node.
+    pub(crate) baseline: &'a [Gauges],
+    /// Per node.
+    pub(crate) after: &'a [Gauges],
     pub(crate) settle: Duration,
+    /// ERROR lines over every node, and the last one.
     pub(crate) server_errors: (u64, Option<String>),
+    pub(crate) rules: Rules,
+    /// Per node, when (µs) its backplane went up (true) or down.
+    pub(crate) backplane: &'a [Vec<(u64, bool)>],
     pub(crate) busy_retries: u64,
     /// Publisher connections started, the slow readers' one included.
     pub(crate) publishers: usize,
@@ -47,17 +64,74 @@ pub(crate) struct Inputs<'a> {
     pub(crate) warm_up: &'a Outcome,
 }
 
+/// Per user, the send time (µs) of each message: entry `k - 1` is `k`.
+type Sent<'a> = HashMap<&'a str, &'a Vec<u64>>;
+
+fn sent_times(outcome: &Outcome) -> Sent<'_> {
+    outcome
+        .logs
+        .iter()
+        .flat_map(|log| log.sent.iter())
+        .map(|(user, times)| (user.as_str(), times))
+        .collect()
+}
+
+/// Whether `record` received a `gap` frame after message `k` to its user
+/// was sent: the backplane owned up to a hole that may hold `k`.
+fn gap_after(record: &Record, sent: &Sent<'_>, k: u64) -> bool {
+    let at = sent
+        .get(record.id.user.as_str())
+        .and_then(|times| times.get(usize::try_from(k).ok()?.checked_sub(1)?));
+    at.is_some_and(|&at| record.gaps_us.iter().any(|&gap| gap >= at))
+}
+
+/// Per-user order breaks: repeats and reorders always; holes unless
+/// `rules` excuse them and a `gap` frame came after the hole's last
+/// message (send times grow with `k`, so it came after every one).
+fn order_breaks(record: &Record, sent: &Sent<'_>, rules: Rules) -> u64 {
+    let holes = record
+        .holes
+        .iter()
+        .filter(|&&(_, last)| !(rules.gaps_excuse_losses && gap_after(record, sent, last)))
+        .count() as u64;
+    record.order_errors + holes
+}
+
+/// Holes a `gap` frame excused.
+fn excused_holes(record: &Record, sent: &Sent<'_>, rules: Rules) -> u64 {
+    record.holes.len() as u64 + record.order_errors - order_breaks(record, sent, rules)
+}
+
+/// Frames of a type the soak never asks for; `gap` among them on a single
+/// node, where no backplane sends one.
+fn unexpected(record: &Record, rules: Rules) -> u64 {
+    let gaps = if rules.cluster {
+        0
+    } else {
+        record.gaps_us.len() as u64
+    };
+    record.unexpected + gaps
+}
+
+/// Messages `record` received more than once.
+fn duplicates(record: &Record) -> u64 {
+    let mut ks = record.ks.clone();
+    ks.sort_unstable();
+    ks.windows(2).filter(|w| w.first() == w.last()).count() as u64
+}
+
 /// Frames that broke a per-frame invariant in `outcome`: wrong-user
 /// deliveries, seq gaps, per-user order breaks, frames of an unexpected
 /// type, over every connection that received anything.
-pub(crate) fn frame_findings(outcome: &Outcome) -> u64 {
+pub(crate) fn frame_findings(outcome: &Outcome, rules: Rules) -> u64 {
+    let sent = sent_times(outcome);
     let records = outcome
         .receivers
         .iter()
         .chain(outcome.slow.iter().filter_map(|r| r.as_ref().ok()))
         .chain(outcome.floods.iter().filter_map(|f| f.record.as_ref()));
     records
-        .map(|r| r.wrong_user + r.seq_errors + r.order_errors + r.unexpected)
+        .map(|r| r.wrong_user + r.seq_errors + order_breaks(r, &sent, rules) + unexpected(r, rules))
         .sum()
 }
 
@@ -68,34 +142,33 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 /// Messages a connection that stayed up should have had and did not: every
 /// one sent after it saw `ready` (the server was Ready before it sent
-/// `ready`, and handled the publish after it was sent). Returns (expected,
-/// missing).
-fn missed(record: &Record, ready: u64, sent: Option<&&Vec<u64>>) -> (u64, u64) {
+/// `ready`, and handled the publish after it was sent; on two nodes, the
+/// node of the connection listened for its user before it was Ready).
+/// Returns (expected, missing, of which a later `gap` frame covers).
+fn missed(record: &Record, ready: u64, sent: Option<&&Vec<u64>>) -> (u64, u64, u64) {
     let mut got = record.ks.clone();
     got.sort_unstable();
     got.dedup();
-    let (mut expected, mut missing) = (0, 0);
+    let (mut expected, mut missing, mut covered) = (0, 0, 0);
     for (k, &at) in (1u64..).zip(sent.map_or(&[][..], |v| v.as_slice())) {
         if at > ready {
             expected += 1;
             if got.binary_search(&k).is_err() {
                 missing += 1;
+                if record.gaps_us.iter().any(|&gap| gap >= at) {
+                    covered += 1;
+                }
             }
         }
     }
-    (expected, missing)
+    (expected, missing, covered)
 }
 
 /// Evaluates every assertion; prints the figures, the table and the JSON
 /// line; returns how many assertions failed.
 pub(crate) fn print(i: &Inputs<'_>) -> usize {
-    let o = i.outcome;
-    let sent: HashMap<&str, &Vec<u64>> = o
-        .logs
-        .iter()
-        .flat_map(|log| log.sent.iter())
-        .map(|(user, times)| (user.as_str(), times))
-        .collect();
+    let (o, rules) = (i.outcome, i.rules);
+    let sent = sent_times(o);
     let slow: Vec<&Record> = o.slow.iter().filter_map(|r| r.as_ref().ok()).collect();
     let flooded = o.floods.iter().filter_map(|f| f.record.as_ref());
     let all = || {
@@ -115,26 +188,43 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
         .filter(|r| !r.chaos && r.end != End::ClosedByUs)
         .collect();
 
-    let (mut expected, mut missing, mut never_ready) = (0, 0, 0);
+    let (mut expected, mut missing, mut covered, mut never_ready) = (0, 0, 0, 0);
     let mut latencies = Vec::new();
     for record in &stayed {
         latencies.extend_from_slice(&record.latencies_us);
         match record.ready_us {
             Some(ready) => {
-                let (e, m) = missed(record, ready, sent.get(record.id.user.as_str()));
+                let (e, m, c) = missed(record, ready, sent.get(record.id.user.as_str()));
                 expected += e;
                 missing += m;
+                covered += c;
             }
             None => never_ready += 1,
         }
     }
     latencies.sort_unstable();
+    // What counts as missed: under `--sigstop-redis`, only what no later
+    // `gap` frame covers.
+    let missed_count = if rules.gaps_excuse_losses {
+        missing - covered
+    } else {
+        missing
+    };
 
     let wrong_user: u64 = all().map(|r| r.wrong_user).sum();
     let seq_broken = all().filter(|r| r.seq_errors > 0).count();
-    let order_breaks: u64 = all().map(|r| r.order_errors).sum();
-    let unexpected: u64 = all().map(|r| r.unexpected).sum();
-    let warm_up_findings = frame_findings(i.warm_up);
+    let order_breaks: u64 = all().map(|r| order_breaks(r, &sent, rules)).sum();
+    let excused: u64 = all().map(|r| excused_holes(r, &sent, rules)).sum();
+    let duplicates: u64 = all().map(duplicates).sum();
+    let unexpected: u64 = all().map(|r| unexpected(r, rules)).sum();
+    let gap_frames: usize = all().map(|r| r.gaps_us.len()).sum();
+    let gapped = all().filter(|r| !r.gaps_us.is_empty()).count();
+    // The warm-up has no freeze: nothing excuses a hole there.
+    let warm_up_rules = Rules {
+        gaps_excuse_losses: false,
+        ..rules
+    };
+    let warm_up_findings = frame_findings(i.warm_up, warm_up_rules);
     let refused = o.bad.iter().filter(|b| b.refused).count();
     let floods_4429 = o.floods.iter().filter(|f| f.code == Some(4429)).count();
     let slow_closed = slow
@@ -144,8 +234,25 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
     let publishers_up = o.logs.iter().filter(|l| l.failure.is_none()).count();
     let publishers = i.publishers;
     let (b, a) = (i.baseline, i.after);
-    let rss_limit = b.rss_kib + b.rss_kib / 10;
-    let rss_change = (a.rss_kib as f64 / b.rss_kib.max(1) as f64 - 1.0) * 100.0;
+    let per_node = |f: &dyn Fn(&Gauges) -> String, gauges: &[Gauges]| {
+        gauges.iter().map(f).collect::<Vec<_>>().join(", ")
+    };
+    let sum = |f: fn(&Gauges) -> u64| a.iter().map(f).sum::<u64>();
+    let (connections_after, users_after) = (sum(|g| g.connections), sum(|g| g.users));
+    let isolation_refusals = sum(|g| g.isolation_refusals);
+    let tasks_back = a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.tasks == b.tasks);
+    let rss_limit = |b: &Gauges| b.rss_kib + b.rss_kib / 10;
+    let rss_back = a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.rss_kib <= rss_limit(b));
+    let rss_after = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| {
+            let change = (a.rss_kib as f64 / b.rss_kib.max(1) as f64 - 1.0) * 100.0;
+            format!("{} ({change:+.1}%)", a.rss_kib)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rss_expected = per_node(&|b| format!("<= {} ({})", rss_limit(b), b.rss_kib), b);
 
     let checks = [
         check(
@@ -161,7 +268,11 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
             seq_broken == 0,
         ),
         check(
-            "frames of an unexpected type",
+            if rules.cluster {
+                "frames of an unexpected type (gap allowed)"
+            } else {
+                "frames of an unexpected type"
+            },
             unexpected,
             0,
             unexpected == 0,
@@ -173,17 +284,41 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
             warm_up_findings == 0,
         ),
         check(
-            "per-user order breaks (gap, repeat)",
-            order_breaks,
+            if rules.gaps_excuse_losses {
+                "per-user order breaks (repeat; hole w/o gap)"
+            } else {
+                "per-user order breaks (gap, repeat)"
+            },
+            if rules.gaps_excuse_losses {
+                format!("{order_breaks} ({excused} holes with a gap frame)")
+            } else {
+                order_breaks.to_string()
+            },
             0,
             order_breaks == 0,
         ),
         check(
-            "messages missed by connections that stayed up",
-            format!("{missing} of {expected}, {never_ready} never ready"),
+            "messages delivered more than once",
+            duplicates,
+            0,
+            duplicates == 0,
+        ),
+        check(
+            if rules.gaps_excuse_losses {
+                "messages missed, no gap frame after, stayed up"
+            } else {
+                "messages missed by connections that stayed up"
+            },
+            if rules.gaps_excuse_losses {
+                format!(
+                    "{missed_count} of {expected} ({covered} more w/ gap), {never_ready} never ready"
+                )
+            } else {
+                format!("{missing} of {expected}, {never_ready} never ready")
+            },
             0,
             // Not vacuous: some connections stayed up and were owed messages.
-            missing == 0 && never_ready == 0 && expected > 0 && !stayed.is_empty(),
+            missed_count == 0 && never_ready == 0 && expected > 0 && !stayed.is_empty(),
         ),
         check(
             "healthy connections dropped",
@@ -224,9 +359,9 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
         check("harness tasks lost", o.lost_tasks, 0, o.lost_tasks == 0),
         check(
             "server isolation refusals",
-            a.isolation_refusals,
+            isolation_refusals,
             0,
-            a.isolation_refusals == 0,
+            isolation_refusals == 0,
         ),
         check(
             "server ERROR log lines",
@@ -236,22 +371,27 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
         ),
         check(
             "router connections after",
-            a.connections,
+            per_node(&|g| g.connections.to_string(), a),
             0,
-            a.connections == 0,
+            connections_after == 0,
         ),
-        check("router users after", a.users, 0, a.users == 0),
+        check(
+            "router users after",
+            per_node(&|g| g.users.to_string(), a),
+            0,
+            users_after == 0,
+        ),
         check(
             "alive tasks after (baseline)",
-            a.tasks,
-            b.tasks,
-            a.tasks == b.tasks,
+            per_node(&|g| g.tasks.to_string(), a),
+            per_node(&|g| g.tasks.to_string(), b),
+            tasks_back,
         ),
         check(
             "server RSS after, KiB (baseline)",
-            format!("{} ({rss_change:+.1}%)", a.rss_kib),
-            format!("<= {rss_limit} ({})", b.rss_kib),
-            a.rss_kib <= rss_limit,
+            rss_after,
+            rss_expected,
+            rss_back,
         ),
     ];
 
@@ -305,7 +445,22 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
         })
         .collect();
     println!("slow readers: {}", slow_ends.join("; "));
+    if rules.cluster {
+        let cross: u64 = all()
+            .filter(|r| r.cross_node)
+            .map(|r| r.ks.len() as u64)
+            .sum();
+        println!(
+            "cluster: {cross} of {delivered} deliveries crossed nodes ({:.0}%); {gap_frames} gap frames on {gapped} connections; backplane {}",
+            cross as f64 * 100.0 / delivered.max(1) as f64,
+            backplane_changes(
+                i.backplane,
+                o.frozen.map(|f| (f.stopped_us, f.continued_us))
+            )
+        );
+    }
     print_failures(o, &dropped, i);
+    print_unexcused(o, &sent, rules);
     print_table(&checks);
 
     let failed = checks.iter().filter(|c| !c.pass).count();
@@ -318,16 +473,85 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
         "bad_tokens": o.bad.len(), "bad_refused": refused, "floods": o.floods.len(), "floods_4429": floods_4429,
         "slow_readers": o.slow.len(), "slow_closed": slow_closed,
         "wrong_user": wrong_user, "seq_broken": seq_broken, "order_breaks": order_breaks,
+        "duplicates": duplicates, "gap_frames": gap_frames, "gapped_connections": gapped,
+        "missed_covered_by_gap": covered, "holes_excused": excused,
         "healthy_dropped": dropped.len(), "connect_failures": o.connect_failures.len(),
         "latency_ms": { "p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99), "max": percentile(&latencies, 1.0) },
         "drain_s": o.drain.0.as_secs_f64(), "settle_s": i.settle.as_secs_f64(),
-        "baseline": { "tasks": b.tasks, "rss_kib": b.rss_kib },
-        "after": { "connections": a.connections, "users": a.users, "tasks": a.tasks, "rss_kib": a.rss_kib, "isolation_refusals": a.isolation_refusals },
+        "baseline": b.iter().map(|b| json!({ "tasks": b.tasks, "rss_kib": b.rss_kib })).collect::<Vec<_>>(),
+        "after": a.iter().map(|a| json!({ "connections": a.connections, "users": a.users, "tasks": a.tasks, "rss_kib": a.rss_kib, "isolation_refusals": a.isolation_refusals })).collect::<Vec<_>>(),
         "server_error_lines": i.server_errors.0, "busy_retries": i.busy_retries,
         "failed": failed, "passed": failed == 0,
     });
     println!("{line}");
     failed
+}
+
+/// Each node's backplane changes after its first `up`, in seconds from the
+/// SIGSTOP (and the SIGCONT) when Redis was frozen, else from the start.
+fn backplane_changes(nodes: &[Vec<(u64, bool)>], frozen: Option<(u64, u64)>) -> String {
+    let at = |us: u64| -> String {
+        match frozen {
+            Some((_, continued)) if us >= continued => {
+                format!("SIGCONT{:+.1}s", (us - continued) as f64 / 1e6)
+            }
+            Some((stopped, _)) => format!("SIGSTOP{:+.1}s", (us as f64 - stopped as f64) / 1e6),
+            None => format!("{:.1}s", us as f64 / 1e6),
+        }
+    };
+    let text: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, changes)| {
+            let after_start: Vec<String> = changes
+                .iter()
+                .skip(1)
+                .map(|&(us, up)| format!("{} {}", if up { "up" } else { "down" }, at(us)))
+                .collect();
+            if after_start.is_empty() {
+                format!("node {n}: up throughout")
+            } else {
+                format!("node {n}: {}", after_start.join(", "))
+            }
+        })
+        .collect();
+    text.join("; ")
+}
+
+/// A few holes in users' counters that no `gap` frame owned up to, with
+/// when their messages were sent (µs from the soak's start) and the
+/// connection's gap frames.
+fn print_unexcused(o: &Outcome, sent: &Sent<'_>, rules: Rules) {
+    let holes = o.receivers.iter().flat_map(|r| {
+        r.holes
+            .iter()
+            .filter(move |&&(_, last)| !(rules.gaps_excuse_losses && gap_after(r, sent, last)))
+            .map(move |&(first, last)| (r, first, last))
+    });
+    let send_time = |r: &Record, k: u64| {
+        sent.get(r.id.user.as_str())
+            .and_then(|t| t.get(usize::try_from(k).ok()?.checked_sub(1)?))
+            .map_or(-1.0, |&us| us as f64 / 1e6)
+    };
+    for (r, first, last) in holes.take(5) {
+        let gaps: Vec<String> = r
+            .gaps_us
+            .iter()
+            .map(|&g| format!("{:.2}s", g as f64 / 1e6))
+            .collect();
+        println!(
+            "hole: {} ({}) missed {first}..={last}, sent {:.2}s..{:.2}s; gap frames at [{}]",
+            r.id.user,
+            if r.cross_node {
+                "cross-node"
+            } else {
+                "same node"
+            },
+            send_time(r, first),
+            send_time(r, last),
+            gaps.join(", ")
+        );
+    }
 }
 
 /// Details of what went wrong, a few of each.

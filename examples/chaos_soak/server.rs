@@ -1,5 +1,6 @@
 //! The server under test: the real `axum_chat` example in a child process
-//! (so its RSS is its own), its `/metrics`, and its log.
+//! (so its RSS is its own), its `/metrics`, and its log. In two-node mode,
+//! two of them, nodes of one cluster.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,10 +13,19 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
-use crate::client::Error;
+use crate::client::{Clock, Error};
 
 const LISTENING: &str = "ws-lifecycle axum_chat listening on http://";
+/// What the example logs as its backplane comes and goes
+/// (`examples/common/cluster.rs`).
+const BACKPLANE_UP: &str = " backplane up";
+const BACKPLANE_DOWN: &str = " backplane down";
+/// What a build without the `redis` feature says when given `--redis`.
+const NO_REDIS: &str = "--features redis";
+/// How to build what the two-node mode needs.
+pub(crate) const BUILD_WITH_REDIS: &str = "cargo build --release --example axum_chat --example chaos_soak --features axum,tungstenite,jwt,redis";
 
 /// The running server. Dropping it kills the process (`kill_on_drop`), so
 /// no failure path leaves it behind.
@@ -25,6 +35,10 @@ pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
     errors: Arc<AtomicU64>,
     last_error: Arc<Mutex<Option<String>>>,
+    /// Whether its backplane is up, from its log (a cluster node only).
+    backplane: watch::Receiver<bool>,
+    /// When (µs of the soak's clock) its backplane went up or down.
+    pub(crate) backplane_changes: Arc<Mutex<Vec<(u64, bool)>>>,
 }
 
 /// What the soak reads from `/metrics` and `/proc`.
@@ -44,19 +58,48 @@ pub(crate) struct Gauges {
 
 impl Server {
     /// Starts `path` on a free loopback port, allowing `inbound_rate`
-    /// messages per second per connection, and waits until it listens.
-    pub(crate) async fn start(path: &Path, inbound_rate: u32) -> Result<Server, Error> {
-        let mut child = Command::new(path)
+    /// messages per second per connection, as a node of the cluster on
+    /// `redis` if given, and waits until it listens.
+    pub(crate) async fn start(
+        path: &Path,
+        inbound_rate: u32,
+        redis: Option<&str>,
+        clock: Clock,
+    ) -> Result<Server, Error> {
+        let mut command = Command::new(path);
+        command
             .env("WS_LIFECYCLE_ADDR", "127.0.0.1:0")
             .env("WS_LIFECYCLE_INBOUND_RATE", inbound_rate.to_string())
+            .env_remove("WS_LIFECYCLE_REDIS_URL");
+        if let Some(url) = redis {
+            command.args(["--redis", url]);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
         let pid = child.id().ok_or("the server exited at once")?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        // Passed on as it comes; kept, to tell why the server exited.
+        let said = Arc::new(Mutex::new(String::new()));
+        let stderr_done = tokio::spawn({
+            let said = Arc::clone(&said);
+            async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("{line}");
+                    let mut said = said.lock();
+                    if said.len() < 64 * 1024 {
+                        said.push_str(&line);
+                        said.push('\n');
+                    }
+                }
+            }
+        });
         let mut lines = BufReader::new(stdout).lines();
         let listening = async {
             while let Some(line) = lines.next_line().await? {
@@ -66,22 +109,43 @@ impl Server {
             }
             Err::<_, Error>("the server exited before listening".into())
         };
-        let addr = tokio::time::timeout(Duration::from_secs(30), listening)
-            .await
-            .map_err(|_| "the server did not listen within 30 s")??;
+        let addr = match tokio::time::timeout(Duration::from_secs(30), listening).await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(e)) => {
+                // Its stderr is complete once it has exited.
+                let _ = tokio::time::timeout(Duration::from_secs(5), stderr_done).await;
+                let said = said.lock().clone();
+                if said.contains(NO_REDIS) {
+                    return Err(format!(
+                        "{} was built without the `redis` feature, which --nodes 2 needs; build it with:\n    {BUILD_WITH_REDIS}",
+                        path.display()
+                    )
+                    .into());
+                }
+                return Err(format!("{e}: {}", said.trim_end()).into());
+            }
+            Err(_) => return Err("the server did not listen within 30 s".into()),
+        };
         // The log (tracing, on stdout) must be read or the server blocks on
         // a full pipe; its ERROR lines are counted: the crate logs at ERROR
         // only for what is a bug (an isolation refusal, a duplicate id, a
         // panicking callback).
         let errors = Arc::new(AtomicU64::new(0));
         let last_error = Arc::new(Mutex::new(None));
+        let (backplane_tx, backplane) = watch::channel(false);
+        let backplane_changes = Arc::new(Mutex::new(Vec::new()));
         tokio::spawn({
             let (errors, last_error) = (Arc::clone(&errors), Arc::clone(&last_error));
+            let changes = Arc::clone(&backplane_changes);
             async move {
                 while let Ok(Some(line)) = lines.next_line().await {
                     if line.contains(" ERROR ") {
                         errors.fetch_add(1, Ordering::Relaxed);
                         *last_error.lock() = Some(line);
+                    } else if line.ends_with(BACKPLANE_UP) || line.ends_with(BACKPLANE_DOWN) {
+                        let up = line.ends_with(BACKPLANE_UP);
+                        changes.lock().push((clock.now_us(), up));
+                        backplane_tx.send_replace(up);
                     }
                 }
             }
@@ -92,7 +156,23 @@ impl Server {
             addr,
             errors,
             last_error,
+            backplane,
+            backplane_changes,
         })
+    }
+
+    /// Waits (bounded) until the node says its backplane is up.
+    pub(crate) async fn backplane_up(&mut self, limit: Duration) -> Result<(), Error> {
+        match tokio::time::timeout(limit, self.backplane.wait_for(|up| *up)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(format!("the server (pid {}) exited", self.pid).into()),
+            Err(_) => Err(format!(
+                "the server (pid {}) did not report its backplane up within {} s",
+                self.pid,
+                limit.as_secs()
+            )
+            .into()),
+        }
     }
 
     /// ERROR lines the server logged, and the last one.
@@ -123,27 +203,6 @@ impl Server {
         })
     }
 
-    /// Polls the gauges every 200 ms until `done` holds or `limit` passes;
-    /// returns the last reading and whether `done` held.
-    pub(crate) async fn wait_for(
-        &mut self,
-        limit: Duration,
-        mut done: impl FnMut(&Gauges) -> bool,
-    ) -> Result<(Gauges, bool, Duration), Error> {
-        let started = Instant::now();
-        let polls = limit.as_millis() / 200 + 1;
-        let mut last = self.gauges().await?;
-        for _ in 0..polls {
-            if done(&last) {
-                return Ok((last, true, started.elapsed()));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            last = self.gauges().await?;
-        }
-        let held = done(&last);
-        Ok((last, held, started.elapsed()))
-    }
-
     /// A plain HTTP/1.1 GET on a fresh connection, closed after the answer.
     async fn get(&self, path: &str) -> Result<String, Error> {
         let addr = self.addr;
@@ -170,6 +229,38 @@ impl Server {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
+}
+
+/// One reading of every node's gauges.
+async fn read_all(servers: &mut [Server]) -> Result<Vec<Gauges>, Error> {
+    let mut all = Vec::with_capacity(servers.len());
+    for server in servers {
+        all.push(server.gauges().await?);
+    }
+    Ok(all)
+}
+
+/// Polls every node's gauges every 200 ms (the gauges have no signal: they
+/// are read over HTTP and from `/proc`) until `done` holds or `limit`
+/// passes; returns the last reading, whether `done` held, and how long it
+/// took.
+pub(crate) async fn wait_for(
+    servers: &mut [Server],
+    limit: Duration,
+    mut done: impl FnMut(&[Gauges]) -> bool,
+) -> Result<(Vec<Gauges>, bool, Duration), Error> {
+    let started = Instant::now();
+    let polls = limit.as_millis() / 200 + 1;
+    let mut last = read_all(servers).await?;
+    for _ in 0..polls {
+        if done(&last) {
+            return Ok((last, true, started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        last = read_all(servers).await?;
+    }
+    let held = done(&last);
+    Ok((last, held, started.elapsed()))
 }
 
 fn rss_kib(pid: u32) -> Result<u64, Error> {

@@ -23,6 +23,8 @@ struct AppState {
     auth: JwtAuthenticator,
     app: Arc<ChatApp>,
     secret: Arc<str>,
+    /// What `/node` answers.
+    node: Arc<str>,
 }
 
 async fn ws(upgrade: WsUpgrade, State(s): State<AppState>) -> Response {
@@ -48,34 +50,25 @@ async fn demo_token(Query(q): Query<TokenQuery>, State(s): State<AppState>) -> R
     }
 }
 
-/// The hub's metrics, then three gauges in the same text format: the
-/// routing table's connections and users, and the runtime's alive tasks
-/// (what `examples/chaos_soak` compares with its baseline to find leaks).
-/// The task count includes the task serving this request.
+/// `/metrics`: the same text on every example (`server::metrics`).
 async fn metrics(State(s): State<AppState>) -> String {
-    use std::fmt::Write as _;
-    let mut text = s.hub.metrics().to_string();
-    let tasks = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
-    // Writing to a String cannot fail.
-    let _ = writeln!(
-        text,
-        "ws_lifecycle_router_connections {}",
-        s.hub.connection_count()
-    );
-    let _ = writeln!(text, "ws_lifecycle_router_users {}", s.hub.user_count());
-    let _ = writeln!(text, "tokio_alive_tasks {tasks}");
-    text
+    server::metrics(&s.hub)
 }
 
-/// The demo server's routes over `hub`, trusting tokens signed with `secret`.
-pub(crate) fn router(hub: Hub, secret: &str) -> Result<Router, Box<dyn std::error::Error>> {
+/// The demo server's routes over `hub`, trusting tokens signed with `secret`;
+/// `/node` names the node (`node`: its backplane's node id, or "single
+/// node"), for the demo page.
+pub(crate) fn router(
+    hub: Hub,
+    secret: &str,
+    node: &str,
+) -> Result<Router, Box<dyn std::error::Error>> {
     let state = AppState {
         app: Arc::new(ChatApp::new(hub.clone())),
         auth: server::demo_authenticator(secret)?,
         hub,
         secret: Arc::from(secret),
+        node: Arc::from(node),
     };
     Ok(Router::new()
         .route("/", get(|| async { Html(include_str!("demo.html")) }))
@@ -83,5 +76,11 @@ pub(crate) fn router(hub: Hub, secret: &str) -> Result<Router, Box<dyn std::erro
         // `any`, so a malformed upgrade (a POST, say) gets the crate's 400.
         .route("/ws", any(ws))
         .route("/metrics", get(metrics))
+        .route(
+            "/node",
+            get(|State(s): State<AppState>| async move {
+                Json(serde_json::json!({ "node": &*s.node }))
+            }),
+        )
         .with_state(state))
 }

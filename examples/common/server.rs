@@ -1,6 +1,8 @@
-//! What the chat examples share besides the app: where to listen, the demo
-//! token endpoint's signing, and the demo authenticator.
+//! What the examples share besides the app: the command line, where to
+//! listen, the demo token endpoint's signing, the demo authenticator, and the
+//! `/metrics` text.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,19 +10,46 @@ use jsonwebtoken::{EncodingKey, Header};
 use ws_lifecycle::auth::{JwtAuthenticator, JwtConfigError};
 use ws_lifecycle::id::UserId;
 
-/// `--addr HOST:PORT`, else `WS_LIFECYCLE_ADDR`, else 127.0.0.1:3000.
-pub(crate) fn listen_addr() -> Result<SocketAddr, String> {
-    let mut args = std::env::args().skip(1);
-    let from_args = match args.next().as_deref() {
-        Some("--addr") => args.next(),
-        Some(other) => return Err(format!("unknown argument {other:?}; use --addr HOST:PORT")),
-        None => None,
-    };
-    let text = from_args
-        .or_else(|| std::env::var("WS_LIFECYCLE_ADDR").ok())
-        .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
-    text.parse()
-        .map_err(|e| format!("bad address {text:?}: {e}"))
+/// The command line: `--NAME VALUE` pairs, each NAME one the example takes.
+pub(crate) struct Args(HashMap<String, String>);
+
+impl Args {
+    /// Parses the command line, accepting only the options in `allowed`.
+    pub(crate) fn parse(allowed: &[&str]) -> Result<Args, String> {
+        let mut given = HashMap::new();
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let name = arg
+                .strip_prefix("--")
+                .filter(|name| allowed.contains(name))
+                .ok_or_else(|| {
+                    let options: Vec<String> =
+                        allowed.iter().map(|n| format!("--{n} VALUE")).collect();
+                    format!("unknown argument {arg:?}; options: {}", options.join(" "))
+                })?
+                .to_owned();
+            let value = args
+                .next()
+                .ok_or_else(|| format!("--{name} needs a value"))?;
+            given.insert(name, value);
+        }
+        Ok(Args(given))
+    }
+
+    /// The value of `--name`, if given.
+    pub(crate) fn take(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name)
+    }
+
+    /// `--addr HOST:PORT`, else `WS_LIFECYCLE_ADDR`, else 127.0.0.1:3000.
+    pub(crate) fn listen_addr(&mut self) -> Result<SocketAddr, String> {
+        let text = self
+            .take("addr")
+            .or_else(|| std::env::var("WS_LIFECYCLE_ADDR").ok())
+            .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+        text.parse()
+            .map_err(|e| format!("bad address {text:?}: {e}"))
+    }
 }
 
 /// The demo secret: `WS_LIFECYCLE_DEMO_SECRET`, else `demo-secret`.
@@ -66,6 +95,28 @@ pub(crate) fn hub_config() -> Result<ws_lifecycle::config::HubConfig, String> {
             (rate > 0.0).then(|| ws_lifecycle::limits::RateLimit::new(rate, rate * 2.5));
     }
     Ok(config)
+}
+
+/// The hub's metrics, Prometheus text, then three gauges in the same
+/// format: the routing table's connections and users, and the runtime's
+/// alive tasks (what `examples/chaos_soak` compares with its baseline to
+/// find leaks). The task count includes the task serving the request. Served
+/// as `/metrics` by both chat examples, identically.
+pub(crate) fn metrics(hub: &ws_lifecycle::Hub) -> String {
+    use std::fmt::Write as _;
+    let mut text = hub.metrics().to_string();
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        text,
+        "ws_lifecycle_router_connections {}",
+        hub.connection_count()
+    );
+    let _ = writeln!(text, "ws_lifecycle_router_users {}", hub.user_count());
+    let _ = writeln!(text, "tokio_alive_tasks {tasks}");
+    text
 }
 
 /// Listens on `addr` with a backlog of 4,096: a connection storm (the load

@@ -20,10 +20,13 @@ struct TokenQuery {
     user: String,
 }
 
-/// The demo server's routes over `hub`, trusting tokens signed with `secret`.
+/// The demo server's routes over `hub`, trusting tokens signed with `secret`;
+/// `/node` names the node (`node`: its backplane's node id, or "single
+/// node"), for the demo page.
 pub(crate) fn routes(
     hub: Hub,
     secret: &str,
+    node: &str,
 ) -> Result<
     impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + use<>,
     Box<dyn std::error::Error>,
@@ -48,13 +51,26 @@ pub(crate) fn routes(
                 Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
             }
         });
+    // The same text as axum's (`server::metrics`).
     let metrics = warp::path("metrics").map({
         let hub = hub.clone();
-        move || hub.metrics().to_string().into_response()
+        move || server::metrics(&hub).into_response()
+    });
+    let node = warp::path("node").map({
+        let body = serde_json::json!({ "node": node });
+        move || warp::reply::json(&body).into_response()
     });
     let ws = warp::path("ws").and(upgrade()).then(move |u: WarpUpgrade| {
         let (hub, auth, app) = (hub.clone(), Arc::clone(&auth), Arc::clone(&app));
         async move { u.serve(&hub, &*auth, app).await }
     });
-    Ok(ws.or(page).unify().or(token).unify().or(metrics).unify())
+    Ok(ws
+        .or(page)
+        .unify()
+        .or(token)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(node)
+        .unify())
 }
