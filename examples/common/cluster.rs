@@ -124,15 +124,14 @@ fn join(_builder: HubBuilder, _url: &str, example: &str, adapter: &str) -> Resul
 const DEMO_CLUSTER_KEY: &str = "demo-cluster-key-EXAMPLE-ONLY-do-not-deploy";
 
 /// The key every node of the cluster shares (an HMAC key):
-/// `WS_LIFECYCLE_CLUSTER_KEY`, else the demo key. Never printed.
+/// `WS_LIFECYCLE_CLUSTER_KEY`, else the demo key. Never printed; a short one
+/// is refused with `ClusterKey`'s own message.
 #[cfg(feature = "redis")]
-fn cluster_key() -> Result<String, String> {
+fn cluster_key() -> Result<ws_lifecycle::backplane::redis::ClusterKey, BoxError> {
     let key =
         std::env::var("WS_LIFECYCLE_CLUSTER_KEY").unwrap_or_else(|_| DEMO_CLUSTER_KEY.to_owned());
-    if key.len() < 32 {
-        return Err("WS_LIFECYCLE_CLUSTER_KEY: at least 32 bytes".to_owned());
-    }
-    Ok(key)
+    ws_lifecycle::backplane::redis::ClusterKey::new(key)
+        .map_err(|e| format!("WS_LIFECYCLE_CLUSTER_KEY: {e}").into())
 }
 
 /// The one place the examples configure the Redis backplane.
@@ -141,9 +140,5 @@ pub(crate) fn backplane(
     url: &str,
 ) -> Result<ws_lifecycle::backplane::redis::RedisBackplane, BoxError> {
     use ws_lifecycle::backplane::redis::{RedisBackplane, RedisConfig};
-    let cluster_key = cluster_key()?;
-    // cluster key: passed to RedisConfig once the API takes it
-    // (`RedisConfig::new(url, cluster_key)`); until then only checked here.
-    let _ = cluster_key;
-    Ok(RedisBackplane::new(RedisConfig::new(url))?)
+    Ok(RedisBackplane::new(RedisConfig::new(url, cluster_key()?))?)
 }
