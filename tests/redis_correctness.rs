@@ -257,10 +257,12 @@ async fn events_lost_by_the_publishing_connection_reach_their_users_as_a_gap() {
     );
     let lost = x.metrics().backplane_lost + x.metrics().backplane_failures;
     assert!(lost >= 5 - seen.len() as u64, "losses not counted: {lost}");
-    assert!(x_backplane.stats().gaps_published >= 1);
     // And delivery works again.
     let _ = x.send_to_user(&liam, &event("after", json!(1))).unwrap();
     assert_eq!(next_json(&mut on_y).await["type"], "after");
+    // Published in an earlier round trip of X's one publishing connection
+    // than "after", so counted by now.
+    assert!(x_backplane.stats().gaps_published >= 1);
 }
 
 fn limited() -> HubConfig {

@@ -231,7 +231,13 @@ struct Plan {
     down: Flow,
     /// Set `up` to `Hold` as soon as a chunk to Redis contains this.
     hold_on: Option<Vec<u8>>,
+    /// Every [`Proxy::cut_where`] so far: a connection drops when one made
+    /// after it opened names a command it has sent.
+    cuts: Vec<&'static [u8]>,
 }
+
+/// Commands a connection is recognised by, for [`Proxy::cut_where`].
+const TAGS: [&[u8]; 3] = [b"PUBLISH", b"SUBSCRIBE", b"EVAL"];
 
 /// Forwards a loopback port to a Redis server. Each direction can be held
 /// or dropped on command, or held from the first chunk that contains a
@@ -254,6 +260,7 @@ impl Proxy {
             up: Flow::Forward,
             down: Flow::Forward,
             hold_on: None,
+            cuts: Vec::new(),
         });
         let held = std::sync::Arc::new(tokio::sync::Notify::new());
         let accept_plan = plan.clone();
@@ -277,10 +284,15 @@ impl Proxy {
                     let (in_read, in_write) = inbound.into_split();
                     let (out_read, out_write) = outbound.into_split();
                     let mut cut = plan.subscribe();
+                    let born = cut.borrow().cuts.len();
+                    let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+                    let tagged = seen.clone();
                     tokio::select! {
-                        () = pump(in_read, out_write, plan.clone(), true, held) => {}
-                        () = pump(out_read, in_write, plan.clone(), false, std::sync::Arc::default()) => {}
-                        _ = cut.wait_for(|p| p.cut) => {}
+                        () = pump(in_read, out_write, plan.clone(), Some((held, seen))) => {}
+                        () = pump(out_read, in_write, plan.clone(), None) => {}
+                        _ = cut.wait_for(|p| {
+                            p.cut || p.cuts.iter().skip(born).any(|tag| tagged.lock().contains(tag))
+                        }) => {}
                     }
                 });
             }
@@ -306,6 +318,14 @@ impl Proxy {
         });
     }
 
+    /// Drops every open connection that has sent a `tag` command
+    /// (`PUBLISH`: a node's publisher, `SUBSCRIBE`: its subscriber, `EVAL`:
+    /// its query connection); the node may reconnect at once.
+    pub fn cut_where(&self, tag: &'static [u8]) {
+        assert!(TAGS.contains(&tag), "not a tag the proxy records");
+        self.plan.send_modify(|p| p.cuts.push(tag));
+    }
+
     /// Holds the traffic towards Redis from the first chunk (of any
     /// connection) that contains `pattern`; [`Proxy::held`] is notified.
     /// [`Proxy::set`] with `Flow::Forward` releases it.
@@ -315,13 +335,20 @@ impl Proxy {
     }
 }
 
+/// Copies one direction under the plan. `upstream` (towards Redis) carries
+/// the hold notification and the record of tags the connection has sent.
+type Upstream = (
+    std::sync::Arc<tokio::sync::Notify>,
+    std::sync::Arc<parking_lot::Mutex<Vec<&'static [u8]>>>,
+);
+
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     plan: watch::Sender<Plan>,
-    up: bool,
-    held: std::sync::Arc<tokio::sync::Notify>,
+    upstream: Option<Upstream>,
 ) {
+    let up = upstream.is_some();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut rx = plan.subscribe();
     let mut buf = vec![0u8; 16 * 1024];
@@ -332,7 +359,12 @@ async fn pump(
         let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
             return;
         };
-        if up {
+        if let Some((held, seen)) = &upstream {
+            for tag in TAGS {
+                if chunk.windows(tag.len()).any(|w| w == tag) && !seen.lock().contains(&tag) {
+                    seen.lock().push(tag);
+                }
+            }
             let pattern = rx.borrow().hold_on.clone();
             if let Some(pattern) = pattern
                 && chunk
