@@ -6,7 +6,7 @@
 //! * `/` the demo page;
 //! * `/demo-token?user=NAME` an HS256 demo token (EXAMPLE ONLY: anyone can
 //!   mint one for any user; secret from `WS_LIFECYCLE_DEMO_SECRET`);
-//! * `/ws` the WebSocket endpoint (`shared/bench-protocol.md`);
+//! * `/ws` the WebSocket endpoint (the protocol in `examples/common/chat.rs`);
 //! * `/metrics` the hub's metrics, Prometheus text, plus the routing
 //!   table's connections and users and the runtime's alive tasks;
 //! * `/node` which node this is: `{"node":"<node id>"}`, or

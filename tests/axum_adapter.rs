@@ -34,3 +34,9 @@ async fn start() -> (Hub, std::net::SocketAddr) {
 }
 
 adapter_cases::adapter_suite!(start);
+
+#[tokio::test]
+async fn demo_routes_name_the_node_and_share_the_metrics() {
+    let (hub, addr) = start().await;
+    adapter_cases::demo_routes_name_the_node_and_share_the_metrics(hub, addr).await;
+}

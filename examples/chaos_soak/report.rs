@@ -487,18 +487,22 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
     failed
 }
 
+/// `us` (of the soak's clock) from the SIGSTOP, or from the SIGCONT once
+/// past it, when Redis was frozen; else from the start.
+fn when(us: u64, frozen: Option<(u64, u64)>) -> String {
+    match frozen {
+        Some((_, continued)) if us >= continued => {
+            format!("SIGCONT{:+.3}s", (us - continued) as f64 / 1e6)
+        }
+        Some((stopped, _)) => format!("SIGSTOP{:+.3}s", (us as f64 - stopped as f64) / 1e6),
+        None => format!("{:.3}s", us as f64 / 1e6),
+    }
+}
+
 /// Each node's backplane changes after its first `up`, in seconds from the
 /// SIGSTOP (and the SIGCONT) when Redis was frozen, else from the start.
 fn backplane_changes(nodes: &[Vec<(u64, bool)>], frozen: Option<(u64, u64)>) -> String {
-    let at = |us: u64| -> String {
-        match frozen {
-            Some((_, continued)) if us >= continued => {
-                format!("SIGCONT{:+.1}s", (us - continued) as f64 / 1e6)
-            }
-            Some((stopped, _)) => format!("SIGSTOP{:+.1}s", (us as f64 - stopped as f64) / 1e6),
-            None => format!("{:.1}s", us as f64 / 1e6),
-        }
-    };
+    let at = |us: u64| when(us, frozen);
     let text: Vec<String> = nodes
         .iter()
         .enumerate()
@@ -519,9 +523,10 @@ fn backplane_changes(nodes: &[Vec<(u64, bool)>], frozen: Option<(u64, u64)>) -> 
 }
 
 /// A few holes in users' counters that no `gap` frame owned up to, with
-/// when their messages were sent (µs from the soak's start) and the
-/// connection's gap frames.
+/// when their messages were sent and the connection's gap frames arrived
+/// (from the SIGSTOP or SIGCONT when Redis was frozen, else from the start).
 fn print_unexcused(o: &Outcome, sent: &Sent<'_>, rules: Rules) {
+    let frozen = o.frozen.map(|f| (f.stopped_us, f.continued_us));
     let holes = o.receivers.iter().flat_map(|r| {
         r.holes
             .iter()
@@ -531,16 +536,12 @@ fn print_unexcused(o: &Outcome, sent: &Sent<'_>, rules: Rules) {
     let send_time = |r: &Record, k: u64| {
         sent.get(r.id.user.as_str())
             .and_then(|t| t.get(usize::try_from(k).ok()?.checked_sub(1)?))
-            .map_or(-1.0, |&us| us as f64 / 1e6)
+            .map_or_else(|| "?".to_owned(), |&us| when(us, frozen))
     };
     for (r, first, last) in holes.take(5) {
-        let gaps: Vec<String> = r
-            .gaps_us
-            .iter()
-            .map(|&g| format!("{:.2}s", g as f64 / 1e6))
-            .collect();
+        let gaps: Vec<String> = r.gaps_us.iter().map(|&g| when(g, frozen)).collect();
         println!(
-            "hole: {} ({}) missed {first}..={last}, sent {:.2}s..{:.2}s; gap frames at [{}]",
+            "hole: {} ({}) missed {first}..={last}, sent {} .. {}; gap frames at [{}]",
             r.id.user,
             if r.cross_node {
                 "cross-node"

@@ -117,7 +117,7 @@ impl Server {
                 let said = said.lock().clone();
                 if said.contains(NO_REDIS) {
                     return Err(format!(
-                        "{} was built without the `redis` feature, which --nodes 2 needs; build it with:\n    {BUILD_WITH_REDIS}",
+                        "{} was built without the `redis` feature, which --nodes 2 needs; build it with `{BUILD_WITH_REDIS}`",
                         path.display()
                     )
                     .into());

@@ -274,3 +274,48 @@ pub async fn users_are_isolated_and_every_connection_of_a_user_gets_every_messag
     assert_eq!((hub.connection_count(), hub.user_count()), (0, 0));
     assert_eq!(hub.metrics().isolation_refusals, 0);
 }
+
+/// The demo routes besides `/ws`, identical on axum and warp (not part of
+/// the suite: the tungstenite example serves `/ws` alone): `/node` names the
+/// node for the demo page, `/metrics` ends with the same three gauges.
+pub async fn demo_routes_name_the_node_and_share_the_metrics(_hub: Hub, addr: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut answer),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+        body.to_owned()
+    }
+    let node: serde_json::Value = serde_json::from_str(&get(addr, "/node").await).unwrap();
+    assert_eq!(node, json!({ "node": "single node" }));
+    let metrics = get(addr, "/metrics").await;
+    let names: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(
+        names.contains(&"ws_lifecycle_isolation_refusals_total"),
+        "{metrics}"
+    );
+    let tail = names.get(names.len().saturating_sub(3)..).unwrap();
+    assert_eq!(
+        tail,
+        [
+            "ws_lifecycle_router_connections",
+            "ws_lifecycle_router_users",
+            "tokio_alive_tasks"
+        ],
+        "{metrics}"
+    );
+}
