@@ -51,7 +51,7 @@ fn roomy_hub() -> Hub {
     config.pre_ready_buffer = BufferLimit::new(usize::MAX, usize::MAX);
     config.outbound_queue = BufferLimit::new(usize::MAX, usize::MAX);
     config.max_connections_per_user = 1024;
-    Hub::builder().config(config).build()
+    Hub::builder().config(config).build().unwrap()
 }
 
 /// Ready connections of `user`, each with a task reading its client side.

@@ -49,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let key = ClusterKey::new(b"redis_throughput's demo cluster key, not a secret")?;
         let backplane = RedisBackplane::new(RedisConfig::new(url, key))?;
         let health = backplane.health();
-        Ok((Hub::builder().backplane(backplane).build(), health))
+        Ok((Hub::builder().backplane(backplane).build()?, health))
     };
     let (a, mut a_health) = node(&url)?;
     let (b, mut b_health) = node(&url)?;

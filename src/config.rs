@@ -219,3 +219,128 @@ impl Default for HubConfig {
         }
     }
 }
+
+/// A [`HubConfig`] setting out of range, found by [`HubConfig::validate`]
+/// (which [`HubBuilder::build`](crate::HubBuilder::build) runs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("HubConfig::{field} {requirement}")]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The field, for example `ping_interval` or `outbound_queue.max_bytes`.
+    pub field: &'static str,
+    /// What it must be.
+    pub requirement: &'static str,
+}
+
+impl HubConfig {
+    /// Checks every setting a timer, a buffer or a limit relies on: a zero
+    /// duration would turn a heartbeat into a busy loop or fail every
+    /// write, a zero bound would refuse every event. Durations that may be
+    /// zero (`reauth_ahead`, `expiry_grace`, `shutdown_batch_interval`) are
+    /// not checked.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`] found.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ws_lifecycle::config::HubConfig;
+    ///
+    /// let mut config = HubConfig::default();
+    /// assert!(config.validate().is_ok());
+    /// config.ping_interval = Duration::ZERO;
+    /// let error = config.validate().unwrap_err();
+    /// assert_eq!(error.to_string(), "HubConfig::ping_interval must be at least 1 ms");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field, requirement| Err(ConfigError { field, requirement });
+        let ms = Duration::from_millis(1);
+        for (field, value) in [
+            ("write_timeout", self.write_timeout),
+            ("upgrade_timeout", self.upgrade_timeout),
+            ("auth_timeout", self.auth_timeout),
+            ("services_ready_timeout", self.services_ready_timeout),
+            ("close_timeout", self.close_timeout),
+            ("ping_interval", self.ping_interval),
+            ("pong_timeout", self.pong_timeout),
+        ] {
+            if value < ms {
+                return fail(field, "must be at least 1 ms");
+            }
+        }
+        for (field, value) in [
+            (
+                "pre_ready_buffer.max_events",
+                self.pre_ready_buffer.max_events,
+            ),
+            (
+                "pre_ready_buffer.max_bytes",
+                self.pre_ready_buffer.max_bytes,
+            ),
+            ("outbound_queue.max_events", self.outbound_queue.max_events),
+            ("outbound_queue.max_bytes", self.outbound_queue.max_bytes),
+            ("max_message_size", self.max_message_size),
+            ("read_buffer_size", self.read_buffer_size),
+            ("write_buffer_size", self.write_buffer_size),
+            ("max_upgrades_in_flight", self.max_upgrades_in_flight),
+            ("shutdown_batch", self.shutdown_batch),
+            ("max_connections_per_user", self.max_connections_per_user),
+            ("router_shards", self.router_shards),
+        ] {
+            if value == 0 {
+                return fail(field, "must be at least 1");
+            }
+        }
+        if self.max_connections == Some(0) {
+            return fail("max_connections", "must be at least 1 (or None for no cap)");
+        }
+        if let Some(rate) = self.inbound_rate {
+            if !(rate.per_second.is_finite() && rate.per_second > 0.0) {
+                return fail("inbound_rate.per_second", "must be a finite number above 0");
+            }
+            if !(rate.burst.is_finite() && rate.burst >= 1.0) {
+                return fail(
+                    "inbound_rate.burst",
+                    "must be a finite number of at least 1",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_configuration_is_valid() {
+        assert_eq!(HubConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn every_zero_duration_and_bound_is_refused_by_name() {
+        let cases: [(&str, fn(&mut HubConfig)); 8] = [
+            ("write_timeout", |c| c.write_timeout = Duration::ZERO),
+            ("ping_interval", |c| c.ping_interval = Duration::ZERO),
+            ("pong_timeout", |c| c.pong_timeout = Duration::ZERO),
+            ("close_timeout", |c| c.close_timeout = Duration::ZERO),
+            ("outbound_queue.max_bytes", |c| {
+                c.outbound_queue.max_bytes = 0
+            }),
+            ("max_connections", |c| c.max_connections = Some(0)),
+            ("inbound_rate.per_second", |c| {
+                c.inbound_rate = Some(RateLimit::new(0.0, 5.0));
+            }),
+            ("inbound_rate.burst", |c| {
+                c.inbound_rate = Some(RateLimit::new(5.0, f64::NAN));
+            }),
+        ];
+        for (field, break_it) in cases {
+            let mut config = HubConfig::default();
+            break_it(&mut config);
+            assert_eq!(config.validate().map_err(|e| e.field), Err(field));
+        }
+    }
+}

@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 use crate::backplane::{Backplane, BackplaneError, NodeLink, Remote, SharedBackplane};
 use crate::close::{CloseCause, CloseFrame};
-use crate::config::HubConfig;
+use crate::config::{ConfigError, HubConfig};
 use crate::connection::{Connecting, Connection};
 use crate::emitter::{Accepted, Addressee, Refused, Routed};
 use crate::event::{EncodeError, EncodedEvent, Event, EventName};
@@ -125,10 +125,12 @@ impl FanOut {
 /// ```
 /// use ws_lifecycle::{Hub, config::HubConfig, id::UlidGenerator};
 ///
+/// # fn main() -> Result<(), ws_lifecycle::config::ConfigError> {
 /// let hub = Hub::builder()
 ///     .config(HubConfig::default())
 ///     .id_generator(UlidGenerator::new())
-///     .build();
+///     .build()?;
+/// # Ok(()) }
 /// ```
 #[derive(Default)]
 pub struct HubBuilder {
@@ -167,7 +169,20 @@ impl HubBuilder {
 
     /// Builds the hub (and starts its backplane, if any: call within a
     /// Tokio runtime then).
-    pub fn build(self) -> Hub {
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when a setting is out of range
+    /// ([`HubConfig::validate`]): caught here, once, rather than as a
+    /// busy loop or a refused event later.
+    pub fn build(self) -> Result<Hub, ConfigError> {
+        self.config.validate()?;
+        Ok(self.assemble())
+    }
+
+    /// Builds without validating: for configurations known to be valid
+    /// (the default, checked by a test).
+    fn assemble(self) -> Hub {
         let router = Router::new(self.config.router_shards);
         let inner = Arc::new(Inner {
             env: Arc::new(Env::new(self.config)),
@@ -249,7 +264,8 @@ impl Default for Hub {
 impl Hub {
     /// A hub with the default configuration and id generator.
     pub fn new() -> Self {
-        HubBuilder::default().build()
+        // The default configuration is valid (`config::tests`).
+        HubBuilder::default().assemble()
     }
 
     /// A builder, to set the configuration or the id generator.

@@ -200,7 +200,7 @@ enum Driven {
 /// the metrics against the model.
 async fn check_script(config: HubConfig, ops: &[Op], ready_at: usize) -> Result<(), TestCaseError> {
     let mut model = Model::new(&config);
-    let hub = Hub::builder().config(config).build();
+    let hub = Hub::builder().config(config).build().unwrap();
     let user = alice();
     // Room for every event and the close frame: the writer never waits.
     let (conn, mut client) = bind(&hub, &user, ops.len() + 2).await;

@@ -696,7 +696,10 @@ impl IdGenerator for Counter {
 
 #[tokio::test]
 async fn a_custom_id_generator_mints_every_id() {
-    let hub = Hub::builder().id_generator(Counter::default()).build();
+    let hub = Hub::builder()
+        .id_generator(Counter::default())
+        .build()
+        .unwrap();
     let alice = user("alice");
     let (conn, mut client) = bind(&hub, &alice, 16).await;
     assert_eq!(conn.id().as_str(), "conn_1");

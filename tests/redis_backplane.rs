@@ -38,7 +38,7 @@ async fn node(url: &str, presence_ttl: Duration) -> (Hub, watch::Receiver<bool>,
     config.presence_ttl = presence_ttl;
     let backplane = RedisBackplane::new(config).unwrap();
     let (mut health, id) = (backplane.health(), backplane.node_id().to_owned());
-    let hub = Hub::builder().backplane(backplane).build();
+    let hub = Hub::builder().backplane(backplane).build().unwrap();
     healthy(&mut health).await;
     (hub, health, id)
 }
@@ -306,7 +306,8 @@ async fn the_per_user_connection_limit_can_hold_across_nodes() {
         let hub = Hub::builder()
             .config(hub_config)
             .backplane(std::sync::Arc::clone(&backplane))
-            .build();
+            .build()
+            .unwrap();
         healthy(&mut health).await;
         (hub, backplane)
     };

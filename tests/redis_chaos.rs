@@ -81,7 +81,8 @@ async fn start_node(port: u16) -> Node {
     let hub = Hub::builder()
         .config(hub_config)
         .backplane(Arc::clone(&backplane))
-        .build();
+        .build()
+        .unwrap();
     healthy(&backplane).await;
     Node {
         hub,

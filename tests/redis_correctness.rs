@@ -50,7 +50,8 @@ async fn node_with(config: RedisConfig, hub_config: HubConfig) -> (Hub, Arc<Redi
     let hub = Hub::builder()
         .config(hub_config)
         .backplane(Arc::clone(&backplane))
-        .build();
+        .build()
+        .unwrap();
     healthy(&mut health).await;
     (hub, backplane)
 }
@@ -140,7 +141,7 @@ async fn a_user_who_rejoins_while_their_last_connection_leaves_stays_subscribed(
         left: tokio::sync::Notify::new(),
     });
     let mut health = inner.health();
-    let x = Hub::builder().backplane(Arc::clone(&slow)).build();
+    let x = Hub::builder().backplane(Arc::clone(&slow)).build().unwrap();
     healthy(&mut health).await;
     let (c, _) = node(&server.url()).await;
     let jane = user("jane");

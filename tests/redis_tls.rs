@@ -50,7 +50,7 @@ fn config(url: &str, tls: Option<TlsOptions>) -> RedisConfig {
 fn node(config: RedisConfig) -> (Hub, watch::Receiver<bool>) {
     let backplane = RedisBackplane::new(config).unwrap();
     let health = backplane.health();
-    (Hub::builder().backplane(backplane).build(), health)
+    (Hub::builder().backplane(backplane).build().unwrap(), health)
 }
 
 async fn healthy(health: &mut watch::Receiver<bool>) {

@@ -121,7 +121,7 @@ impl IdGenerator for Repeats {
 /// entry survives.
 #[tokio::test]
 async fn a_repeated_connection_id_is_refused_and_never_crosses_users() {
-    let hub = Hub::builder().id_generator(Repeats).build();
+    let hub = Hub::builder().id_generator(Repeats).build().unwrap();
     let (alice, bob) = (user("alice"), user("bob"));
     let (a, mut a_client) = bind(&hub, &alice, 8).await;
     let a_id = a.id().clone();

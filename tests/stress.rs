@@ -214,7 +214,7 @@ async fn under_churn_no_frame_crosses_users_order_holds_and_stable_connections_g
     let mut config = HubConfig::default();
     config.write_timeout = DEADLINE;
     config.close_timeout = DEADLINE;
-    let hub = Hub::builder().config(config).build();
+    let hub = Hub::builder().config(config).build().unwrap();
     let users: Arc<Vec<UserId>> = Arc::new(
         (0..USERS)
             .map(|u| UserId::new(format!("user{u}")).expect("user id"))

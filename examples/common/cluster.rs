@@ -60,7 +60,7 @@ where
         let builder = Hub::builder().config(server::hub_config()?);
         let node = match redis {
             None => Node {
-                hub: builder.build(),
+                hub: builder.build()?,
                 name: SINGLE_NODE.to_owned(),
             },
             Some(url) => join(builder, &url, example, adapter)?,
@@ -83,7 +83,7 @@ fn join(builder: HubBuilder, url: &str, _example: &str, _adapter: &str) -> Resul
     let backplane = backplane(url)?;
     let name = backplane.node_id().to_owned();
     let mut health = backplane.health();
-    let hub = builder.backplane(backplane).build();
+    let hub = builder.backplane(backplane).build()?;
     tokio::spawn(async move {
         // It starts down, until the backplane's tasks connect (which may
         // already have happened): every change from there is logged.

@@ -98,7 +98,7 @@ pub fn frame(code: u16, reason: &'static str) -> CloseFrame {
 pub fn hub_with(edit: impl FnOnce(&mut ws_lifecycle::config::HubConfig)) -> Hub {
     let mut config = ws_lifecycle::config::HubConfig::default();
     edit(&mut config);
-    Hub::builder().config(config).build()
+    Hub::builder().config(config).build().unwrap()
 }
 
 /// Binds `user` on a fresh in-memory pair of capacity `cap`.

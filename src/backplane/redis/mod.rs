@@ -85,7 +85,7 @@ use crate::id::UserId;
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let key = ClusterKey::new(std::env::var("CLUSTER_KEY")?)?;
 /// let backplane = RedisBackplane::new(RedisConfig::new("redis://127.0.0.1:6379/", key))?;
-/// let hub = Hub::builder().backplane(backplane).build();
+/// let hub = Hub::builder().backplane(backplane).build()?;
 /// # Ok(()) }
 /// ```
 pub struct RedisBackplane {
