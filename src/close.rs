@@ -152,6 +152,8 @@ pub enum CloseCause {
     MessageTooBig,
     /// An application callback panicked (1011).
     HandlerPanicked,
+    /// The transport's sink panicked while the writer used it (1011).
+    TransportPanicked,
     /// The on-ready hook did not finish in time (1013).
     NotReadyInTime,
     /// The pre-ready buffer overflowed under the `Close` policy (1013).
@@ -188,7 +190,9 @@ impl CloseCause {
             }
             CloseCause::ServerGoingAway => (CloseCode::GOING_AWAY, "going_away"),
             CloseCause::MessageTooBig => (CloseCode::MESSAGE_TOO_BIG, "message_too_big"),
-            CloseCause::HandlerPanicked => (CloseCode::INTERNAL_ERROR, "internal_error"),
+            CloseCause::HandlerPanicked | CloseCause::TransportPanicked => {
+                (CloseCode::INTERNAL_ERROR, "internal_error")
+            }
             CloseCause::NotReadyInTime => (CloseCode::TRY_AGAIN_LATER, "not_ready_in_time"),
             CloseCause::PreReadyOverflow => (CloseCode::TRY_AGAIN_LATER, "pre_ready_overflow"),
             CloseCause::SlowConsumer => (CloseCode::SLOW_CONSUMER, "slow_consumer"),
@@ -209,6 +213,7 @@ impl CloseCause {
             CloseCause::PeerGone
                 | CloseCause::TransportError
                 | CloseCause::HandlerPanicked
+                | CloseCause::TransportPanicked
                 | CloseCause::NotReadyInTime
                 | CloseCause::AuthFailed(_)
                 | CloseCause::Dropped
@@ -232,6 +237,7 @@ impl CloseCause {
             CloseCause::ServerGoingAway => "going_away",
             CloseCause::MessageTooBig => "message_too_big",
             CloseCause::HandlerPanicked => "handler_panicked",
+            CloseCause::TransportPanicked => "transport_panicked",
             CloseCause::NotReadyInTime => "not_ready_in_time",
             CloseCause::PreReadyOverflow => "pre_ready_overflow",
             CloseCause::SlowConsumer => "slow_consumer",

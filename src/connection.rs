@@ -31,7 +31,6 @@
 //! (routing entry removed, queued events counted as dropped, state `Failed`).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tracing::Instrument;
 
@@ -173,10 +172,7 @@ impl Core {
                 }
                 let _ = self.transition(ConnectionState::Closed, cause.as_str());
             }
-            let env = self.hub.env();
-            if env.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-                env.idle.notify_waiters();
-            }
+            self.hub.env().release_live();
         }
         tracing::info!(parent: &self.span, cause = cause.as_str(), undelivered, "connection ended");
         CloseReport {
@@ -257,10 +253,10 @@ impl Connection<Connecting> {
             connection_id = %id,
             user_id = tracing::field::Empty
         );
+        // `live` already counts it (`Hub::connect`, or the admitted place).
         hub.env()
             .metrics
             .transition(None, ConnectionState::Connecting);
-        hub.env().live.fetch_add(1, Ordering::AcqRel);
         Connection {
             core: Core {
                 hub,

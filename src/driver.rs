@@ -193,8 +193,16 @@ impl Hub {
             // Anything from the peer is a sign of life.
             pong_due = None;
             next_ping = Instant::now() + config.ping_interval;
+            // Control frames count against the inbound rate like messages:
+            // a ping flood costs a pong each.
+            let control = matches!(next, Some(Ok(Message::Ping(_) | Message::Pong(_))));
+            if control && bucket.as_mut().is_some_and(|b| !b.take()) {
+                break CloseCause::RateLimited;
+            }
             let inbound = match next {
-                None => break CloseCause::PeerGone,
+                // The peer went away without a close frame (1006, abnormal
+                // closure): not a protocol error of the server's.
+                None | Some(Err(TransportError::Closed)) => break CloseCause::PeerGone,
                 Some(Err(TransportError::MessageTooBig { .. })) => break CloseCause::MessageTooBig,
                 Some(Err(TransportError::Protocol(_))) => break CloseCause::ProtocolError,
                 Some(Err(_)) => break CloseCause::TransportError,

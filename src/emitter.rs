@@ -73,6 +73,9 @@ pub(crate) enum Refused {
     Closed,
     Full,
     Misaddressed,
+    /// Larger than the whole buffer or queue on its own: no policy could
+    /// ever make room, so it is the caller's problem, not the peer's.
+    TooLarge,
 }
 
 /// What the writer should do next.
@@ -100,6 +103,8 @@ struct State {
     lost_by_writer: u64,
     /// The heartbeat wants a ping written.
     ping: bool,
+    /// The frame a forced close sends (the shutdown's own).
+    forced_frame: Option<CloseFrame>,
 }
 
 impl State {
@@ -137,6 +142,7 @@ impl Outbox {
                 bytes: 0,
                 lost_by_writer: 0,
                 ping: false,
+                forced_frame: None,
             }),
             writer: Notify::new(),
             driver: Notify::new(),
@@ -173,6 +179,12 @@ impl Outbox {
         } else {
             (config.pre_ready_buffer, &c.refused_before_ready)
         };
+        if weight > limit.max_bytes {
+            // Never the peer's fault: an idle connection must not be
+            // closed as a slow consumer for an event it could never hold.
+            Metrics::inc(&c.refused_too_large);
+            return Err(Refused::TooLarge);
+        }
         if !s.fits(limit, weight) {
             enum Action {
                 Refuse,
@@ -252,9 +264,13 @@ impl Outbox {
     }
 
     /// Replaces a pending orderly close (or none) with `Forced`: the
-    /// writer stops draining and sends its close frame at once.
-    pub(crate) fn force_close(&self) {
-        self.state.lock().closing = Some(CloseCause::Forced);
+    /// writer stops draining and sends `frame` at once.
+    pub(crate) fn force_close(&self, frame: CloseFrame) {
+        {
+            let mut s = self.state.lock();
+            s.closing = Some(CloseCause::Forced);
+            s.forced_frame = Some(frame);
+        }
         self.wake_all();
         self.forced.notify_one();
     }
@@ -320,7 +336,11 @@ impl Outbox {
         if let Some(cause) = &s.closing
             && (!cause.drains() || s.queue.is_empty())
         {
-            return Drain::Close(cause.frame());
+            let frame = match cause {
+                CloseCause::Forced => s.forced_frame.clone().or_else(|| cause.frame()),
+                _ => cause.frame(),
+            };
+            return Drain::Close(frame);
         }
         if s.open && std::mem::take(&mut s.ping) {
             return Drain::Ping;

@@ -60,6 +60,11 @@ pub enum SendError<T> {
     /// now closing too).
     #[error("connection buffer is full")]
     Full(T),
+    /// The event alone is larger than the connection's whole buffer or
+    /// queue ([`BufferLimit::max_bytes`](crate::config::BufferLimit)): no
+    /// policy could make room for it. The connection is left alone.
+    #[error("event larger than the connection's buffer limit")]
+    TooLarge(T),
     /// The event could not be serialised.
     #[error("{error}")]
     Encode {
@@ -74,13 +79,17 @@ impl<T> SendError<T> {
     /// The refused value.
     pub fn into_inner(self) -> T {
         match self {
-            SendError::Closed(t) | SendError::Full(t) | SendError::Encode { event: t, .. } => t,
+            SendError::Closed(t)
+            | SendError::Full(t)
+            | SendError::TooLarge(t)
+            | SendError::Encode { event: t, .. } => t,
         }
     }
 
     pub(crate) fn from_refused(refused: Refused, value: T) -> Self {
         match refused {
             Refused::Full => SendError::Full(value),
+            Refused::TooLarge => SendError::TooLarge(value),
             // A handle addresses its own connection, so a misaddressed
             // refusal cannot happen here; treat it like a closed connection
             // rather than invent a variant callers must match.

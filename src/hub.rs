@@ -42,6 +42,14 @@ pub(crate) struct Env {
 }
 
 impl Env {
+    /// One live connection (or admitted place) fewer; wakes
+    /// [`Hub::idle`] at zero.
+    pub(crate) fn release_live(&self) {
+        if self.live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
     pub(crate) fn new(config: HubConfig) -> Self {
         Env {
             metrics: Metrics::default(),
@@ -70,8 +78,9 @@ pub struct Delivery {
     pub queued: u32,
     /// Connections not ready yet that buffered it (flushed at Ready).
     pub buffered: u32,
-    /// Connections that refused it (closing, full, or misaddressed); each
-    /// refusal is also counted in the hub's metrics.
+    /// Connections that refused it (closing, full, too large for their
+    /// buffer, or misaddressed); each refusal is also counted in the hub's
+    /// metrics.
     pub refused: u32,
     /// Whether it was handed on to the other nodes.
     pub remote: Remote,
@@ -307,6 +316,18 @@ impl Hub {
 
     /// Starts a connection: mints its id, first, before anything else.
     pub fn connect(&self) -> Connection<Connecting> {
+        self.inner
+            .env
+            .live
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let id = self.inner.ids.mint_connection_id();
+        Connection::new(self.clone(), id)
+    }
+
+    /// Starts a connection in a place [`upgrade::decide`](crate::upgrade::decide)
+    /// already counted.
+    pub(crate) fn connect_in(&self, slot: crate::upgrade::Slot) -> Connection<Connecting> {
+        slot.transfer();
         let id = self.inner.ids.mint_connection_id();
         Connection::new(self.clone(), id)
     }
@@ -558,7 +579,9 @@ impl Hub {
                 match conn.push(routed) {
                     Ok((_, Accepted::Queued)) => d.queued += 1,
                     Ok((_, Accepted::Buffered)) => d.buffered += 1,
-                    Err(Refused::Closed | Refused::Full | Refused::Misaddressed) => d.refused += 1,
+                    Err(
+                        Refused::Closed | Refused::Full | Refused::Misaddressed | Refused::TooLarge,
+                    ) => d.refused += 1,
                 }
             }
             d

@@ -125,4 +125,4 @@ mod writer;
 pub use handle::{ConnectionHandle, SendError};
 pub use handler::{CloseReport, Handler, Inbound};
 pub use hub::{Delivery, FanOut, Hub, HubBuilder};
-pub use shutdown::ShutdownReport;
+pub use shutdown::{ShutdownKind, ShutdownReport};

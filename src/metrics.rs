@@ -69,6 +69,10 @@ counters! {
     /// Events refused because the outbound queue was full (policy
     /// `DropNewest`, or `Close` for the event that overflowed it).
     refused_queue_full,
+    /// Events refused because, on their own, they were larger than the
+    /// connection's whole pre-ready buffer or outbound queue (in bytes):
+    /// handed back to the caller, the connection untouched.
+    refused_too_large,
     /// Events refused because their addressee was not the connection's
     /// user. Any non-zero value is a bug worth reporting.
     isolation_refusals,

@@ -10,6 +10,35 @@ use crate::close::{CloseCause, CloseCode, CloseFrame, CloseReason};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 
+/// What a shutdown tells clients, in its close frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ShutdownKind {
+    /// A drain before a restart or deploy: 1012 `restart`. Clients should
+    /// reconnect soon (to another node, or to this one once it is back).
+    #[default]
+    Restart,
+    /// The server is going away for good (scaled down, decommissioned):
+    /// 1001 `going_away`. Clients reconnect too, but nothing says this
+    /// node comes back.
+    GoingAway,
+}
+
+impl ShutdownKind {
+    /// The close frame sent to every connection.
+    pub fn frame(self) -> CloseFrame {
+        match self {
+            ShutdownKind::Restart => {
+                CloseFrame::new(CloseCode::RESTART, CloseReason::from_static("restart"))
+            }
+            ShutdownKind::GoingAway => CloseFrame::new(
+                CloseCode::GOING_AWAY,
+                CloseReason::from_static("going_away"),
+            ),
+        }
+    }
+}
+
 /// How [`Hub::shutdown`] went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -51,17 +80,30 @@ impl Hub {
         crate::upgrade::Refusal::busy()
     }
 
-    /// Shuts the hub down gracefully, within `deadline`:
+    /// Shuts the hub down gracefully for a restart, within `deadline`: as
+    /// [`shutdown_as`](Hub::shutdown_as) with [`ShutdownKind::Restart`]
+    /// (close 1012).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`shutdown_as`](Hub::shutdown_as).
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        self.shutdown_as(ShutdownKind::Restart, deadline).await
+    }
+
+    /// Shuts the hub down gracefully, within `deadline`, telling clients
+    /// `kind` (1012 restart or 1001 going away):
     ///
     /// 1. stops accepting: upgrades get 503, and a connection bound from now
     ///    on is closed at once;
-    /// 2. asks every connection to close with 1012 (restart) after writing
+    /// 2. asks every connection to close with `kind`'s frame after writing
     ///    what it has queued, in batches of
     ///    [`shutdown_batch`](crate::config::HubConfig::shutdown_batch) spread
     ///    over at most half the deadline, so a fleet of clients does not
     ///    reconnect in one spike;
     /// 3. waits for them, up to the deadline;
-    /// 4. force-closes the rest (1012 without waiting for their queues) and
+    /// 4. force-closes the rest (the same frame, without waiting for their
+    ///    queues) and
     ///    waits for their writers, at most
     ///    [`write_timeout`](crate::config::HubConfig::write_timeout) more.
     ///
@@ -69,10 +111,22 @@ impl Hub {
     ///
     /// Dropping the future stops the pacing and the waiting; connections
     /// already asked to close still close.
-    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ws_lifecycle::{Hub, ShutdownKind};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let hub = Hub::new();
+    /// // Scaling this node away: clients are told 1001 going away.
+    /// let report = hub.shutdown_as(ShutdownKind::GoingAway, Duration::from_secs(10)).await;
+    /// assert_eq!(report.connections, 0);
+    /// # }
+    /// ```
+    pub async fn shutdown_as(&self, kind: ShutdownKind, deadline: Duration) -> ShutdownReport {
         let env = &self.env();
         let started = Instant::now();
-        let restart = CloseFrame::new(CloseCode::RESTART, CloseReason::from_static("restart"));
+        let restart = kind.frame();
         *env.closing.lock() = Some(restart.clone());
         let dropped_before = env.metrics.snapshot().dropped_on_close;
         let conns = self.router().all();
@@ -101,7 +155,7 @@ impl Hub {
         if !clean {
             for conn in &conns {
                 if !conn.state.state().is_terminal() {
-                    conn.outbox.force_close();
+                    conn.outbox.force_close(restart.clone());
                     forced += 1;
                 }
             }

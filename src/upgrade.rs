@@ -7,7 +7,12 @@
 //! and upgrade calls. Writing an adapter for another stack means doing only
 //! that.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use crate::auth::{AuthError, AuthOutcome, Authenticator, HandshakeRequest, Surface};
+use crate::connection::Connection;
+use crate::hub::Env;
 use crate::transport::Transport;
 use crate::{CloseReport, Handler, Hub};
 
@@ -72,15 +77,108 @@ impl From<&AuthError> for Refusal {
 pub enum Decision {
     /// Answer with this HTTP response; no upgrade, no connection.
     Refuse(Refusal),
-    /// Complete the upgrade echoing `subprotocol` (when `Some`), then hand
-    /// the socket and `auth` to [`serve_upgraded`].
-    Upgrade {
-        /// The subprotocol to echo: the marker, never a token.
-        subprotocol: Option<String>,
-        /// Who the connection belongs to, or why it is closed right after
-        /// the upgrade.
-        auth: Result<AuthOutcome, AuthError>,
-    },
+    /// Complete the upgrade echoing [`Admitted::subprotocol`] (when
+    /// `Some`), then [`Admitted::serve`] the socket.
+    Upgrade(Admitted),
+}
+
+/// An upgrade [`decide`] admitted. It holds one of the hub's connection
+/// places ([`max_connections`](crate::config::HubConfig::max_connections))
+/// from the decision on, so parallel upgrades can never overshoot the cap;
+/// dropping it (the HTTP upgrade failed, the client left) gives the place
+/// back.
+#[must_use = "an admitted upgrade holds a connection place until it is served or dropped"]
+pub struct Admitted {
+    subprotocol: Option<String>,
+    auth: Result<AuthOutcome, AuthError>,
+    slot: Slot,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted")
+            .field("subprotocol", &self.subprotocol)
+            .field("authenticated", &self.auth.is_ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admitted {
+    /// The subprotocol to echo in the upgrade response: the marker, never a
+    /// token.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol.as_deref()
+    }
+
+    /// Who the connection belongs to, or why it will be closed right after
+    /// the upgrade (a token that failed validation, surfaced as a close
+    /// frame so a browser learns why).
+    pub fn auth(&self) -> Result<&AuthOutcome, &AuthError> {
+        self.auth.as_ref()
+    }
+
+    /// Serves the upgraded socket on `hub` (the hub [`decide`] admitted it
+    /// on): the connection's whole life for an authenticated upgrade, or an
+    /// immediate close with the error's close frame (counted, never routed).
+    pub async fn serve<T: Transport, H: Handler>(
+        self,
+        hub: &Hub,
+        transport: T,
+        handler: &H,
+    ) -> CloseReport {
+        let (conn, auth) = self.accept(hub, transport);
+        hub.serve_accepted(conn, auth, handler).await
+    }
+
+    /// Mints the connection in the admitted place and takes the transport;
+    /// the adapters do this before they build the connection's future, so
+    /// the socket is not carried in its state.
+    pub(crate) fn accept<T: Transport>(
+        self,
+        hub: &Hub,
+        transport: T,
+    ) -> (
+        Connection<crate::connection::Accepted<T>>,
+        Result<AuthOutcome, AuthError>,
+    ) {
+        let conn = hub.connect_in(self.slot).accept(transport);
+        (conn, self.auth)
+    }
+}
+
+/// One place among the hub's live connections, taken at the decision:
+/// counted in `live` from then on, given back on drop unless a connection
+/// took it over.
+pub(crate) struct Slot {
+    env: Option<Arc<Env>>,
+}
+
+impl Slot {
+    /// Takes a place, unless `max` live connections (or places) exist.
+    fn take(env: &Arc<Env>, max: Option<usize>) -> Option<Slot> {
+        env.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| match max {
+                Some(max) if live >= max => None,
+                _ => Some(live + 1),
+            })
+            .ok()?;
+        Some(Slot {
+            env: Some(Arc::clone(env)),
+        })
+    }
+
+    /// A connection takes the place over (its end gives it back).
+    pub(crate) fn transfer(mut self) {
+        self.env = None;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(env) = self.env.take() {
+            env.release_live();
+        }
+    }
 }
 
 /// Checks that `method` and `request` form a WebSocket upgrade (RFC 6455
@@ -154,11 +252,12 @@ pub async fn decide<A: Authenticator>(
     let Ok(_in_flight) = env.upgrades.try_acquire() else {
         return Decision::Refuse(hub.count_busy());
     };
-    let full = hub
-        .config()
-        .max_connections
-        .is_some_and(|max| env.live.load(std::sync::atomic::Ordering::Acquire) >= max);
-    if full || env.closing.lock().is_some() {
+    // The place is taken here, atomically against the cap: a burst of
+    // parallel upgrades cannot all see room and overshoot it.
+    let Some(slot) = Slot::take(env, hub.config().max_connections) else {
+        return Decision::Refuse(hub.count_busy());
+    };
+    if env.closing.lock().is_some() {
         return Decision::Refuse(hub.count_busy());
     }
     let deadline = hub.config().auth_timeout;
@@ -166,15 +265,17 @@ pub async fn decide<A: Authenticator>(
         .await
         .unwrap_or_else(|_| Err(AuthError::Timeout.into()));
     match outcome {
-        Ok(outcome) => Decision::Upgrade {
+        Ok(outcome) => Decision::Upgrade(Admitted {
             subprotocol: outcome.selected_subprotocol.clone(),
             auth: Ok(outcome),
-        },
+            slot,
+        }),
         Err(failure) => match failure.surface {
-            Surface::AfterUpgrade { subprotocol } => Decision::Upgrade {
+            Surface::AfterUpgrade { subprotocol } => Decision::Upgrade(Admitted {
                 subprotocol,
                 auth: Err(failure.error),
-            },
+                slot,
+            }),
             // `Surface` is non-exhaustive: anything else is refused.
             _ => {
                 let _report = hub.connect().refuse(&failure.error);
@@ -182,19 +283,6 @@ pub async fn decide<A: Authenticator>(
             }
         },
     }
-}
-
-/// Serves an upgraded socket: the connection's whole life for `Ok`, or an
-/// immediate close with the error's close frame (counted, never routed) for
-/// `Err`.
-pub async fn serve_upgraded<T: Transport, H: Handler>(
-    hub: &Hub,
-    transport: T,
-    auth: Result<AuthOutcome, AuthError>,
-    handler: &H,
-) -> CloseReport {
-    let conn = hub.connect().accept(transport);
-    hub.serve_accepted(conn, auth, handler).await
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@
 //! frame. Nothing else ever touches the sink.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures_util::FutureExt;
 
 use crate::close::CloseCause;
 use crate::emitter::{Drain, Queued};
@@ -40,12 +43,31 @@ const BATCH: usize = 64;
 /// them, at scale) should not keep 1.5 KiB for the next one.
 const IDLE_CAPACITY: usize = 8;
 
+/// Writes until the connection closes. A panic in the transport's sink
+/// (a bug in a custom transport, say) is caught here: the connection is
+/// closed with 1011 and leaves the routing table at once, rather than stay
+/// Ready with nobody writing.
 pub(crate) async fn run<S: TransportSink>(shared: Arc<ConnShared>, mut sink: S) {
-    let write_timeout = shared.env.config.write_timeout;
     let mut batch = Batch {
         items: VecDeque::new(),
         shared: Arc::clone(&shared),
     };
+    let wrote = AssertUnwindSafe(write_all(&shared, &mut batch, &mut sink))
+        .catch_unwind()
+        .await;
+    if wrote.is_err() {
+        tracing::error!("the transport's sink panicked: closing the connection (1011)");
+        shared.outbox.request_close(CloseCause::TransportPanicked);
+        let frame = CloseCause::TransportPanicked.frame();
+        let write_timeout = shared.env.config.write_timeout;
+        let close = tokio::time::timeout(write_timeout, sink.close(frame));
+        // The sink may panic again: nothing more to do then.
+        let _ = AssertUnwindSafe(close).catch_unwind().await;
+    }
+}
+
+async fn write_all<S: TransportSink>(shared: &Arc<ConnShared>, batch: &mut Batch, sink: &mut S) {
+    let write_timeout = shared.env.config.write_timeout;
     loop {
         match shared.outbox.drain(&mut batch.items, BATCH) {
             Drain::Wait => {
@@ -77,7 +99,7 @@ pub(crate) async fn run<S: TransportSink>(shared: Arc<ConnShared>, mut sink: S) 
             }
             Drain::Items => {}
         }
-        if let Err(cause) = write_batch(&shared, &mut batch, &mut sink).await {
+        if let Err(cause) = write_batch(shared, batch, sink).await {
             tracing::debug!(cause = cause.as_str(), "writer stopping");
             shared.outbox.request_close(cause.clone());
             if cause == CloseCause::SlowConsumer {

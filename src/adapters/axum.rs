@@ -101,9 +101,9 @@ impl WsUpgrade {
         H: Handler + 'static,
     {
         let decision = upgrade::decide(hub, "GET", &self.request, authenticator).await;
-        let (subprotocol, auth) = match decision {
+        let admitted = match decision {
             Decision::Refuse(refusal) => return refusal_response(&refusal),
-            Decision::Upgrade { subprotocol, auth } => (subprotocol, auth),
+            Decision::Upgrade(admitted) => admitted,
         };
         let max = hub.config().max_message_size;
         let mut upgrade = self
@@ -112,15 +112,15 @@ impl WsUpgrade {
             .max_frame_size(max)
             .read_buffer_size(hub.config().read_buffer_size)
             .write_buffer_size(hub.config().write_buffer_size);
-        if let Some(protocol) = subprotocol {
-            upgrade = upgrade.protocols([protocol]);
+        if let Some(protocol) = admitted.subprotocol() {
+            upgrade = upgrade.protocols([protocol.to_owned()]);
         }
         let hub = hub.clone();
         upgrade.on_upgrade(move |socket| {
             // Accepted before the task's future is built: the socket moves
             // into the connection's two halves instead of staying in the
             // future's state for the connection's whole life.
-            let conn = hub.connect().accept(AxumTransport::new(socket, max));
+            let (conn, auth) = admitted.accept(&hub, AxumTransport::new(socket, max));
             async move {
                 let _report = hub.serve_accepted(conn, auth, &*handler).await;
             }

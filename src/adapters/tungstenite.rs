@@ -107,13 +107,14 @@ where
         Ok((method, request)) => upgrade::decide(hub, &method, &request, authenticator).await,
         Err(refusal) => Decision::Refuse(refusal),
     };
-    let (subprotocol, auth) = match decision {
+    let admitted = match decision {
         Decision::Refuse(refusal) => {
             write_refusal(&mut stream, &refusal).await?;
             return Err(UpgradeError::Refused(refusal));
         }
-        Decision::Upgrade { subprotocol, auth } => (subprotocol, auth),
+        Decision::Upgrade(admitted) => admitted,
     };
+    let subprotocol = admitted.subprotocol().map(str::to_owned);
     let max = hub.config().max_message_size;
     let config = WebSocketConfig::default()
         .max_message_size(Some(max))
@@ -139,7 +140,7 @@ where
         .await
         .map_err(|e| UpgradeError::Handshake(e.to_string()))?;
     let transport = TungsteniteTransport { socket, max };
-    Ok(upgrade::serve_upgraded(hub, transport, auth, handler).await)
+    Ok(admitted.serve(hub, transport, handler).await)
 }
 
 /// Reads until the request head is complete (`\r\n\r\n`), at most

@@ -102,10 +102,11 @@ impl WarpUpgrade {
             Ok(checked) => checked,
             Err(refusal) => return refusal_response(&refusal),
         };
-        let (subprotocol, auth) = match upgrade::decide(hub, "GET", &request, authenticator).await {
+        let admitted = match upgrade::decide(hub, "GET", &request, authenticator).await {
             Decision::Refuse(refusal) => return refusal_response(&refusal),
-            Decision::Upgrade { subprotocol, auth } => (subprotocol, auth),
+            Decision::Upgrade(admitted) => admitted,
         };
+        let subprotocol = admitted.subprotocol().map(str::to_owned);
         let max = hub.config().max_message_size;
         let hub = hub.clone();
         let reply = ws
@@ -114,7 +115,7 @@ impl WarpUpgrade {
             .on_upgrade(move |socket| {
                 // Accepted before the future is built (see the axum
                 // adapter): the socket does not stay in its state.
-                let conn = hub.connect().accept(WarpTransport::new(socket, max));
+                let (conn, auth) = admitted.accept(&hub, WarpTransport::new(socket, max));
                 async move {
                     let _report = hub.serve_accepted(conn, auth, &*handler).await;
                 }
