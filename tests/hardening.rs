@@ -205,3 +205,31 @@ async fn a_shutdown_says_going_away_or_restart_as_asked() {
         assert_eq!(close_code(&mut client).await, Some(code), "{kind:?}");
     }
 }
+
+/// An offer of 10,000 subprotocols (67 KiB) used to be upgraded.
+#[test]
+fn an_oversized_subprotocol_offer_is_refused_with_400_before_any_token_is_parsed() {
+    let many = (0..10_000)
+        .map(|i| format!("p{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let too_long = format!("jwt-auth, jwt.{}", "a".repeat(13 * 1024));
+    let seventeen = (0..17)
+        .map(|i| format!("p{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    for offer in [many, too_long, seventeen] {
+        let error = HandshakeRequest::builder()
+            .header("Sec-WebSocket-Protocol", offer.as_str())
+            .build()
+            .unwrap_err();
+        assert_eq!(error.http_status(), 400, "{error}");
+    }
+    // What a browser sends still passes: the marker and an 8 KiB token.
+    let browser = format!("jwt-auth, jwt.{}", "a".repeat(8 * 1024));
+    let request = HandshakeRequest::builder()
+        .header("Sec-WebSocket-Protocol", browser.as_str())
+        .build()
+        .unwrap();
+    assert_eq!(request.subprotocols().len(), 2);
+}

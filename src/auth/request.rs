@@ -73,6 +73,16 @@ impl HandshakeRequest {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Most subprotocols an upgrade may offer; more is refused with 400.
+    /// A browser client offers two (`jwt-auth` and its `jwt.<token>`);
+    /// 16 leaves room for versioned application protocols.
+    pub const MAX_SUBPROTOCOLS: usize = 16;
+
+    /// Most bytes all `Sec-WebSocket-Protocol` values of an upgrade may
+    /// hold together; more is refused with 400. 12 KiB: the largest token
+    /// accepted (8 KiB, checked on its own) plus room for the other entries.
+    pub const MAX_SUBPROTOCOL_BYTES: usize = 12 * 1024;
+
     /// The offered subprotocols, in order.
     pub fn subprotocols(&self) -> &[String] {
         &self.subprotocols
@@ -124,16 +134,33 @@ impl HandshakeRequestBuilder {
     ///
     /// # Errors
     ///
-    /// [`AuthError::ProtocolInvalid`] when a `Sec-WebSocket-Protocol` entry is
-    /// empty or is not an RFC 6455 token (RFC 7230 `tchar`s only).
+    /// [`AuthError::ProtocolInvalid`] (400 before the upgrade) when a
+    /// `Sec-WebSocket-Protocol` entry is empty or is not an RFC 6455 token
+    /// (RFC 7230 `tchar`s only), or when the offer holds more than
+    /// [`MAX_SUBPROTOCOLS`](HandshakeRequest::MAX_SUBPROTOCOLS) entries or
+    /// [`MAX_SUBPROTOCOL_BYTES`](HandshakeRequest::MAX_SUBPROTOCOL_BYTES)
+    /// bytes: checked while reading, before any entry is kept or any token
+    /// parsed.
     pub fn build(mut self) -> Result<HandshakeRequest, AuthError> {
         let mut offered = Vec::new();
+        let mut bytes = 0usize;
         for line in self.request.header_values("sec-websocket-protocol") {
+            bytes = bytes.saturating_add(line.len());
+            if bytes > HandshakeRequest::MAX_SUBPROTOCOL_BYTES {
+                return Err(AuthError::ProtocolInvalid(
+                    "the subprotocol offer is larger than the server accepts",
+                ));
+            }
             for entry in line.split(',') {
                 let entry = entry.trim_matches([' ', '\t']);
                 if entry.is_empty() || !entry.bytes().all(is_tchar) {
                     return Err(AuthError::ProtocolInvalid(
                         "an offered subprotocol is not an RFC 6455 token",
+                    ));
+                }
+                if offered.len() == HandshakeRequest::MAX_SUBPROTOCOLS {
+                    return Err(AuthError::ProtocolInvalid(
+                        "more subprotocols offered than the server accepts",
                     ));
                 }
                 offered.push(entry.to_owned());
