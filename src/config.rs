@@ -321,7 +321,8 @@ mod tests {
 
     #[test]
     fn every_zero_duration_and_bound_is_refused_by_name() {
-        let cases: [(&str, fn(&mut HubConfig)); 8] = [
+        type Breaker = fn(&mut HubConfig);
+        let cases: [(&str, Breaker); 8] = [
             ("write_timeout", |c| c.write_timeout = Duration::ZERO),
             ("ping_interval", |c| c.ping_interval = Duration::ZERO),
             ("pong_timeout", |c| c.pong_timeout = Duration::ZERO),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::*;
-use ws_lifecycle::auth::{AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
+use ws_lifecycle::auth::HandshakeRequest;
 use ws_lifecycle::close::CloseFrame;
 use ws_lifecycle::config::BufferLimit;
 use ws_lifecycle::transport::memory::{self, MemoryClient, MemorySink, MemoryStream};
@@ -55,24 +55,6 @@ async fn close_code(client: &mut MemoryClient) -> Option<u16> {
         .map(|f| f.code.as_u16())
 }
 
-struct Admits;
-
-impl Authenticator for Admits {
-    async fn authenticate(&self, _: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
-        Ok(AuthOutcome::new(user("alice")))
-    }
-}
-
-fn upgrade_request() -> HandshakeRequest {
-    HandshakeRequest::builder()
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .build()
-        .unwrap()
-}
-
 /// `max_connections` used to be checked against connections already
 /// minted, so parallel upgrades all saw room and overshot it.
 #[tokio::test]
@@ -80,7 +62,7 @@ async fn max_connections_holds_against_parallel_upgrades() {
     let hub = hub_with(|c| c.max_connections = Some(2));
     let request = upgrade_request();
     let decisions =
-        futures_util::future::join_all((0..10).map(|_| decide(&hub, "GET", &request, &Admits)))
+        futures_util::future::join_all((0..10).map(|_| decide(&hub, "GET", &request, &Alice)))
             .await;
     let admitted: Vec<_> = decisions
         .into_iter()
@@ -100,7 +82,7 @@ async fn max_connections_holds_against_parallel_upgrades() {
         .await
         .expect("places were not given back");
     assert!(matches!(
-        decide(&hub, "GET", &request, &Admits).await,
+        decide(&hub, "GET", &request, &Alice).await,
         Decision::Upgrade(_)
     ));
 }

@@ -163,25 +163,6 @@ impl Authenticator for Hangs {
     }
 }
 
-/// Admits everyone as alice.
-struct Alice;
-
-impl Authenticator for Alice {
-    async fn authenticate(&self, _: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
-        Ok(AuthOutcome::new(user("alice")))
-    }
-}
-
-fn upgrade_request() -> HandshakeRequest {
-    HandshakeRequest::builder()
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .build()
-        .unwrap()
-}
-
 fn busy(decision: &Decision) -> bool {
     matches!(decision, Decision::Refuse(r) if (r.status, r.code) == (503, "server_busy"))
 }

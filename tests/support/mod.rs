@@ -155,3 +155,26 @@ pub fn assert_accounted(m: &MetricsSnapshot) {
         "accepted events not accounted for: {m:?}"
     );
 }
+
+/// Admits everyone as alice.
+pub struct Alice;
+
+impl ws_lifecycle::auth::Authenticator for Alice {
+    async fn authenticate(
+        &self,
+        _: &ws_lifecycle::auth::HandshakeRequest,
+    ) -> Result<ws_lifecycle::auth::AuthOutcome, ws_lifecycle::auth::AuthFailure> {
+        Ok(ws_lifecycle::auth::AuthOutcome::new(user("alice")))
+    }
+}
+
+/// A well-formed upgrade request with no credentials.
+pub fn upgrade_request() -> ws_lifecycle::auth::HandshakeRequest {
+    ws_lifecycle::auth::HandshakeRequest::builder()
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
