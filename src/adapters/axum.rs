@@ -46,7 +46,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 
-use crate::auth::{AuthError, Authenticator, HandshakeRequest};
+use crate::auth::{Authenticator, HandshakeRequest};
 use crate::close::CloseFrame;
 use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
 use crate::upgrade::{self, Decision, Refusal};
@@ -73,7 +73,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let request = handshake_request(parts).map_err(|e| refusal_response(&Refusal::from(&e)))?;
+        let request = handshake_request(parts).map_err(|refusal| refusal_response(&refusal))?;
         upgrade::check_handshake(parts.method.as_str(), &request)
             .map_err(|refusal| refusal_response(&refusal))?;
         let upgrade = WebSocketUpgrade::from_request_parts(parts, state)
@@ -128,13 +128,10 @@ impl WsUpgrade {
     }
 }
 
-fn handshake_request(parts: &Parts) -> Result<HandshakeRequest, AuthError> {
+fn handshake_request(parts: &Parts) -> Result<HandshakeRequest, Refusal> {
     let mut builder = HandshakeRequest::builder();
     for (name, value) in &parts.headers {
-        let value = value
-            .to_str()
-            .map_err(|_| AuthError::ProtocolInvalid("a header value is not visible ASCII"))?;
-        builder = builder.header(name.as_str(), value);
+        builder = builder.header(name.as_str(), super::header_value(value.as_bytes())?);
     }
     if let Some(query) = parts.uri.query() {
         builder = builder.query(query);
@@ -142,7 +139,7 @@ fn handshake_request(parts: &Parts) -> Result<HandshakeRequest, AuthError> {
     if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
         builder = builder.peer_addr(*addr);
     }
-    builder.build()
+    builder.build().map_err(|e| Refusal::from(&e))
 }
 
 fn refusal_response(refusal: &Refusal) -> Response {

@@ -184,8 +184,7 @@ fn parse_head(
     let method = parsed.method.unwrap_or_default().to_owned();
     let mut builder = HandshakeRequest::builder();
     for header in parsed.headers.iter() {
-        let value = std::str::from_utf8(header.value).map_err(|_| Refusal::upgrade_invalid())?;
-        builder = builder.header(header.name, value);
+        builder = builder.header(header.name, super::header_value(header.value)?);
     }
     if let Some((_, query)) = parsed.path.unwrap_or_default().split_once('?') {
         builder = builder.query(query);

@@ -38,7 +38,7 @@ use warp::filters::ws::{Message as WarpMessage, WebSocket, Ws};
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
-use crate::auth::{AuthError, Authenticator, HandshakeRequest};
+use crate::auth::{Authenticator, HandshakeRequest};
 use crate::close::CloseFrame;
 use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
 use crate::upgrade::{self, Decision, Refusal};
@@ -75,15 +75,13 @@ pub fn upgrade() -> impl Filter<Extract = (WarpUpgrade,), Error = Infallible> + 
              query: Option<String>,
              peer: Option<SocketAddr>,
              ws: Option<Ws>| {
-                let checked = handshake_request(&headers, query, peer)
-                    .map_err(|e| Refusal::from(&e))
-                    .and_then(|request| {
-                        upgrade::check_handshake(method.as_str(), &request)?;
-                        // The policy accepted the handshake, so warp's own
-                        // (looser) check did too.
-                        let ws = ws.ok_or_else(Refusal::upgrade_invalid)?;
-                        Ok((request, ws))
-                    });
+                let checked = handshake_request(&headers, query, peer).and_then(|request| {
+                    upgrade::check_handshake(method.as_str(), &request)?;
+                    // The policy accepted the handshake, so warp's own
+                    // (looser) check did too.
+                    let ws = ws.ok_or_else(Refusal::upgrade_invalid)?;
+                    Ok((request, ws))
+                });
                 WarpUpgrade { checked }
             },
         )
@@ -133,13 +131,10 @@ fn handshake_request(
     headers: &HeaderMap,
     query: Option<String>,
     peer: Option<SocketAddr>,
-) -> Result<HandshakeRequest, AuthError> {
+) -> Result<HandshakeRequest, Refusal> {
     let mut builder = HandshakeRequest::builder();
     for (name, value) in headers {
-        let value = value
-            .to_str()
-            .map_err(|_| AuthError::ProtocolInvalid("a header value is not visible ASCII"))?;
-        builder = builder.header(name.as_str(), value);
+        builder = builder.header(name.as_str(), super::header_value(value.as_bytes())?);
     }
     if let Some(query) = query {
         builder = builder.query(query);
@@ -147,7 +142,7 @@ fn handshake_request(
     if let Some(peer) = peer {
         builder = builder.peer_addr(peer);
     }
-    builder.build()
+    builder.build().map_err(|e| Refusal::from(&e))
 }
 
 fn refusal_response(refusal: &Refusal) -> Response {

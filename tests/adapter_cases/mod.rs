@@ -31,6 +31,7 @@ macro_rules! adapter_suite {
             malformed_upgrades_get_400_or_426,
             an_agent_run_arrives_as_five_events_in_order_with_gap_free_seqs,
             users_are_isolated_and_every_connection_of_a_user_gets_every_message,
+            header_values_in_utf8_are_accepted_and_other_bytes_refused_with_400,
         );
     };
     (@cases $start:path; $($case:ident,)*) => {
@@ -273,6 +274,54 @@ pub async fn users_are_isolated_and_every_connection_of_a_user_gets_every_messag
     hub.idle().await;
     assert_eq!((hub.connection_count(), hub.user_count()), (0, 0));
     assert_eq!(hub.metrics().isolation_refusals, 0);
+}
+
+/// Header values are read as UTF-8 on every adapter: a browser sends a
+/// cookie set with non-ASCII text as raw UTF-8, and an unrelated header
+/// must not cost the upgrade. Bytes that are not UTF-8 are refused with 400
+/// `upgrade_invalid` before authentication.
+pub async fn header_values_in_utf8_are_accepted_and_other_bytes_refused_with_400(
+    hub: Hub,
+    addr: SocketAddr,
+) {
+    let bearer = format!("Bearer {}", token("carol"));
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Cookie", "theme=sépia; name=José"),
+        ("X-Display-Name", "Zoë 🦀"),
+    ];
+    let outcome = ws_client::connect(addr, &headers).await;
+    let Outcome::Upgraded(mut c) = outcome else {
+        panic!("UTF-8 header values: not upgraded: {outcome:?}");
+    };
+    let ready = c.client.next_json().await;
+    assert_eq!(
+        (ready["type"].as_str(), ready["user"].as_str()),
+        (Some("ready"), Some("carol"))
+    );
+    c.client.close().await;
+
+    let offer = format!("jwt-auth, jwt.{}", token("alice"));
+    for bad in [&b"\xff\xfe"[..], b"caf\xe9", b"\xc3"] {
+        let mut request = format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: {offer}\r\nX-Latin-1: "
+        )
+        .into_bytes();
+        request.extend_from_slice(bad);
+        request.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            ws_client::raw_response(addr, &request).await,
+            (400, r#"{"error":"upgrade_invalid"}"#.to_owned()),
+            "{bad:?}"
+        );
+    }
+    hub.idle().await;
+    assert_eq!(hub.connection_count(), 0);
+    assert_eq!(
+        hub.metrics().auth_failures.values().sum::<u64>(),
+        0,
+        "refused before authentication"
+    );
 }
 
 /// The demo routes besides `/ws`, identical on axum and warp (not part of
