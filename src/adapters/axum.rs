@@ -254,6 +254,7 @@ fn classify(error: axum::Error, limit: usize) -> TransportError {
     match inner.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(_)) => TransportError::MessageTooBig { limit },
         Some(tungstenite::Error::Protocol(_)) => TransportError::Protocol(inner.to_string()),
+        Some(tungstenite::Error::Utf8(_)) => TransportError::InvalidPayload,
         _ => TransportError::Other(inner),
     }
 }

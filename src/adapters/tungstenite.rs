@@ -309,6 +309,7 @@ fn classify(error: tungstenite::Error, limit: usize) -> TransportError {
             TransportError::Closed
         }
         tungstenite::Error::Protocol(e) => TransportError::Protocol(e.to_string()),
+        tungstenite::Error::Utf8(_) => TransportError::InvalidPayload,
         other => TransportError::Other(Box::new(other)),
     }
 }

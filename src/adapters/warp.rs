@@ -200,6 +200,7 @@ fn classify(error: warp::Error, limit: usize) -> TransportError {
     match tungstenite {
         Some(tungstenite::Error::Capacity(_)) => TransportError::MessageTooBig { limit },
         Some(tungstenite::Error::Protocol(e)) => TransportError::Protocol(e.to_string()),
+        Some(tungstenite::Error::Utf8(_)) => TransportError::InvalidPayload,
         Some(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
             TransportError::Closed
         }

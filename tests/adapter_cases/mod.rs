@@ -32,6 +32,7 @@ macro_rules! adapter_suite {
             an_agent_run_arrives_as_five_events_in_order_with_gap_free_seqs,
             users_are_isolated_and_every_connection_of_a_user_gets_every_message,
             header_values_in_utf8_are_accepted_and_other_bytes_refused_with_400,
+            a_text_frame_that_is_not_utf8_is_closed_with_1007,
         );
     };
     (@cases $start:path; $($case:ident,)*) => {
@@ -322,6 +323,26 @@ pub async fn header_values_in_utf8_are_accepted_and_other_bytes_refused_with_400
         0,
         "refused before authentication"
     );
+}
+
+/// RFC 6455 section 8.1: a text frame whose payload is not UTF-8 fails the
+/// connection with 1007 (invalid frame payload data), on every adapter; the
+/// connection ends `Failed` and leaves the routing table.
+pub async fn a_text_frame_that_is_not_utf8_is_closed_with_1007(hub: Hub, addr: SocketAddr) {
+    for payload in [&b"caf\xe9"[..], b"\xff", b"ok \xed\xa0\x80 (a surrogate)"] {
+        let mut alice = browser(addr, "alice").await.client;
+        assert_eq!(alice.next_json().await["type"], "ready");
+        alice.send_raw_text(payload).await;
+        assert_eq!(
+            alice.next_close().await,
+            Some((1007, "invalid_payload".to_owned())),
+            "{payload:?}"
+        );
+        alice.close().await;
+    }
+    hub.idle().await;
+    assert_eq!(hub.connection_count(), 0);
+    assert_eq!(hub.metrics().connections.get("failed"), Some(&3));
 }
 
 /// The demo routes besides `/ws`, identical on axum and warp (not part of

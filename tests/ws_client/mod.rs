@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Error, Message};
 
 /// How a handshake ended.
@@ -192,6 +194,12 @@ impl Client {
 
     pub async fn send_text(&mut self, text: &str) -> Result<(), Error> {
         self.ws.send(Message::text(text)).await
+    }
+
+    /// Sends one final text frame with `payload` as it is, UTF-8 or not.
+    pub async fn send_raw_text(&mut self, payload: &'static [u8]) {
+        let frame = Frame::message(payload, OpCode::Data(Data::Text), true);
+        self.ws.send(Message::Frame(frame)).await.unwrap();
     }
 
     /// A clean close: our close frame, then the server's reply.
