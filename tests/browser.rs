@@ -61,8 +61,9 @@ const AGENT_EVENTS: [&str; 5] = [
 async fn demo_server(hub: Hub) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = axum_app::router(hub, SECRET, "single node").unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let serving =
+        axum_app::serve(listener, hub, SECRET, "single node", std::future::pending()).unwrap();
+    tokio::spawn(serving);
     addr
 }
 

@@ -4,6 +4,27 @@
 //! [`Decision`](crate::upgrade::Decision), wrap the socket as a
 //! [`Transport`](crate::transport::Transport).
 //!
+//! # The deadline on the upgrade request
+//!
+//! [`HubConfig::upgrade_timeout`](crate::config::HubConfig::upgrade_timeout)
+//! (10 s) bounds how long a client may take to send its upgrade request (the
+//! HTTP head), so that clients sending a byte at a time, or nothing
+//! (slowloris), cannot hold sockets indefinitely. One way per stack:
+//!
+//! | stack | how |
+//! |---|---|
+//! | tokio-tungstenite | [`tungstenite::serve`] enforces it itself |
+//! | axum | serve the router with [`adapters::axum::serve`](fn@axum::serve) and [`ServeConfig::from(hub.config())`](ServeConfig), not with axum's own `axum::serve` |
+//! | warp | serve the filter with [`adapters::warp::serve`](fn@warp::serve) and [`ServeConfig::from(hub.config())`](ServeConfig), not with warp's own `warp::serve` |
+//!
+//! `axum::serve` and `warp::serve` run hyper without a timer, and hyper
+//! enforces no header read timeout without one. Serving hyper yourself (for
+//! TLS, say)? Use `hyper::server::conn::http1::Builder` with
+//! `.timer(hyper_util::rt::TokioTimer::new())` and
+//! `.header_read_timeout(deadline)`, not hyper-util's `auto::Builder`: with
+//! upgrades enabled it first reads the connection to tell HTTP/1 from
+//! HTTP/2, with no deadline, so a silent client is never timed out.
+//!
 //! # Header values
 //!
 //! Every adapter reads request header values the same way: as UTF-8. A
@@ -28,6 +49,11 @@
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
+#[cfg(any(feature = "axum", feature = "warp"))]
+mod http;
+#[cfg(any(feature = "axum", feature = "warp"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "axum", feature = "warp"))))]
+pub use http::ServeConfig;
 #[cfg(feature = "tungstenite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tungstenite")))]
 pub mod tungstenite;
