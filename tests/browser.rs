@@ -296,6 +296,15 @@ async fn two_users_in_chromium_each_see_only_their_own_agent_run_in_order() {
     let url = format!("http://{addr}/");
     let alice = browser.open(&url).await;
     let bob = browser.open(&url).await;
+    // A cookie with non-ASCII text, which Chromium sends as raw UTF-8 on
+    // the upgrade: it must not cost the upgrade (`src/adapters` docs).
+    let cookies = browser
+        .eval(
+            &alice,
+            "document.cookie = 'theme=sépia; path=/'; document.cookie",
+        )
+        .await;
+    assert_eq!(cookies, "theme=sépia");
     connect_as(&mut browser, &alice, "alice").await;
     connect_as(&mut browser, &bob, "bob").await;
     let ready = when("document.getElementById('status').textContent === 'ready'");
