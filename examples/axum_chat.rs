@@ -31,19 +31,18 @@ mod server;
 #[path = "common/axum_app.rs"]
 mod axum_app;
 
-use axum::serve::ListenerExt;
-
 fn main() -> Result<(), cluster::BoxError> {
     cluster::main("axum_chat", "axum", |node, listener, shutdown| async move {
-        // No Nagle: the hub batches frames itself, so delaying small writes
-        // only adds latency (40 ms stalls against delayed ACKs).
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let router = axum_app::router(node.hub, &server::demo_secret(), &node.name)?;
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        // `TCP_NODELAY` on, and the hub's `upgrade_timeout` (10 s) as the
+        // deadline on every request head (`ServeConfig`).
+        axum_app::serve(
+            listener,
+            node.hub,
+            &server::demo_secret(),
+            &node.name,
+            shutdown,
+        )?
+        .await;
         Ok(())
     })
 }

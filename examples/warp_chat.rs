@@ -21,12 +21,16 @@ mod warp_app;
 
 fn main() -> Result<(), cluster::BoxError> {
     cluster::main("warp_chat", "warp", |node, listener, shutdown| async move {
-        let routes = warp_app::routes(node.hub, &server::demo_secret(), &node.name)?;
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(shutdown)
-            .run()
-            .await;
+        // The hub's `upgrade_timeout` (10 s) as the deadline on every request
+        // head, and aborted upgrades logged at DEBUG (`ServeConfig`).
+        warp_app::serve(
+            listener,
+            node.hub,
+            &server::demo_secret(),
+            &node.name,
+            shutdown,
+        )?
+        .await;
         Ok(())
     })
 }

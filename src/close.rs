@@ -4,6 +4,8 @@
 //! | code | meaning | client should |
 //! |---|---|---|
 //! | 1000 / 1001 | normal / server going away | — / reconnect |
+//! | 1002 | WebSocket protocol error | fix the client |
+//! | 1007 | invalid payload: a text message that is not UTF-8 | fix the client |
 //! | 1009 | message too big | fix the client |
 //! | 1011 | internal error (a bug or a panicking app callback) | reconnect with backoff |
 //! | 1012 | restart / drain | reconnect |
@@ -29,6 +31,9 @@ impl CloseCode {
     pub const GOING_AWAY: CloseCode = CloseCode(1001);
     /// 1002: the peer broke the WebSocket protocol.
     pub const PROTOCOL_ERROR: CloseCode = CloseCode(1002);
+    /// 1007: invalid frame payload data, such as a text message that is not
+    /// UTF-8 (RFC 6455 sections 7.4.1 and 8.1).
+    pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
     /// 1009: an inbound message was larger than the configured limit.
     pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
     /// 1011: an internal error (a bug, or a panicking application callback).
@@ -174,6 +179,8 @@ pub enum CloseCause {
     RateLimited,
     /// The peer broke the WebSocket protocol (1002).
     ProtocolError,
+    /// The peer sent a text message that is not UTF-8 (1007).
+    InvalidPayload,
     /// The server is shutting down and the deadline passed: closed without
     /// waiting for queued events (1012).
     Forced,
@@ -200,6 +207,7 @@ impl CloseCause {
             CloseCause::HeartbeatTimeout => return None,
             CloseCause::RateLimited => (CloseCode::RATE_LIMITED, "rate_limited"),
             CloseCause::ProtocolError => (CloseCode::PROTOCOL_ERROR, "protocol_error"),
+            CloseCause::InvalidPayload => (CloseCode::INVALID_PAYLOAD, "invalid_payload"),
             CloseCause::Forced => (CloseCode::RESTART, "restart"),
         };
         Some(CloseFrame::new(code, CloseReason::from_static(reason)))
@@ -219,6 +227,7 @@ impl CloseCause {
                 | CloseCause::Dropped
                 | CloseCause::HeartbeatTimeout
                 | CloseCause::ProtocolError
+                | CloseCause::InvalidPayload
         )
     }
 
@@ -247,6 +256,7 @@ impl CloseCause {
             CloseCause::HeartbeatTimeout => "heartbeat_timeout",
             CloseCause::RateLimited => "rate_limited",
             CloseCause::ProtocolError => "protocol_error",
+            CloseCause::InvalidPayload => "invalid_payload",
             CloseCause::Forced => "forced",
         }
     }
@@ -275,6 +285,7 @@ mod tests {
             CloseCause::ConnectionLimit,
             CloseCause::RateLimited,
             CloseCause::ProtocolError,
+            CloseCause::InvalidPayload,
             CloseCause::Forced,
         ];
         for cause in causes {

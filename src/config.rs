@@ -107,8 +107,10 @@ pub struct HubConfig {
     /// slow-consumer policy closes the connection. Default: 1 s.
     pub write_timeout: Duration,
     /// Longest the HTTP upgrade request may take to arrive, in total (a
-    /// slowloris defence; tokio-tungstenite has none of its own). Default:
-    /// 10 s.
+    /// slowloris defence). The tokio-tungstenite adapter enforces it itself;
+    /// axum and warp apps pass it to `adapters::axum::serve` or
+    /// `adapters::warp::serve` with `ServeConfig::from(hub.config())`.
+    /// Default: 10 s.
     pub upgrade_timeout: Duration,
     /// Longest authentication may take once the transport is open
     /// ([`Hub::serve_with_auth`](crate::Hub::serve_with_auth)); then close

@@ -205,6 +205,7 @@ impl Hub {
                 None | Some(Err(TransportError::Closed)) => break CloseCause::PeerGone,
                 Some(Err(TransportError::MessageTooBig { .. })) => break CloseCause::MessageTooBig,
                 Some(Err(TransportError::Protocol(_))) => break CloseCause::ProtocolError,
+                Some(Err(TransportError::InvalidPayload)) => break CloseCause::InvalidPayload,
                 Some(Err(_)) => break CloseCause::TransportError,
                 Some(Ok(Message::Close(frame))) => break CloseCause::PeerClosed(frame),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,

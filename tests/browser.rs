@@ -61,8 +61,9 @@ const AGENT_EVENTS: [&str; 5] = [
 async fn demo_server(hub: Hub) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = axum_app::router(hub, SECRET, "single node").unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let serving =
+        axum_app::serve(listener, hub, SECRET, "single node", std::future::pending()).unwrap();
+    tokio::spawn(serving);
     addr
 }
 
@@ -295,6 +296,15 @@ async fn two_users_in_chromium_each_see_only_their_own_agent_run_in_order() {
     let url = format!("http://{addr}/");
     let alice = browser.open(&url).await;
     let bob = browser.open(&url).await;
+    // A cookie with non-ASCII text, which Chromium sends as raw UTF-8 on
+    // the upgrade: it must not cost the upgrade (`src/adapters` docs).
+    let cookies = browser
+        .eval(
+            &alice,
+            "document.cookie = 'theme=sépia; path=/'; document.cookie",
+        )
+        .await;
+    assert_eq!(cookies, "theme=sépia");
     connect_as(&mut browser, &alice, "alice").await;
     connect_as(&mut browser, &bob, "bob").await;
     let ready = when("document.getElementById('status').textContent === 'ready'");

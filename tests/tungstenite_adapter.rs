@@ -27,7 +27,7 @@ use ws_lifecycle::Hub;
 use ws_lifecycle::adapters::tungstenite;
 
 async fn start() -> (Hub, std::net::SocketAddr) {
-    let hub = Hub::new();
+    let hub = adapter_cases::hub();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let auth = Arc::new(server::demo_authenticator(adapter_cases::SECRET).unwrap());

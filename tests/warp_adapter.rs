@@ -1,5 +1,6 @@
 //! The warp adapter over real sockets on 127.0.0.1 (port 0), serving the
-//! demo app as `examples/warp_chat.rs` does: the shared adapter suite.
+//! demo app as `examples/warp_chat.rs` does (through
+//! `adapters::warp::serve`): the shared adapter suite.
 
 #![cfg(all(feature = "warp", feature = "tungstenite", feature = "jwt"))]
 // Tests assert by panicking; the crate's panic lints guard library code.
@@ -24,11 +25,17 @@ mod ws_client;
 use ws_lifecycle::Hub;
 
 async fn start() -> (Hub, std::net::SocketAddr) {
-    let hub = Hub::new();
-    let routes = warp_app::routes(hub.clone(), adapter_cases::SECRET, "single node").unwrap();
+    let hub = adapter_cases::hub();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(warp::serve(routes).incoming(listener).run());
+    let serving = warp_app::serve(
+        listener,
+        hub.clone(),
+        adapter_cases::SECRET,
+        "single node",
+        std::future::pending(),
+    );
+    tokio::spawn(serving.unwrap());
     (hub, addr)
 }
 
@@ -38,4 +45,27 @@ adapter_cases::adapter_suite!(start);
 async fn demo_routes_name_the_node_and_share_the_metrics() {
     let (hub, addr) = start().await;
     adapter_cases::demo_routes_name_the_node_and_share_the_metrics(hub, addr).await;
+}
+
+#[tokio::test]
+async fn serving_stops_on_shutdown_and_leaves_upgraded_connections_to_the_hub() {
+    let hub = adapter_cases::hub();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let serving = warp_app::serve(
+        listener,
+        hub.clone(),
+        adapter_cases::SECRET,
+        "single node",
+        shutdown,
+    );
+    let serving = tokio::spawn(serving.unwrap());
+    adapter_cases::serving_stops_on_shutdown_and_leaves_upgraded_connections_to_the_hub(
+        hub, addr, stop, serving,
+    )
+    .await;
 }

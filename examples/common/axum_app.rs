@@ -1,7 +1,9 @@
-//! The axum routes of the demo server: shared by `examples/axum_chat.rs` and
-//! the adapter tests, which drive exactly what a newcomer runs. The
-//! including crate declares `chat` and `server` (from `examples/common/`).
+//! The axum routes of the demo server and how it serves them: shared by
+//! `examples/axum_chat.rs` and the adapter tests, which drive exactly what a
+//! newcomer runs. The including crate declares `chat` and `server` (from
+//! `examples/common/`).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -9,7 +11,9 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
+use tokio::net::TcpListener;
 use ws_lifecycle::Hub;
+use ws_lifecycle::adapters::ServeConfig;
 use ws_lifecycle::adapters::axum::WsUpgrade;
 use ws_lifecycle::auth::JwtAuthenticator;
 use ws_lifecycle::id::UserId;
@@ -53,6 +57,27 @@ async fn demo_token(Query(q): Query<TokenQuery>, State(s): State<AppState>) -> R
 /// `/metrics`: the same text on every example (`server::metrics`).
 async fn metrics(State(s): State<AppState>) -> String {
     server::metrics(&s.hub)
+}
+
+/// The demo server on `listener` until `shutdown` resolves: [`router`]'s
+/// routes through the crate's `adapters::axum::serve` (not `axum::serve`,
+/// which bounds no request head), so the hub's `upgrade_timeout` is the
+/// deadline on every request head, the upgrade's included.
+pub(crate) fn serve<S>(
+    listener: TcpListener,
+    hub: Hub,
+    secret: &str,
+    node: &str,
+    shutdown: S,
+) -> Result<impl Future<Output = ()> + Send + use<S>, Box<dyn std::error::Error>>
+where
+    S: Future<Output = ()> + Send + 'static,
+{
+    let config = ServeConfig::from(hub.config());
+    let router = router(hub, secret, node)?;
+    Ok(ws_lifecycle::adapters::axum::serve(
+        listener, router, config, shutdown,
+    ))
 }
 
 /// The demo server's routes over `hub`, trusting tokens signed with `secret`;

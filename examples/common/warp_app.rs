@@ -1,14 +1,17 @@
-//! The warp routes of the demo server: shared by `examples/warp_chat.rs` and
-//! the adapter tests. Same app, same protocol and page as the axum example.
-//! The including crate declares `chat` and `server` (from
-//! `examples/common/`).
+//! The warp routes of the demo server and how it serves them: shared by
+//! `examples/warp_chat.rs` and the adapter tests. Same app, same protocol and
+//! page as the axum example. The including crate declares `chat` and
+//! `server` (from `examples/common/`).
 
+use std::future::Future;
 use std::sync::Arc;
 
+use tokio::net::TcpListener;
 use warp::Filter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 use ws_lifecycle::Hub;
+use ws_lifecycle::adapters::ServeConfig;
 use ws_lifecycle::adapters::warp::{WarpUpgrade, upgrade};
 use ws_lifecycle::id::UserId;
 
@@ -18,6 +21,28 @@ use crate::server;
 #[derive(serde::Deserialize)]
 struct TokenQuery {
     user: String,
+}
+
+/// The demo server on `listener` until `shutdown` resolves: [`routes`]
+/// through the crate's `adapters::warp::serve` (not `warp::serve`, which
+/// bounds no request head and logs every aborted upgrade at ERROR), so the
+/// hub's `upgrade_timeout` is the deadline on every request head, the
+/// upgrade's included.
+pub(crate) fn serve<S>(
+    listener: TcpListener,
+    hub: Hub,
+    secret: &str,
+    node: &str,
+    shutdown: S,
+) -> Result<impl Future<Output = ()> + Send + use<S>, Box<dyn std::error::Error>>
+where
+    S: Future<Output = ()> + Send + 'static,
+{
+    let config = ServeConfig::from(hub.config());
+    let routes = routes(hub, secret, node)?;
+    Ok(ws_lifecycle::adapters::warp::serve(
+        listener, routes, config, shutdown,
+    ))
 }
 
 /// The demo server's routes over `hub`, trusting tokens signed with `secret`;

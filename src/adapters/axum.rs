@@ -1,10 +1,16 @@
 //! The axum adapter: an extractor, [`WsUpgrade`], usable in any handler of
-//! an existing `Router` with the application's own state.
+//! an existing `Router` with the application's own state, and [`serve`],
+//! which serves the router with the deadline on the upgrade request.
+//!
+//! Serve with [`serve`], not `axum::serve`: `axum::serve` gives hyper no
+//! timer, so no header read timeout applies and a client that sends its
+//! upgrade request a byte at a time, or nothing at all, keeps its socket
+//! open indefinitely (see [`ServeConfig`]).
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use axum::{Router, extract::State, response::Response, routing::any};
-//! use ws_lifecycle::adapters::axum::WsUpgrade;
+//! use ws_lifecycle::adapters::{ServeConfig, axum::{self as adapter, WsUpgrade}};
 //! use ws_lifecycle::auth::JwtAuthenticator;
 //! use ws_lifecycle::{ConnectionHandle, Handler, Hub, Inbound, close::CloseFrame};
 //!
@@ -23,21 +29,26 @@
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let hub = Hub::new();
+//! // The deadline on the upgrade request: the hub's `upgrade_timeout`.
+//! let config = ServeConfig::from(hub.config());
 //! let state = AppState {
-//!     hub: Hub::new(),
+//!     hub,
 //!     auth: JwtAuthenticator::builder().hs256("secret").build()?,
 //!     app: Arc::new(App),
 //! };
 //! // `any`, so a malformed upgrade (say, a POST) gets the crate's 400, not a 405.
 //! let router = Router::new().route("/ws", any(ws)).with_state(state);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! axum::serve(listener, router).await?;
+//! adapter::serve(listener, router, config, std::future::pending()).await;
 //! # Ok(()) }
 //! ```
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -45,12 +56,54 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
 
-use crate::auth::{AuthError, Authenticator, HandshakeRequest};
+use super::ServeConfig;
+use super::http::{self, WithExtension};
+use crate::auth::{Authenticator, HandshakeRequest};
 use crate::close::CloseFrame;
 use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
 use crate::upgrade::{self, Decision, Refusal};
 use crate::{Handler, Hub};
+
+/// Serves `router` on `listener` over HTTP/1.1 (with upgrades) until
+/// `shutdown` resolves, with the deadline on every request head that
+/// `axum::serve` lacks: [`ServeConfig::header_read_timeout`]. Each request
+/// carries axum's `ConnectInfo<SocketAddr>`, so handlers (and the request
+/// [`WsUpgrade`] builds) see the peer's address.
+///
+/// On `shutdown` it stops accepting, closes idle connections, lets requests
+/// in flight finish, and returns once they have. Upgraded connections are
+/// the hub's: end them with [`Hub::shutdown`]. A client that aborts or
+/// botches its request, or misses the deadline, is logged at DEBUG only.
+///
+/// # Example
+///
+/// ```no_run
+/// use axum::{Router, routing::get};
+/// use ws_lifecycle::adapters::{ServeConfig, axum::serve};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let router = Router::new().route("/", get(|| async { "hello" }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let ctrl_c = async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// };
+/// serve(listener, router, ServeConfig::default(), ctrl_c).await;
+/// # Ok(()) }
+/// ```
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let make_service = |peer: SocketAddr| {
+        WithExtension::new(TowerToHyperService::new(router.clone()), ConnectInfo(peer))
+    };
+    http::serve(listener, config, make_service, shutdown).await;
+}
 
 /// A WebSocket upgrade request, checked against the crate's upgrade policy
 /// (malformed upgrades are answered 400/426 before any handler code runs).
@@ -73,7 +126,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let request = handshake_request(parts).map_err(|e| refusal_response(&Refusal::from(&e)))?;
+        let request = handshake_request(parts).map_err(|refusal| refusal_response(&refusal))?;
         upgrade::check_handshake(parts.method.as_str(), &request)
             .map_err(|refusal| refusal_response(&refusal))?;
         let upgrade = WebSocketUpgrade::from_request_parts(parts, state)
@@ -128,13 +181,10 @@ impl WsUpgrade {
     }
 }
 
-fn handshake_request(parts: &Parts) -> Result<HandshakeRequest, AuthError> {
+fn handshake_request(parts: &Parts) -> Result<HandshakeRequest, Refusal> {
     let mut builder = HandshakeRequest::builder();
     for (name, value) in &parts.headers {
-        let value = value
-            .to_str()
-            .map_err(|_| AuthError::ProtocolInvalid("a header value is not visible ASCII"))?;
-        builder = builder.header(name.as_str(), value);
+        builder = builder.header(name.as_str(), super::header_value(value.as_bytes())?);
     }
     if let Some(query) = parts.uri.query() {
         builder = builder.query(query);
@@ -142,7 +192,7 @@ fn handshake_request(parts: &Parts) -> Result<HandshakeRequest, AuthError> {
     if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
         builder = builder.peer_addr(*addr);
     }
-    builder.build()
+    builder.build().map_err(|e| Refusal::from(&e))
 }
 
 fn refusal_response(refusal: &Refusal) -> Response {
@@ -256,7 +306,18 @@ fn classify(error: axum::Error, limit: usize) -> TransportError {
     let inner = error.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(_)) => TransportError::MessageTooBig { limit },
+        // The peer went away without a close frame: 1006, not a protocol
+        // error of ours.
+        Some(
+            tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            )
+            | tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed
+            | tungstenite::Error::Io(_),
+        ) => TransportError::Closed,
         Some(tungstenite::Error::Protocol(_)) => TransportError::Protocol(inner.to_string()),
+        Some(tungstenite::Error::Utf8(_)) => TransportError::InvalidPayload,
         _ => TransportError::Other(inner),
     }
 }

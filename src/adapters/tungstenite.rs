@@ -185,8 +185,7 @@ fn parse_head(
     let method = parsed.method.unwrap_or_default().to_owned();
     let mut builder = HandshakeRequest::builder();
     for header in parsed.headers.iter() {
-        let value = std::str::from_utf8(header.value).map_err(|_| Refusal::upgrade_invalid())?;
-        builder = builder.header(header.name, value);
+        builder = builder.header(header.name, super::header_value(header.value)?);
     }
     if let Some((_, query)) = parsed.path.unwrap_or_default().split_once('?') {
         builder = builder.query(query);
@@ -307,10 +306,16 @@ pub struct TungsteniteStream<S>(SplitStream<WebSocketStream<Replay<S>>>, usize);
 fn classify(error: tungstenite::Error, limit: usize) -> TransportError {
     match error {
         tungstenite::Error::Capacity(_) => TransportError::MessageTooBig { limit },
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            TransportError::Closed
-        }
+        // The peer went away without a close frame: 1006, not a protocol
+        // error of ours.
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        )
+        | tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::AlreadyClosed
+        | tungstenite::Error::Io(_) => TransportError::Closed,
         tungstenite::Error::Protocol(e) => TransportError::Protocol(e.to_string()),
+        tungstenite::Error::Utf8(_) => TransportError::InvalidPayload,
         other => TransportError::Other(Box::new(other)),
     }
 }

@@ -1,10 +1,29 @@
 //! The warp adapter: a [`Filter`] extracting a [`WarpUpgrade`], checked
-//! against the crate's upgrade policy.
+//! against the crate's upgrade policy, and [`serve`], which serves the
+//! routes with the deadline on the upgrade request.
+//!
+//! Serve with [`serve`], not `warp::serve`, for two reasons:
+//!
+//! * `warp::serve` gives hyper no timer, so no header read timeout applies
+//!   and a client that sends its upgrade request a byte at a time, or
+//!   nothing at all, keeps its socket open indefinitely (see
+//!   [`ServeConfig`]);
+//! * `warp::serve` logs every failed connection at ERROR (target
+//!   `warp::server`): a client that resets or abandons its upgrade, or sends
+//!   a malformed request, adds an ERROR line, so anyone can flood the log.
+//!   [`serve`] logs those at DEBUG. Staying on `warp::serve`? Filter that
+//!   target out (`warp::server=off` in an `EnvFilter`), which also hides
+//!   its accept errors.
+//!
+//! Under [`serve`], `warp::addr::remote()` is `None` (warp keeps its own
+//! server's address type private): read the peer's address with
+//! [`peer_addr`], which works under both servers.
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use warp::Filter;
-//! use ws_lifecycle::adapters::warp::upgrade;
+//! use ws_lifecycle::adapters::ServeConfig;
+//! use ws_lifecycle::adapters::warp::{WarpUpgrade, serve, upgrade};
 //! use ws_lifecycle::auth::JwtAuthenticator;
 //! use ws_lifecycle::{ConnectionHandle, Handler, Hub, Inbound, close::CloseFrame};
 //!
@@ -17,32 +36,105 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let hub = Hub::new();
+//! // The deadline on the upgrade request: the hub's `upgrade_timeout`.
+//! let config = ServeConfig::from(hub.config());
 //! let auth = Arc::new(JwtAuthenticator::builder().hs256("secret").build()?);
 //! let app = Arc::new(App);
-//! let ws = warp::path("ws").and(upgrade()).then(move |u: ws_lifecycle::adapters::warp::WarpUpgrade| {
+//! let ws = warp::path("ws").and(upgrade()).then(move |u: WarpUpgrade| {
 //!     let (hub, auth, app) = (hub.clone(), auth.clone(), app.clone());
 //!     async move { u.serve(&hub, &*auth, app).await }
 //! });
-//! warp::serve(ws).run(([127, 0, 0, 1], 3000)).await;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! serve(listener, ws, config, std::future::pending()).await;
 //! # Ok(()) }
 //! ```
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
 use warp::Filter;
 use warp::filters::ws::{Message as WarpMessage, WebSocket, Ws};
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
-use crate::auth::{AuthError, Authenticator, HandshakeRequest};
+use super::ServeConfig;
+use super::http::{self, WithExtension};
+use crate::auth::{Authenticator, HandshakeRequest};
 use crate::close::CloseFrame;
 use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
 use crate::upgrade::{self, Decision, Refusal};
 use crate::{Handler, Hub};
+
+/// Serves `filter` on `listener` over HTTP/1.1 (with upgrades) until
+/// `shutdown` resolves, with the deadline on every request head that
+/// `warp::serve` lacks: [`ServeConfig::header_read_timeout`]. A client that
+/// aborts or botches its request, or misses the deadline, is logged at
+/// DEBUG only (`warp::serve` logs it at ERROR). [`peer_addr`] extracts the
+/// client's address.
+///
+/// On `shutdown` it stops accepting, closes idle connections, lets requests
+/// in flight finish, and returns once they have. Upgraded connections are
+/// the hub's: end them with [`Hub::shutdown`].
+///
+/// # Example
+///
+/// ```no_run
+/// use warp::Filter;
+/// use ws_lifecycle::adapters::{ServeConfig, warp::serve};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let hello = warp::path::end().map(|| "hello");
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let ctrl_c = async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// };
+/// serve(listener, hello, ServeConfig::default(), ctrl_c).await;
+/// # Ok(()) }
+/// ```
+pub async fn serve<F>(
+    listener: TcpListener,
+    filter: F,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Filter + Clone + Send + Sync + 'static,
+    F::Extract: Reply,
+{
+    let service = warp::service(filter);
+    let make_service = |peer: SocketAddr| {
+        WithExtension::new(TowerToHyperService::new(service.clone()), PeerAddr(peer))
+    };
+    http::serve(listener, config, make_service, shutdown).await;
+}
+
+/// The peer's address as [`serve`] records it on each request.
+#[derive(Debug, Clone, Copy)]
+struct PeerAddr(SocketAddr);
+
+/// Extracts the client's address: warp's own (`warp::addr::remote()`)
+/// under `warp::serve`, the one [`serve`] records under [`serve`]; `None`
+/// when the server gives neither.
+///
+/// ```
+/// use warp::Filter;
+///
+/// let who = ws_lifecycle::adapters::warp::peer_addr()
+///     .map(|addr: Option<std::net::SocketAddr>| format!("{addr:?}"));
+/// # drop(who);
+/// ```
+pub fn peer_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Copy {
+    warp::addr::remote()
+        .and(warp::ext::optional::<PeerAddr>())
+        .map(|remote: Option<SocketAddr>, recorded: Option<PeerAddr>| {
+            remote.or(recorded.map(|PeerAddr(addr)| addr))
+        })
+}
 
 /// An upgrade request: the checked [`HandshakeRequest`] and warp's upgrade,
 /// or the refusal the policy already decided on.
@@ -67,7 +159,7 @@ pub fn upgrade() -> impl Filter<Extract = (WarpUpgrade,), Error = Infallible> + 
     warp::method()
         .and(warp::header::headers_cloned())
         .and(query)
-        .and(warp::addr::remote())
+        .and(peer_addr())
         .and(ws)
         .map(
             |method: Method,
@@ -75,15 +167,13 @@ pub fn upgrade() -> impl Filter<Extract = (WarpUpgrade,), Error = Infallible> + 
              query: Option<String>,
              peer: Option<SocketAddr>,
              ws: Option<Ws>| {
-                let checked = handshake_request(&headers, query, peer)
-                    .map_err(|e| Refusal::from(&e))
-                    .and_then(|request| {
-                        upgrade::check_handshake(method.as_str(), &request)?;
-                        // The policy accepted the handshake, so warp's own
-                        // (looser) check did too.
-                        let ws = ws.ok_or_else(Refusal::upgrade_invalid)?;
-                        Ok((request, ws))
-                    });
+                let checked = handshake_request(&headers, query, peer).and_then(|request| {
+                    upgrade::check_handshake(method.as_str(), &request)?;
+                    // The policy accepted the handshake, so warp's own
+                    // (looser) check did too.
+                    let ws = ws.ok_or_else(Refusal::upgrade_invalid)?;
+                    Ok((request, ws))
+                });
                 WarpUpgrade { checked }
             },
         )
@@ -134,13 +224,10 @@ fn handshake_request(
     headers: &HeaderMap,
     query: Option<String>,
     peer: Option<SocketAddr>,
-) -> Result<HandshakeRequest, AuthError> {
+) -> Result<HandshakeRequest, Refusal> {
     let mut builder = HandshakeRequest::builder();
     for (name, value) in headers {
-        let value = value
-            .to_str()
-            .map_err(|_| AuthError::ProtocolInvalid("a header value is not visible ASCII"))?;
-        builder = builder.header(name.as_str(), value);
+        builder = builder.header(name.as_str(), super::header_value(value.as_bytes())?);
     }
     if let Some(query) = query {
         builder = builder.query(query);
@@ -148,7 +235,7 @@ fn handshake_request(
     if let Some(peer) = peer {
         builder = builder.peer_addr(peer);
     }
-    builder.build()
+    builder.build().map_err(|e| Refusal::from(&e))
 }
 
 fn refusal_response(refusal: &Refusal) -> Response {
@@ -205,10 +292,18 @@ fn classify(error: warp::Error, limit: usize) -> TransportError {
         .and_then(|source| source.downcast_ref::<tungstenite::Error>());
     match tungstenite {
         Some(tungstenite::Error::Capacity(_)) => TransportError::MessageTooBig { limit },
+        Some(tungstenite::Error::Utf8(_)) => TransportError::InvalidPayload,
+        // The peer went away without a close frame: 1006, not a protocol
+        // error of ours.
+        Some(
+            tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            )
+            | tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed
+            | tungstenite::Error::Io(_),
+        ) => TransportError::Closed,
         Some(tungstenite::Error::Protocol(e)) => TransportError::Protocol(e.to_string()),
-        Some(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-            TransportError::Closed
-        }
         _ => TransportError::Other(Box::new(error)),
     }
 }

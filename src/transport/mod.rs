@@ -58,10 +58,16 @@ pub enum TransportError {
     /// The peer is gone: the socket was closed or reset.
     #[error("transport closed")]
     Closed,
-    /// The peer broke the WebSocket protocol (invalid frame, bad close code,
-    /// non-UTF-8 text).
+    /// The peer broke the WebSocket protocol (invalid frame, bad close
+    /// code).
     #[error("WebSocket protocol error: {0}")]
     Protocol(String),
+    /// The peer sent data inconsistent with its message type: a text message
+    /// that is not UTF-8 (RFC 6455 section 8.1). The hub closes with 1007
+    /// ([`CloseCause::InvalidPayload`](crate::close::CloseCause::InvalidPayload)).
+    /// The payload is the peer's and is not kept.
+    #[error("invalid payload: a text message is not UTF-8")]
+    InvalidPayload,
     /// An inbound message exceeded the configured size limit.
     #[error("inbound message larger than the limit of {limit} bytes")]
     MessageTooBig {

@@ -1,14 +1,21 @@
 //! The adapter test suite: every adapter (axum, warp, tungstenite) serves
 //! the demo app on a real socket and must pass exactly these cases, so all
 //! of them answer every upgrade identically. `adapter_suite!(start)`
-//! instantiates them; `start` returns the hub and the address serving `/ws`.
+//! instantiates them; `start` returns the hub (from [`hub`]) and the
+//! address serving `/ws`.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 use ws_lifecycle::Hub;
+use ws_lifecycle::config::HubConfig;
 use ws_lifecycle::id::UserId;
 
 use crate::support::tokens::b64url;
@@ -21,6 +28,19 @@ pub fn token(user: &str) -> String {
     crate::server::demo_token(SECRET, &UserId::new(user).unwrap()).unwrap()
 }
 
+/// The deadline on the upgrade request the suite's servers run with
+/// (`HubConfig::upgrade_timeout`, 10 s by default): short, so the
+/// slow-request cases end quickly.
+pub const UPGRADE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// The hub every suite server serves: the default configuration with the
+/// upgrade deadline set to [`UPGRADE_DEADLINE`].
+pub fn hub() -> Hub {
+    let mut config = HubConfig::default();
+    config.upgrade_timeout = UPGRADE_DEADLINE;
+    Hub::builder().config(config).build().unwrap()
+}
+
 /// One `#[tokio::test]` per case, each on a fresh server from `$start`.
 macro_rules! adapter_suite {
     ($start:path) => {
@@ -31,6 +51,11 @@ macro_rules! adapter_suite {
             malformed_upgrades_get_400_or_426,
             an_agent_run_arrives_as_five_events_in_order_with_gap_free_seqs,
             users_are_isolated_and_every_connection_of_a_user_gets_every_message,
+            header_values_in_utf8_are_accepted_and_other_bytes_refused_with_400,
+            a_text_frame_that_is_not_utf8_is_closed_with_1007,
+            a_trickled_and_a_silent_upgrade_request_are_closed_at_the_deadline,
+            aborted_and_malformed_upgrades_are_not_logged_as_errors,
+            a_peer_gone_without_a_close_frame_ends_as_peer_gone_not_a_protocol_error,
         );
     };
     (@cases $start:path; $($case:ident,)*) => {
@@ -273,6 +298,302 @@ pub async fn users_are_isolated_and_every_connection_of_a_user_gets_every_messag
     hub.idle().await;
     assert_eq!((hub.connection_count(), hub.user_count()), (0, 0));
     assert_eq!(hub.metrics().isolation_refusals, 0);
+}
+
+/// Header values are read as UTF-8 on every adapter: a browser sends a
+/// cookie set with non-ASCII text as raw UTF-8, and an unrelated header
+/// must not cost the upgrade. Bytes that are not UTF-8 are refused with 400
+/// `upgrade_invalid` before authentication.
+pub async fn header_values_in_utf8_are_accepted_and_other_bytes_refused_with_400(
+    hub: Hub,
+    addr: SocketAddr,
+) {
+    let bearer = format!("Bearer {}", token("carol"));
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Cookie", "theme=sépia; name=José"),
+        ("X-Display-Name", "Zoë 🦀"),
+    ];
+    let outcome = ws_client::connect(addr, &headers).await;
+    let Outcome::Upgraded(mut c) = outcome else {
+        panic!("UTF-8 header values: not upgraded: {outcome:?}");
+    };
+    let ready = c.client.next_json().await;
+    assert_eq!(
+        (ready["type"].as_str(), ready["user"].as_str()),
+        (Some("ready"), Some("carol"))
+    );
+    c.client.close().await;
+
+    let offer = format!("jwt-auth, jwt.{}", token("alice"));
+    for bad in [&b"\xff\xfe"[..], b"caf\xe9", b"\xc3"] {
+        let mut request = format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: {offer}\r\nX-Latin-1: "
+        )
+        .into_bytes();
+        request.extend_from_slice(bad);
+        request.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            ws_client::raw_response(addr, &request).await,
+            (400, r#"{"error":"upgrade_invalid"}"#.to_owned()),
+            "{bad:?}"
+        );
+    }
+    hub.idle().await;
+    assert_eq!(hub.connection_count(), 0);
+    assert_eq!(
+        hub.metrics().auth_failures.values().sum::<u64>(),
+        0,
+        "refused before authentication"
+    );
+}
+
+/// RFC 6455 section 8.1: a text frame whose payload is not UTF-8 fails the
+/// connection with 1007 (invalid frame payload data), on every adapter; the
+/// connection ends `Failed` and leaves the routing table.
+pub async fn a_text_frame_that_is_not_utf8_is_closed_with_1007(hub: Hub, addr: SocketAddr) {
+    for payload in [&b"caf\xe9"[..], b"\xff", b"ok \xed\xa0\x80 (a surrogate)"] {
+        let mut alice = browser(addr, "alice").await.client;
+        assert_eq!(alice.next_json().await["type"], "ready");
+        alice.send_raw_text(payload).await;
+        assert_eq!(
+            alice.next_close().await,
+            Some((1007, "invalid_payload".to_owned())),
+            "{payload:?}"
+        );
+        alice.close().await;
+    }
+    hub.idle().await;
+    assert_eq!(hub.connection_count(), 0);
+    assert_eq!(hub.metrics().connections.get("failed"), Some(&3));
+}
+
+/// A complete, valid upgrade request for alice with the browser-style
+/// subprotocol pair.
+fn upgrade_request() -> String {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: jwt-auth, jwt.{}\r\n\r\n",
+        token("alice")
+    )
+}
+
+/// Reads `stream` until the server closes it (end of stream, or a reset)
+/// and returns how long after `since` that was. Panics after 10 s.
+async fn closed_after(mut stream: impl AsyncRead + Unpin, since: Instant) -> Duration {
+    let mut buf = [0u8; 1024];
+    let closed = async {
+        while let Ok(n) = stream.read(&mut buf).await
+            && n > 0
+        {}
+    };
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the server kept the socket open for 10 s");
+    since.elapsed()
+}
+
+/// Slowloris: the deadline on the upgrade request (the HTTP head) holds on
+/// every adapter, as the examples serve it. A client that sends one byte
+/// every 250 ms (steady progress, never a whole head in time) and one that
+/// sends nothing are both closed once the deadline has passed.
+pub async fn a_trickled_and_a_silent_upgrade_request_are_closed_at_the_deadline(
+    hub: Hub,
+    addr: SocketAddr,
+) {
+    let started = Instant::now();
+    let silent = TcpStream::connect(addr).await.unwrap();
+    let (trickled, mut trickle) = TcpStream::connect(addr).await.unwrap().into_split();
+    // The write half stays alive until aborted: dropping it would send a
+    // FIN, which the server may answer by closing early.
+    let trickler = tokio::spawn(async move {
+        for byte in upgrade_request().bytes() {
+            if trickle.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        std::future::pending::<()>().await;
+    });
+    let (silent, trickled) = tokio::join!(
+        closed_after(silent, started),
+        closed_after(trickled, started)
+    );
+    trickler.abort();
+    for (client, after) in [("silent", silent), ("trickling", trickled)] {
+        assert!(
+            after >= UPGRADE_DEADLINE,
+            "the {client} client was closed before the deadline: {after:?}"
+        );
+        assert!(
+            after < UPGRADE_DEADLINE * 3,
+            "the {client} client was closed {after:?} after it connected"
+        );
+    }
+    assert_eq!(hub.connection_count(), 0);
+}
+
+/// An upgrade a client aborts, or a malformed one, is the client's doing,
+/// not a server error: anyone can send as many as they like, so none may
+/// log at WARN or ERROR (it would let them flood the log).
+pub async fn aborted_and_malformed_upgrades_are_not_logged_as_errors(hub: Hub, addr: SocketAddr) {
+    let capture = LogCapture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .without_time()
+        .with_writer({
+            let capture = capture.clone();
+            move || capture.clone()
+        })
+        .finish();
+    // The suite runs on tokio's current-thread runtime, so the server's
+    // tasks log on this thread, to this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // A served connection first: the capture sees the server's events.
+    let mut alice = browser(addr, "alice").await.client;
+    assert_eq!(alice.next_json().await["type"], "ready");
+    alice.close().await;
+    hub.idle().await;
+
+    let request = upgrade_request();
+    // Reset half-way through the head. Nothing tells when the server has
+    // seen it, so it goes first and the awaited cases follow.
+    let mut reset = TcpStream::connect(addr).await.unwrap();
+    reset.set_zero_linger().unwrap();
+    reset.write_all(&request.as_bytes()[..40]).await.unwrap();
+    drop(reset);
+    // Half a head, then the end of the stream; the whole request, then the
+    // end of the stream before the answer is read; a malformed head.
+    let half = &request.as_bytes()[..request.len() / 2];
+    let malformed = b"GET /ws HTTP/1.1\r\nHost x\r\n\r\n";
+    for sent in [half, request.as_bytes(), malformed] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        stream.shutdown().await.unwrap();
+        closed_after(stream, Instant::now()).await;
+    }
+    hub.idle().await;
+
+    let output = capture.text();
+    assert!(
+        output.contains("connection ended"),
+        "the capture saw nothing:\n{output}"
+    );
+    let loud: Vec<&str> = output
+        .lines()
+        .filter(|line| {
+            let line = line.trim_start();
+            line.starts_with("ERROR") || line.starts_with("WARN")
+        })
+        .collect();
+    assert!(loud.is_empty(), "logged at WARN or ERROR: {loud:#?}");
+}
+
+/// A client whose TCP connection ends without a close frame (a tab killed,
+/// a phone off the network) is an abnormal closure (1006), not a protocol
+/// error: the cause in the log says `peer_gone`.
+pub async fn a_peer_gone_without_a_close_frame_ends_as_peer_gone_not_a_protocol_error(
+    hub: Hub,
+    addr: SocketAddr,
+) {
+    let capture = LogCapture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .without_time()
+        .with_writer({
+            let capture = capture.clone();
+            move || capture.clone()
+        })
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut alice = browser(addr, "alice").await.client;
+    assert_eq!(alice.next_json().await["type"], "ready");
+    drop(alice);
+    hub.idle().await;
+    let output = capture.text();
+    let ended: Vec<&str> = output
+        .lines()
+        .filter(|line| line.contains("connection ended"))
+        .collect();
+    assert_eq!(ended.len(), 1, "{output}");
+    assert!(
+        ended[0].contains("cause=\"peer_gone\"") || ended[0].contains("cause=peer_gone"),
+        "{output}"
+    );
+}
+
+/// A `MakeWriter` appending to a shared buffer.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// `adapters::axum::serve` and `adapters::warp::serve` on shutdown (not part
+/// of the suite: the tungstenite example has its own accept loop): once
+/// `stop` fires, the server stops accepting, closes its idle connections and
+/// returns (`serving` ends), while an upgraded connection, the hub's, is
+/// still served.
+pub async fn serving_stops_on_shutdown_and_leaves_upgraded_connections_to_the_hub(
+    hub: Hub,
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<()>,
+) {
+    let mut alice = browser(addr, "alice").await.client;
+    assert_eq!(alice.next_json().await["type"], "ready");
+    // Idle: a keep-alive connection after its response, and one that has
+    // sent nothing yet.
+    let mut kept_alive = TcpStream::connect(addr).await.unwrap();
+    kept_alive
+        .write_all(b"GET /node HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).contains("single node") {
+        let mut buf = [0u8; 1024];
+        let n = kept_alive.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before its answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let silent = TcpStream::connect(addr).await.unwrap();
+
+    let stopped = Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("the server did not return within 10 s of its shutdown")
+        .unwrap();
+    closed_after(kept_alive, stopped).await;
+    closed_after(silent, stopped).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still accepting after the shutdown"
+    );
+
+    alice
+        .send_json(json!({ "type": "publish", "to": "alice", "payload": "still here" }))
+        .await;
+    assert_eq!(alice.next_json().await["payload"], "still here");
+    alice.close().await;
+    hub.idle().await;
+    assert_eq!(hub.connection_count(), 0);
 }
 
 /// The demo routes besides `/ws`, identical on axum and warp (not part of

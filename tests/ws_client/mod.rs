@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Error, Message};
 
 /// How a handshake ended.
@@ -48,7 +50,8 @@ pub async fn connect(addr: SocketAddr, headers: &[(&str, &str)]) -> Outcome {
     for (name, value) in headers {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
+            // From bytes: a value may carry UTF-8 (obs-text to HTTP).
+            HeaderValue::from_bytes(value.as_bytes()),
         ) else {
             return Outcome::Failed(format!("bad header {name}"));
         };
@@ -85,9 +88,9 @@ pub async fn connect(addr: SocketAddr, headers: &[(&str, &str)]) -> Outcome {
 }
 
 /// Sends `request` verbatim and returns the response's status code.
-pub async fn raw_status(addr: SocketAddr, request: &str) -> u16 {
+pub async fn raw_status(addr: SocketAddr, request: impl AsRef<[u8]>) -> u16 {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(request.as_ref()).await.unwrap();
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -100,11 +103,51 @@ pub async fn raw_status(addr: SocketAddr, request: &str) -> u16 {
         }
         head.extend_from_slice(&buf[..n]);
     }
-    let head = String::from_utf8_lossy(&head);
-    head.split(' ')
+    status_of(&head)
+}
+
+fn status_of(head: &[u8]) -> u16 {
+    String::from_utf8_lossy(head)
+        .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// Sends `request` verbatim and returns the response's status code and
+/// body (read to its `content-length`; empty without one).
+pub async fn raw_response(addr: SocketAddr, request: impl AsRef<[u8]>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_ref()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let framing = |answer: &Vec<u8>| {
+        let end = answer.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        Some((end, length))
+    };
+    let (end, length) = loop {
+        if let Some((end, length)) = framing(&answer)
+            && answer.len() >= end + length
+        {
+            break (end, length);
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            break framing(&answer).map_or((answer.len(), 0), |(end, _)| (end, answer.len() - end));
+        }
+        answer.extend_from_slice(&buf[..n]);
+    };
+    let status = status_of(&answer[..end]);
+    let body = String::from_utf8_lossy(&answer[end..end + length]).into_owned();
+    (status, body)
 }
 
 impl Client {
@@ -151,6 +194,12 @@ impl Client {
 
     pub async fn send_text(&mut self, text: &str) -> Result<(), Error> {
         self.ws.send(Message::text(text)).await
+    }
+
+    /// Sends one final text frame with `payload` as it is, UTF-8 or not.
+    pub async fn send_raw_text(&mut self, payload: &'static [u8]) {
+        let frame = Frame::message(payload, OpCode::Data(Data::Text), true);
+        self.ws.send(Message::Frame(frame)).await.unwrap();
     }
 
     /// A clean close: our close frame, then the server's reply.
