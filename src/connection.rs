@@ -172,6 +172,7 @@ impl Core {
                 }
                 let _ = self.transition(ConnectionState::Closed, cause.as_str());
             }
+            self.hub.env().metrics.closed(cause.as_str());
             self.hub.env().release_live();
         }
         tracing::info!(parent: &self.span, cause = cause.as_str(), undelivered, "connection ended");

@@ -29,6 +29,10 @@ macro_rules! counters {
             pub connections: BTreeMap<&'static str, i64>,
             /// Authentication failures by error code.
             pub auth_failures: BTreeMap<&'static str, u64>,
+            /// Connections ended, by cause
+            /// ([`CloseCause::as_str`](crate::close::CloseCause::as_str):
+            /// `peer_closed`, `peer_gone`, `slow_consumer`, …).
+            pub closes: BTreeMap<&'static str, u64>,
             $($(#[$doc])* pub $name: u64,)*
         }
 
@@ -46,6 +50,9 @@ macro_rules! counters {
                 }
                 for (code, n) in &self.auth_failures {
                     writeln!(f, "ws_lifecycle_auth_failures_total{{code=\"{code}\"}} {n}")?;
+                }
+                for (cause, n) in &self.closes {
+                    writeln!(f, "ws_lifecycle_closes_total{{cause=\"{cause}\"}} {n}")?;
                 }
                 $(writeln!(f, concat!("ws_lifecycle_", stringify!($name), "_total {}"), self.$name)?;)*
                 Ok(())
@@ -114,6 +121,7 @@ pub(crate) struct Metrics {
     pub(crate) c: Counters,
     states: [AtomicI64; ConnectionState::ALL.len()],
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    closes: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -142,6 +150,11 @@ impl Metrics {
         *self.auth_failures.lock().entry(code).or_default() += 1;
     }
 
+    /// Counts a connection's end under its cause.
+    pub(crate) fn closed(&self, cause: &'static str) {
+        *self.closes.lock().entry(cause).or_default() += 1;
+    }
+
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         let mut s = MetricsSnapshot::default();
         self.c.fill(&mut s);
@@ -153,6 +166,7 @@ impl Metrics {
             s.connections.insert(state.as_str(), n);
         }
         s.auth_failures = self.auth_failures.lock().clone();
+        s.closes = self.closes.lock().clone();
         s
     }
 }
