@@ -228,18 +228,20 @@ impl Default for HubConfig {
 #[error("HubConfig::{field} {requirement}")]
 #[non_exhaustive]
 pub struct ConfigError {
-    /// The field, for example `ping_interval` or `outbound_queue.max_bytes`.
+    /// The field, for example `ping_interval` or `inbound_rate.burst`.
     pub field: &'static str,
     /// What it must be.
     pub requirement: &'static str,
 }
 
 impl HubConfig {
-    /// Checks every setting a timer, a buffer or a limit relies on: a zero
+    /// Checks every setting a timer, a socket or a limit relies on: a zero
     /// duration would turn a heartbeat into a busy loop or fail every
-    /// write, a zero bound would refuse every event. Durations that may be
-    /// zero (`reauth_ahead`, `expiry_grace`, `shutdown_batch_interval`) are
-    /// not checked.
+    /// write, a zero socket buffer or shard count leaves nothing to work
+    /// with. Durations that may be zero (`reauth_ahead`, `expiry_grace`,
+    /// `shutdown_batch_interval`) are not checked, nor are the event
+    /// buffers' bounds: a zero bound is a policy (nothing is buffered
+    /// before Ready, say), applied by the overflow policy.
     ///
     /// # Errors
     ///
@@ -272,16 +274,6 @@ impl HubConfig {
             }
         }
         for (field, value) in [
-            (
-                "pre_ready_buffer.max_events",
-                self.pre_ready_buffer.max_events,
-            ),
-            (
-                "pre_ready_buffer.max_bytes",
-                self.pre_ready_buffer.max_bytes,
-            ),
-            ("outbound_queue.max_events", self.outbound_queue.max_events),
-            ("outbound_queue.max_bytes", self.outbound_queue.max_bytes),
             ("max_message_size", self.max_message_size),
             ("read_buffer_size", self.read_buffer_size),
             ("write_buffer_size", self.write_buffer_size),
@@ -329,9 +321,7 @@ mod tests {
             ("ping_interval", |c| c.ping_interval = Duration::ZERO),
             ("pong_timeout", |c| c.pong_timeout = Duration::ZERO),
             ("close_timeout", |c| c.close_timeout = Duration::ZERO),
-            ("outbound_queue.max_bytes", |c| {
-                c.outbound_queue.max_bytes = 0
-            }),
+            ("read_buffer_size", |c| c.read_buffer_size = 0),
             ("max_connections", |c| c.max_connections = Some(0)),
             ("inbound_rate.per_second", |c| {
                 c.inbound_rate = Some(RateLimit::new(0.0, 5.0));

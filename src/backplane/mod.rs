@@ -181,7 +181,7 @@ impl NodeLink {
     }
 
     /// Counts `n` events this node's backplane had accepted for the other
-    /// nodes and lost (in [`MetricsSnapshot::backplane_lost`](crate::MetricsSnapshot::backplane_lost)).
+    /// nodes and lost (in [`MetricsSnapshot::backplane_lost`](crate::metrics::MetricsSnapshot::backplane_lost)).
     /// A backplane that loses events must also tell their users, for
     /// example with a message that makes the other nodes call
     /// [`notify_gap_to`](NodeLink::notify_gap_to).
@@ -193,7 +193,7 @@ impl NodeLink {
 
     /// Counts a message from another node that was dropped unread: not
     /// authentic (bad signature) or malformed (in
-    /// [`MetricsSnapshot::backplane_rejected`](crate::MetricsSnapshot::backplane_rejected)).
+    /// [`MetricsSnapshot::backplane_rejected`](crate::metrics::MetricsSnapshot::backplane_rejected)).
     pub fn record_rejected(&self) {
         if let Some(hub) = self.hub() {
             hub.record_backplane_rejected();

@@ -10,7 +10,7 @@
 //!   cluster's [`ClusterKey`], bound to its channel, and is checked before
 //!   anything in it is used: a client of the Redis server without the key
 //!   can neither inject events nor close connections (dropped messages are
-//!   counted in [`MetricsSnapshot::backplane_rejected`](crate::MetricsSnapshot::backplane_rejected)).
+//!   counted in [`MetricsSnapshot::backplane_rejected`](crate::metrics::MetricsSnapshot::backplane_rejected)).
 //!   The format is in `wire.rs` and docs/scaling.md.
 //! * **Order.** One publishing connection per node, and Redis keeps a
 //!   connection's order: events from one node to one user arrive in publish
@@ -24,8 +24,8 @@
 //! * **No silent loss.** An event this node accepted for other nodes and
 //!   could not publish (the connection failed under it, the queue was
 //!   full, Redis was down) is counted in
-//!   [`MetricsSnapshot::backplane_lost`](crate::MetricsSnapshot::backplane_lost)
-//!   or [`backplane_failures`](crate::MetricsSnapshot::backplane_failures),
+//!   [`MetricsSnapshot::backplane_lost`](crate::metrics::MetricsSnapshot::backplane_lost)
+//!   or [`backplane_failures`](crate::metrics::MetricsSnapshot::backplane_failures),
 //!   and its user's connections on the other nodes get a `gap` event as soon
 //!   as this node can publish again. A node that lost its own subscription
 //!   tells all its connections the same once it is back.
@@ -111,7 +111,7 @@ impl std::fmt::Debug for RedisBackplane {
 pub struct RedisStats {
     /// Events accepted for other nodes and lost when the publishing
     /// connection failed (their users were sent a `gap`; also in the hub's
-    /// [`backplane_lost`](crate::MetricsSnapshot::backplane_lost)).
+    /// [`backplane_lost`](crate::metrics::MetricsSnapshot::backplane_lost)).
     pub lost: u64,
     /// `gap` messages published for users (or, once each, for everyone)
     /// whose events the other nodes missed.
