@@ -8,6 +8,7 @@
 //! that.
 
 use crate::auth::{AuthError, AuthOutcome, Authenticator, HandshakeRequest, Surface};
+use crate::reauth::{Admission, Reauthenticate};
 use crate::transport::Transport;
 use crate::{CloseReport, Handler, Hub};
 
@@ -73,7 +74,8 @@ pub enum Decision {
     /// Answer with this HTTP response; no upgrade, no connection.
     Refuse(Refusal),
     /// Complete the upgrade echoing `subprotocol` (when `Some`), then hand
-    /// the socket and `auth` to [`serve_upgraded`].
+    /// the socket and `auth` (with the request and the authenticator, for
+    /// re-authentication) to [`serve_upgraded`].
     Upgrade {
         /// The subprotocol to echo: the marker, never a token.
         subprotocol: Option<String>,
@@ -187,14 +189,24 @@ pub async fn decide<A: Authenticator>(
 /// Serves an upgraded socket: the connection's whole life for `Ok`, or an
 /// immediate close with the error's close frame (counted, never routed) for
 /// `Err`.
-pub async fn serve_upgraded<T: Transport, H: Handler>(
+///
+/// `request` and `authenticator` are the ones [`decide`] was given: a
+/// connection whose credentials expire re-authenticates in-band through
+/// `authenticator` ([`Authenticator::reauthenticate`]), so the application's
+/// whole decision (a ban list, a revocation check) applies to every fresh
+/// token, not only the first.
+pub async fn serve_upgraded<T: Transport, A: Authenticator, H: Handler>(
     hub: &Hub,
     transport: T,
+    request: &HandshakeRequest,
+    authenticator: &A,
     auth: Result<AuthOutcome, AuthError>,
     handler: &H,
 ) -> CloseReport {
+    let admission = Admission::keep(authenticator, request, &auth);
     let conn = hub.connect().accept(transport);
-    hub.serve_accepted(conn, auth, handler).await
+    let reauth = admission.as_ref().map(|a| a as &dyn Reauthenticate);
+    hub.serve_accepted(conn, auth, reauth, handler).await
 }
 
 #[cfg(test)]

@@ -34,7 +34,6 @@ use proptest::prelude::*;
 use support::tokens::{self, SECRET};
 use ws_lifecycle::auth::{
     AuthFailure, AuthOutcome, Authenticator, HandshakeRequest, JwtAuthenticator, TokenSources,
-    TokenVerifier,
 };
 
 const MARKER: &str = "jwt-auth";
@@ -326,8 +325,10 @@ proptest! {
                 prop_assert!(result.is_err(), "{mutation:?} in {carrier:?} authenticated");
             }
         }
-        prop_assert!(f.auth.verify_token(&mutated).is_err(), "{mutation:?} re-authenticated");
+        prop_assert!(f.auth.verify_token(&mutated).is_err(), "{mutation:?} verified");
         let empty = HandshakeRequest::default();
+        let again = block_on(f.auth.reauthenticate(&empty, &mutated));
+        prop_assert!(again.is_err(), "{mutation:?} re-authenticated");
         let first = block_on(f.auth_first.authenticate_message(&empty, &mutated));
         prop_assert!(first.is_err(), "{mutation:?} authenticated as a first message");
     }

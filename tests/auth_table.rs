@@ -1157,10 +1157,28 @@ async fn outcome_of(row: &Row, auth: &JwtAuthenticator) -> Result<Outcome, Strin
     };
     Ok(match auth.authenticate(request).await {
         Ok(outcome) => {
-            if outcome.expires_at.is_none() || outcome.verifier.is_none() {
-                return Err(format!(
-                    "an outcome without expiry or verifier: {outcome:?}"
-                ));
+            if outcome.expires_at.is_none() {
+                return Err(format!("an outcome without expiry: {outcome:?}"));
+            }
+            // The connection can be extended: the token it carried
+            // re-authenticates in-band, for the same user, through the
+            // same authenticator.
+            let credentials = auth
+                .sources()
+                .extract(request)
+                .map_err(|f| format!("extract after success: {f:?}"))?;
+            let token = [
+                credentials.header,
+                credentials.subprotocol,
+                credentials.query,
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+            .ok_or("an outcome without a token")?;
+            match auth.reauthenticate(request, token.expose()).await {
+                Ok(again) if again.user == outcome.user => {}
+                other => return Err(format!("re-authentication with its token: {other:?}")),
             }
             Outcome::Ok {
                 user: outcome.user.as_str().to_owned(),

@@ -11,15 +11,12 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use support::*;
 use ws_lifecycle::Hub;
-use ws_lifecycle::auth::{
-    AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest, TokenVerifier,
-};
+use ws_lifecycle::auth::{AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
 use ws_lifecycle::close::{CloseCause, CloseCode};
 use ws_lifecycle::id::{ConnectionId, ContextIds, IdGenerator, RequestId, RunId, ThreadId, UserId};
 use ws_lifecycle::state::ConnectionState;
@@ -168,11 +165,11 @@ async fn recv_json(client: &mut memory::MemoryClient) -> serde_json::Value {
     }
 }
 
-/// Verifies any token for alice, with credentials that do not expire.
+/// Admits anyone as alice, with credentials that do not expire.
 struct NoExpiry;
 
-impl TokenVerifier for NoExpiry {
-    fn verify_token(&self, _: &str) -> Result<AuthOutcome, AuthError> {
+impl Authenticator for NoExpiry {
+    async fn authenticate(&self, _: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
         Ok(AuthOutcome::new(UserId::new("alice").unwrap()))
     }
 }
@@ -184,12 +181,23 @@ async fn reauth_without_expiry_cancels_the_deadline() {
     let hub = Hub::new();
     let alice = user("alice");
     let (transport, mut client) = memory::pair(16);
-    let mut outcome =
+    let outcome =
         AuthOutcome::new(alice.clone()).with_expiry(SystemTime::now() + Duration::from_secs(120));
-    outcome.verifier = Some(Arc::new(NoExpiry));
     let server = tokio::spawn({
         let hub = hub.clone();
-        async move { hub.serve(transport, outcome, &Scripted::default()).await }
+        async move {
+            let request = HandshakeRequest::default();
+            let handler = Scripted::default();
+            ws_lifecycle::upgrade::serve_upgraded(
+                &hub,
+                transport,
+                &request,
+                &NoExpiry,
+                Ok(outcome),
+                &handler,
+            )
+            .await
+        }
     });
     assert_eq!(recv_json(&mut client).await["type"], "reauth_required");
     client

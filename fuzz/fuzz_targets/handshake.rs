@@ -30,7 +30,6 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use ws_lifecycle::auth::{
     AuthOutcome, Authenticator, HandshakeRequest, JwtAuthenticator, OriginPolicy, TokenSources,
-    TokenVerifier,
 };
 
 /// The secret the seed tokens are signed with.

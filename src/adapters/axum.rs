@@ -48,6 +48,7 @@ use futures_util::{SinkExt, StreamExt};
 
 use crate::auth::{AuthError, Authenticator, HandshakeRequest};
 use crate::close::CloseFrame;
+use crate::reauth::{Admission, Reauthenticate};
 use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
 use crate::upgrade::{self, Decision, Refusal};
 use crate::{Handler, Hub};
@@ -95,9 +96,15 @@ impl WsUpgrade {
     /// Inbound messages are limited to the hub's
     /// [`max_message_size`](crate::config::HubConfig::max_message_size) on
     /// the socket itself, so larger ones are never buffered.
+    ///
+    /// The connection keeps a clone of `authenticator` (and the request,
+    /// without its credentials) for in-band re-authentication, so every
+    /// fresh token goes through the same decision as the first
+    /// ([`Authenticator::reauthenticate`]). An authenticator that is not
+    /// [`Clone`] can be passed as `&Arc<_>`.
     pub async fn serve<A, H>(self, hub: &Hub, authenticator: &A, handler: Arc<H>) -> Response
     where
-        A: Authenticator,
+        A: Authenticator + Clone + 'static,
         H: Handler + 'static,
     {
         let decision = upgrade::decide(hub, "GET", &self.request, authenticator).await;
@@ -115,6 +122,7 @@ impl WsUpgrade {
         if let Some(protocol) = subprotocol {
             upgrade = upgrade.protocols([protocol]);
         }
+        let reauth = Admission::keep(authenticator.clone(), &self.request, &auth).map(Box::new);
         let hub = hub.clone();
         upgrade.on_upgrade(move |socket| {
             // Accepted before the task's future is built: the socket moves
@@ -122,7 +130,8 @@ impl WsUpgrade {
             // future's state for the connection's whole life.
             let conn = hub.connect().accept(AxumTransport::new(socket, max));
             async move {
-                let _report = hub.serve_accepted(conn, auth, &*handler).await;
+                let reauth = reauth.as_deref().map(|a| a as &dyn Reauthenticate);
+                let _report = hub.serve_accepted(conn, auth, reauth, &*handler).await;
             }
         })
     }

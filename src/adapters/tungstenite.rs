@@ -103,10 +103,14 @@ where
         }
         Ok(head) => head?,
     };
-    let decision = match parse_head(&head, peer_addr) {
-        Ok((method, request)) => upgrade::decide(hub, &method, &request, authenticator).await,
-        Err(refusal) => Decision::Refuse(refusal),
+    let (method, request) = match parse_head(&head, peer_addr) {
+        Ok(parsed) => parsed,
+        Err(refusal) => {
+            write_refusal(&mut stream, &refusal).await?;
+            return Err(UpgradeError::Refused(refusal));
+        }
     };
+    let decision = upgrade::decide(hub, &method, &request, authenticator).await;
     let (subprotocol, auth) = match decision {
         Decision::Refuse(refusal) => {
             write_refusal(&mut stream, &refusal).await?;
@@ -139,7 +143,7 @@ where
         .await
         .map_err(|e| UpgradeError::Handshake(e.to_string()))?;
     let transport = TungsteniteTransport { socket, max };
-    Ok(upgrade::serve_upgraded(hub, transport, auth, handler).await)
+    Ok(upgrade::serve_upgraded(hub, transport, &request, authenticator, auth, handler).await)
 }
 
 /// Reads until the request head is complete (`\r\n\r\n`), at most

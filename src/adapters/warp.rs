@@ -40,6 +40,7 @@ use warp::reply::{Reply, Response};
 
 use crate::auth::{AuthError, Authenticator, HandshakeRequest};
 use crate::close::CloseFrame;
+use crate::reauth::{Admission, Reauthenticate};
 use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
 use crate::upgrade::{self, Decision, Refusal};
 use crate::{Handler, Hub};
@@ -93,9 +94,15 @@ impl WarpUpgrade {
     /// Authenticates with `authenticator`, then refuses (400/401/403/431
     /// with a JSON body) or upgrades, echoing the marker subprotocol, and
     /// serves the connection with `handler` on `hub` in a task of its own.
+    ///
+    /// The connection keeps a clone of `authenticator` (and the request,
+    /// without its credentials) for in-band re-authentication, so every
+    /// fresh token goes through the same decision as the first
+    /// ([`Authenticator::reauthenticate`]). An authenticator that is not
+    /// [`Clone`] can be passed as `&Arc<_>`.
     pub async fn serve<A, H>(self, hub: &Hub, authenticator: &A, handler: Arc<H>) -> Response
     where
-        A: Authenticator,
+        A: Authenticator + Clone + 'static,
         H: Handler + 'static,
     {
         let (request, ws) = match self.checked {
@@ -107,6 +114,7 @@ impl WarpUpgrade {
             Decision::Upgrade { subprotocol, auth } => (subprotocol, auth),
         };
         let max = hub.config().max_message_size;
+        let reauth = Admission::keep(authenticator.clone(), &request, &auth).map(Box::new);
         let hub = hub.clone();
         let reply = ws
             .max_message_size(max)
@@ -116,7 +124,8 @@ impl WarpUpgrade {
                 // adapter): the socket does not stay in its state.
                 let conn = hub.connect().accept(WarpTransport::new(socket, max));
                 async move {
-                    let _report = hub.serve_accepted(conn, auth, &*handler).await;
+                    let reauth = reauth.as_deref().map(|a| a as &dyn Reauthenticate);
+                    let _report = hub.serve_accepted(conn, auth, reauth, &*handler).await;
                 }
             });
         let mut response = reply.into_response();

@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use super::extract::{Token, decode_base64url, is_compact_jws};
 use super::{
     AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest, OriginPolicy,
-    TokenSources, TokenVerifier,
+    TokenSources,
 };
 use crate::id::UserId;
 
@@ -596,7 +596,6 @@ impl JwtAuthenticator {
         outcome.claims = verified.claims;
         outcome.expires_at = Some(verified.expires_at);
         outcome.selected_subprotocol = marker;
-        outcome.verifier = Some(Arc::new(self.clone()));
         outcome
     }
 }
@@ -713,8 +712,18 @@ impl Authenticator for JwtAuthenticator {
     }
 }
 
-impl TokenVerifier for JwtAuthenticator {
-    fn verify_token(&self, token: &str) -> Result<AuthOutcome, AuthError> {
+impl JwtAuthenticator {
+    /// Verifies one token, as the JWT alone says: signature, algorithm,
+    /// key, claims. No origin check, and none of an application's own
+    /// checks when it wraps this authenticator: the hub never uses it for
+    /// re-authentication (that goes through
+    /// [`Authenticator::reauthenticate`]). For tokens that arrive outside a
+    /// WebSocket handshake.
+    ///
+    /// # Errors
+    ///
+    /// The [`AuthError`] saying why the token is not valid.
+    pub fn verify_token(&self, token: &str) -> Result<AuthOutcome, AuthError> {
         let token = self
             .inner
             .settings
