@@ -804,6 +804,18 @@ fn rows() -> Vec<Row> {
             before("token_malformed", 401),
         ),
         row(
+            "kid unknown with only a default key (no fallback to it)",
+            Hs,
+            bearer(&with_kid("2023-12", SECRET)),
+            before("signature_invalid", 401),
+        ),
+        row(
+            "kid unknown with only a default key (subprotocol)",
+            Hs,
+            browser(&with_kid("2023-12", SECRET)),
+            after("signature_invalid", 4401),
+        ),
+        row(
             "kid absent with a kid-only key set",
             HsKid,
             bearer(&t),

@@ -9,9 +9,10 @@
 //!   (default 60 s), an `iat` in the future, a wrong or missing `iss`/`aud`
 //!   when configured;
 //! * a non-empty `crit` header (no extension is understood);
-//! * a `kid` that names no configured key (a `kid` is only an opaque key into
-//!   the configured set; `jku`, `x5u` and `jwk` are never fetched or
-//!   trusted);
+//! * a `kid` that names no configured key, even when a default key is
+//!   configured (no fallback: the default key is for tokens without a
+//!   `kid`); a `kid` is only an opaque key into the configured set, and
+//!   `jku`, `x5u` and `jwk` are never fetched or trusted;
 //! * a user claim (default `sub`) that is not a non-empty string of at most
 //!   256 bytes without control characters.
 
@@ -210,10 +211,20 @@ impl JwtKey {
     }
 }
 
-/// The keys tokens are verified with: an optional default key (for tokens
-/// without a `kid`, or when it is the only key) and keys by `kid`.
-/// Rotate by building a new set and calling
+/// The keys tokens are verified with: an optional default key and keys by
+/// `kid`. Rotate by building a new set and calling
 /// [`JwtAuthenticator::replace_keys`].
+///
+/// Selection is by the token header's `kid`, and only by it:
+///
+/// * a token **with** a `kid` is verified with the key of that `kid`; a
+///   `kid` naming no key is refused (`signature_invalid`), even when a
+///   default key is configured (there is no fallback);
+/// * a token **without** a `kid` is verified with the default key, and
+///   refused when there is none.
+///
+/// So an identity provider that puts a `kid` in its tokens needs its keys
+/// added with [`with_kid`](JwtKeySet::with_kid), not as the default.
 #[derive(Debug, Clone, Default)]
 pub struct JwtKeySet {
     default: Option<JwtKey>,
@@ -226,7 +237,8 @@ impl JwtKeySet {
         Self::default()
     }
 
-    /// Sets the key used for tokens without a `kid`.
+    /// Sets the key used for tokens without a `kid` (a token with a `kid`
+    /// never uses it).
     #[must_use]
     pub fn with_default(mut self, key: JwtKey) -> Self {
         self.default = Some(key);
@@ -244,12 +256,13 @@ impl JwtKeySet {
         self.default.iter().chain(self.by_kid.values())
     }
 
-    /// The key for a token: by `kid` when the token names one (an unknown
-    /// `kid` finds nothing), else the default key.
+    /// The key for a token: the key of its `kid` when it has one, the
+    /// default key when it has none. A `kid` that names no key finds
+    /// nothing, even when a default key is configured: it never falls back.
     fn select(&self, kid: Option<&str>) -> Option<&JwtKey> {
         match kid {
-            Some(kid) if !self.by_kid.is_empty() => self.by_kid.get(kid),
-            _ => self.default.as_ref(),
+            Some(kid) => self.by_kid.get(kid),
+            None => self.default.as_ref(),
         }
     }
 }
@@ -313,7 +326,9 @@ impl JwtAuthenticatorBuilder {
         self
     }
 
-    /// Shorthand: allow HS256 with one shared secret.
+    /// Shorthand: allow HS256 with one shared secret, as the default key
+    /// (so for tokens without a `kid`: a token with one is refused, see
+    /// [`JwtKeySet`]).
     pub fn hs256(self, secret: impl AsRef<[u8]>) -> Self {
         self.algorithms(&[JwtAlgorithm::HS256])
             .keys(JwtKeySet::new().with_default(JwtKey::hmac(secret)))
