@@ -1089,6 +1089,36 @@ fn rows() -> Vec<Row> {
             before("token_in_query", 400),
         ),
         row(
+            "Token (capitalised) in the query, query source off",
+            Hs,
+            request(&[], Some(&format!("room=1&Token={t}"))),
+            before("token_in_query", 400),
+        ),
+        row(
+            "access%5Ftoken (percent-encoded) in the query, query source off",
+            Hs,
+            request(&[], Some(&format!("access%5Ftoken={t}&room=1"))),
+            before("token_in_query", 400),
+        ),
+        row(
+            "%4AWT (encoded and capitalised) in the query, query source off",
+            Hs,
+            request(&[], Some(&format!("%4AWT={t}"))),
+            before("token_in_query", 400),
+        ),
+        row(
+            "Access%5FToken in the query, query source on",
+            HsQuery,
+            request(&[], Some(&format!("room=1&Access%5FToken={t}"))),
+            ok("alice", None),
+        ),
+        row(
+            "access_token twice, spelled differently, query source on",
+            HsQuery,
+            request(&[], Some(&format!("access_token={t}&ACCESS%5fTOKEN={t}"))),
+            before("credentials_ambiguous", 400),
+        ),
+        row(
             "token in the query, query source on",
             HsQuery,
             request(&[], Some(&format!("room=1&access_token={t}"))),
