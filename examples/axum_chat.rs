@@ -5,7 +5,8 @@
 //!
 //! * `/` the demo page;
 //! * `/demo-token?user=NAME` an HS256 demo token (EXAMPLE ONLY: anyone can
-//!   mint one for any user; secret from `WS_LIFECYCLE_DEMO_SECRET`);
+//!   mint one for any user; secret from `WS_LIFECYCLE_DEMO_SECRET`, 32 bytes
+//!   or more or the example refuses to start, else a public demo secret);
 //! * `/ws` the WebSocket endpoint (the protocol in `examples/common/chat.rs`);
 //! * `/metrics` the hub's metrics, Prometheus text, plus the routing
 //!   table's connections and users and the runtime's alive tasks;
@@ -34,13 +35,15 @@ mod axum_app;
 use axum::serve::ListenerExt;
 
 fn main() -> Result<(), cluster::BoxError> {
+    // First: a demo secret too short to sign with refuses to start.
+    let secret = server::demo_secret()?;
     cluster::main("axum_chat", "axum", |node, listener, shutdown| async move {
         // No Nagle: the hub batches frames itself, so delaying small writes
         // only adds latency (40 ms stalls against delayed ACKs).
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let router = axum_app::router(node.hub, &server::demo_secret(), &node.name)?;
+        let router = axum_app::router(node.hub, &secret, &node.name)?;
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await?;

@@ -20,8 +20,10 @@ mod server;
 mod warp_app;
 
 fn main() -> Result<(), cluster::BoxError> {
+    // First: a demo secret too short to sign with refuses to start.
+    let secret = server::demo_secret()?;
     cluster::main("warp_chat", "warp", |node, listener, shutdown| async move {
-        let routes = warp_app::routes(node.hub, &server::demo_secret(), &node.name)?;
+        let routes = warp_app::routes(node.hub, &secret, &node.name)?;
         warp::serve(routes)
             .incoming(listener)
             .graceful(shutdown)

@@ -64,7 +64,12 @@ fn fixture() -> &'static Fixture {
             &tokens::claims("bob"),
             &EncodingKey::from_secret(SECRET),
         );
-        let hs = || JwtAuthenticator::builder().hs256(SECRET);
+        let hs = || {
+            JwtAuthenticator::builder()
+                .hs256(SECRET)
+                .any_issuer()
+                .any_audience()
+        };
         let mut query = TokenSources::default();
         query.query_param = Some("access_token".into());
         let mut first = TokenSources::default();

@@ -54,7 +54,7 @@ const PROTOCOL: &str = "Sec-WebSocket-Protocol";
 /// Which authenticator a row runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Config {
-    /// `.hs256(SECRET)`, everything else default.
+    /// `.hs256(SECRET)`, `iss` and `aud` waived, everything else default.
     Hs,
     /// HS256 keys selected by `kid` only: `2024-01` is `SECRET`,
     /// `2024-02` is `OTHER_SECRET`.
@@ -83,7 +83,12 @@ struct Authenticators {
 
 impl Authenticators {
     fn new() -> Self {
-        let hs = || JwtAuthenticator::builder().hs256(SECRET);
+        let hs = || {
+            JwtAuthenticator::builder()
+                .hs256(SECRET)
+                .any_issuer()
+                .any_audience()
+        };
         let mut query = TokenSources::default();
         query.query_param = Some("access_token".into());
         Authenticators {
@@ -95,19 +100,30 @@ impl Authenticators {
                         .with_kid("2024-01", JwtKey::hmac(SECRET))
                         .with_kid("2024-02", JwtKey::hmac(OTHER_SECRET)),
                 )
+                .any_issuer()
+                .any_audience()
                 .build()
                 .unwrap(),
-            hs_iss_aud: hs().issuer(ISSUER).audience(AUDIENCE).build().unwrap(),
+            hs_iss_aud: JwtAuthenticator::builder()
+                .hs256(SECRET)
+                .issuer(ISSUER)
+                .audience(AUDIENCE)
+                .build()
+                .unwrap(),
             hs_query: hs().sources(query).build().unwrap(),
             hs_origin: hs().origin(OriginPolicy::allow([ORIGIN])).build().unwrap(),
             rs: JwtAuthenticator::builder()
                 .algorithms(&[JwtAlgorithm::RS256])
                 .keys(JwtKeySet::new().with_default(JwtKey::rsa_pem(RSA_PUBLIC).unwrap()))
+                .any_issuer()
+                .any_audience()
                 .build()
                 .unwrap(),
             es: JwtAuthenticator::builder()
                 .algorithms(&[JwtAlgorithm::ES256])
                 .keys(JwtKeySet::new().with_default(JwtKey::ec_pem(EC_PUBLIC).unwrap()))
+                .any_issuer()
+                .any_audience()
                 .build()
                 .unwrap(),
         }

@@ -63,10 +63,17 @@ fn fixture() -> &'static Fixture {
                 Ok(runtime) => runtime,
                 Err(e) => panic!("fuzz fixture: {e}"),
             },
-            strict: build(JwtAuthenticator::builder().hs256(SECRET)),
+            strict: build(
+                JwtAuthenticator::builder()
+                    .hs256(SECRET)
+                    .any_issuer()
+                    .any_audience(),
+            ),
             open: build(
                 JwtAuthenticator::builder()
                     .hs256(SECRET)
+                    .any_issuer()
+                    .any_audience()
                     .sources(sources)
                     .origin(OriginPolicy::allow(["https://app.example"])),
             ),

@@ -25,7 +25,11 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let state = AppState {
 //!     hub: Hub::new(),
-//!     auth: JwtAuthenticator::builder().hs256("secret").build()?,
+//!     auth: JwtAuthenticator::builder()
+//!         .hs256(std::env::var("JWT_SECRET")?) // 32 bytes or more
+//!         .issuer("https://auth.example")
+//!         .audience("chat")
+//!         .build()?,
 //!     app: Arc::new(App),
 //! };
 //! // `any`, so a malformed upgrade (say, a POST) gets the crate's 400, not a 405.

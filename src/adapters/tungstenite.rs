@@ -23,7 +23,12 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let hub = Hub::new();
-//! let auth = Arc::new(JwtAuthenticator::builder().hs256("secret").build()?);
+//! let auth = JwtAuthenticator::builder()
+//!     .hs256(std::env::var("JWT_SECRET")?) // 32 bytes or more
+//!     .issuer("https://auth.example")
+//!     .audience("chat")
+//!     .build()?;
+//! let auth = Arc::new(auth);
 //! let app = Arc::new(App);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! loop {

@@ -105,6 +105,17 @@ impl JwtAlgorithm {
         }
     }
 
+    /// The shortest HMAC key this algorithm may use: its hash output
+    /// (RFC 7518 §3.2). `None` for the other families.
+    fn min_hmac_key_len(self) -> Option<usize> {
+        match self {
+            JwtAlgorithm::HS256 => Some(32),
+            JwtAlgorithm::HS384 => Some(48),
+            JwtAlgorithm::HS512 => Some(64),
+            _ => None,
+        }
+    }
+
     fn family(self) -> Family {
         match self {
             JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512 => Family::Hmac,
@@ -143,6 +154,9 @@ impl JwtAlgorithm {
 pub struct JwtKey {
     family: Family,
     key: DecodingKey,
+    /// The secret's length, for an HMAC key (checked against the hash
+    /// output when the authenticator is built).
+    hmac_len: Option<usize>,
 }
 
 impl std::fmt::Debug for JwtKey {
@@ -159,15 +173,26 @@ impl JwtKey {
         key: jsonwebtoken::errors::Result<DecodingKey>,
         what: &'static str,
     ) -> Result<Self, JwtConfigError> {
-        key.map(|key| JwtKey { family, key })
-            .map_err(|_| JwtConfigError::InvalidKey(what))
+        key.map(|key| JwtKey {
+            family,
+            key,
+            hmac_len: None,
+        })
+        .map_err(|_| JwtConfigError::InvalidKey(what))
     }
 
-    /// An HMAC secret (for HS256/384/512).
+    /// An HMAC secret (for HS256/384/512). It must be at least as long as
+    /// the hash output of every allowed algorithm (32 bytes for HS256, 48
+    /// for HS384, 64 for HS512; RFC 7518 §3.2): a shorter one is refused
+    /// when the authenticator is built or the keys replaced
+    /// ([`JwtConfigError::HmacKeyTooShort`]). Use random bytes, not a
+    /// password.
     pub fn hmac(secret: impl AsRef<[u8]>) -> Self {
+        let secret = secret.as_ref();
         JwtKey {
             family: Family::Hmac,
-            key: DecodingKey::from_secret(secret.as_ref()),
+            key: DecodingKey::from_secret(secret),
+            hmac_len: Some(secret.len()),
         }
     }
 
@@ -290,6 +315,63 @@ pub enum JwtConfigError {
     /// The user claim name is empty.
     #[error("the user claim name is empty")]
     EmptyUserClaim,
+    /// An HMAC key is shorter than the hash output of an allowed
+    /// algorithm (RFC 7518 §3.2): such a key is easier to brute-force than
+    /// the algorithm is to break.
+    #[error(
+        "an HMAC key is {actual} bytes, but {algorithm} needs at least {min} (RFC 7518 section 3.2): use a random secret of {min} bytes or more"
+    )]
+    HmacKeyTooShort {
+        /// The allowed algorithm with the longest hash.
+        algorithm: &'static str,
+        /// Its hash output, in bytes: the shortest key it may use.
+        min: usize,
+        /// The key's length, in bytes.
+        actual: usize,
+    },
+    /// The builder was given no policy for `iss`, or none for `aud`: call
+    /// [`issuer`](JwtAuthenticatorBuilder::issuer) or
+    /// [`any_issuer`](JwtAuthenticatorBuilder::any_issuer), and
+    /// [`audience`](JwtAuthenticatorBuilder::audience) or
+    /// [`any_audience`](JwtAuthenticatorBuilder::any_audience). Without
+    /// them, a token your identity provider minted for another of its
+    /// services would be accepted.
+    #[error("{}", claim_policy_missing(*issuer, *audience))]
+    ClaimPolicyMissing {
+        /// No policy for `iss`.
+        issuer: bool,
+        /// No policy for `aud`.
+        audience: bool,
+    },
+    /// Both `issuer(…)` and `any_issuer()` (or `audience(…)` and
+    /// `any_audience()`) were called: keep the one you mean.
+    #[error(
+        "both `{claim}(…)` and `any_{claim}()` were called: require the {claim} or waive the check, not both"
+    )]
+    ClaimPolicyConflict {
+        /// `issuer` or `audience`.
+        claim: &'static str,
+    },
+}
+
+/// The message of [`JwtConfigError::ClaimPolicyMissing`].
+fn claim_policy_missing(issuer: bool, audience: bool) -> &'static str {
+    match (issuer, audience) {
+        (true, true) => {
+            "no policy for `iss` nor `aud`: call `issuer(…)` with the issuer your identity provider \
+             puts in `iss` or `any_issuer()`, and `audience(…)` with this service's audience or \
+             `any_audience()`; otherwise a token minted for another service of the same identity \
+             provider would be accepted"
+        }
+        (true, false) => {
+            "no policy for `iss`: call `issuer(…)` with the issuer your identity provider puts in \
+             `iss`, or `any_issuer()` to accept any issuer"
+        }
+        _ => {
+            "no policy for `aud`: call `audience(…)` with this service's audience, or \
+             `any_audience()` to accept tokens minted for any service"
+        }
+    }
 }
 
 /// Builds a [`JwtAuthenticator`].
@@ -305,7 +387,11 @@ pub struct JwtAuthenticatorBuilder {
 struct Settings {
     algorithms: Vec<JwtAlgorithm>,
     issuers: Vec<String>,
+    /// `any_issuer()` was called.
+    any_issuer: bool,
     audiences: Vec<String>,
+    /// `any_audience()` was called.
+    any_audience: bool,
     leeway: Duration,
     user_claim: String,
     sources: TokenSources,
@@ -335,16 +421,34 @@ impl JwtAuthenticatorBuilder {
     }
 
     /// Require `iss` to be this issuer (callable more than once: any of
-    /// them). Default: `iss` is not checked.
+    /// them). A policy for `iss` is required: this, or
+    /// [`any_issuer`](Self::any_issuer).
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.settings.issuers.push(issuer.into());
         self
     }
 
+    /// Waive the `iss` check: tokens from any issuer (or with no `iss`) are
+    /// accepted. Only when the keys are yours alone, as with a secret no
+    /// other issuer holds.
+    pub fn any_issuer(mut self) -> Self {
+        self.settings.any_issuer = true;
+        self
+    }
+
     /// Require `aud` to contain this audience (callable more than once: any
-    /// of them). Default: `aud` is not checked.
+    /// of them). A policy for `aud` is required: this, or
+    /// [`any_audience`](Self::any_audience).
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.settings.audiences.push(audience.into());
+        self
+    }
+
+    /// Waive the `aud` check: tokens minted for any service (or with no
+    /// `aud`) are accepted. Only when no token meant for another service
+    /// is signed with these keys.
+    pub fn any_audience(mut self) -> Self {
+        self.settings.any_audience = true;
         self
     }
 
@@ -403,14 +507,24 @@ impl JwtAuthenticatorBuilder {
         {
             return Err(JwtConfigError::MixedFamilies);
         }
-        if self.keys.keys().next().is_none() {
-            return Err(JwtConfigError::NoKeys);
-        }
-        if self.keys.keys().any(|k| k.family != family) {
-            return Err(JwtConfigError::KeyFamilyMismatch);
-        }
+        check_keys(&self.settings.algorithms, &self.keys)?;
         if self.settings.user_claim.is_empty() {
             return Err(JwtConfigError::EmptyUserClaim);
+        }
+        let settings = &self.settings;
+        let issuer_missing = settings.issuers.is_empty() && !settings.any_issuer;
+        let audience_missing = settings.audiences.is_empty() && !settings.any_audience;
+        if issuer_missing || audience_missing {
+            return Err(JwtConfigError::ClaimPolicyMissing {
+                issuer: issuer_missing,
+                audience: audience_missing,
+            });
+        }
+        if !settings.issuers.is_empty() && settings.any_issuer {
+            return Err(JwtConfigError::ClaimPolicyConflict { claim: "issuer" });
+        }
+        if !settings.audiences.is_empty() && settings.any_audience {
+            return Err(JwtConfigError::ClaimPolicyConflict { claim: "audience" });
         }
         // Err means a provider is already installed: the application chose.
         let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
@@ -423,6 +537,33 @@ impl JwtAuthenticatorBuilder {
             }),
         })
     }
+}
+
+/// Checks `keys` against the allowed `algorithms` (one family, checked
+/// before): at least one key, every key of that family, and every HMAC key
+/// at least as long as the longest hash output allowed.
+fn check_keys(algorithms: &[JwtAlgorithm], keys: &JwtKeySet) -> Result<(), JwtConfigError> {
+    let family = algorithms.first().map(|a| a.family());
+    if keys.keys().next().is_none() {
+        return Err(JwtConfigError::NoKeys);
+    }
+    if keys.keys().any(|k| Some(k.family) != family) {
+        return Err(JwtConfigError::KeyFamilyMismatch);
+    }
+    let strictest = algorithms
+        .iter()
+        .filter_map(|a| a.min_hmac_key_len().map(|min| (min, a.name())))
+        .max();
+    if let Some((min, algorithm)) = strictest {
+        if let Some(actual) = keys.keys().filter_map(|k| k.hmac_len).find(|&l| l < min) {
+            return Err(JwtConfigError::HmacKeyTooShort {
+                algorithm,
+                min,
+                actual,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -445,6 +586,7 @@ struct Inner {
 /// let auth = JwtAuthenticator::builder()
 ///     .hs256("a secret of at least 32 bytes, from config!")
 ///     .issuer("https://auth.example")
+///     .audience("chat")
 ///     .build()?;
 ///
 /// // A browser-style offer whose token is not a JWT at all.
@@ -468,13 +610,20 @@ struct Verified {
 }
 
 impl JwtAuthenticator {
-    /// A builder: set the algorithms and keys (or [`hs256`](JwtAuthenticatorBuilder::hs256)).
+    /// A builder: set the algorithms and keys (or
+    /// [`hs256`](JwtAuthenticatorBuilder::hs256)), and what `iss` and `aud`
+    /// must be ([`issuer`](JwtAuthenticatorBuilder::issuer) and
+    /// [`audience`](JwtAuthenticatorBuilder::audience), or the explicit
+    /// waivers [`any_issuer`](JwtAuthenticatorBuilder::any_issuer) and
+    /// [`any_audience`](JwtAuthenticatorBuilder::any_audience)).
     pub fn builder() -> JwtAuthenticatorBuilder {
         JwtAuthenticatorBuilder {
             settings: Settings {
                 algorithms: Vec::new(),
                 issuers: Vec::new(),
+                any_issuer: false,
                 audiences: Vec::new(),
+                any_audience: false,
                 leeway: Duration::from_secs(60),
                 user_claim: "sub".into(),
                 sources: TokenSources::default(),
@@ -490,16 +639,10 @@ impl JwtAuthenticator {
     ///
     /// # Errors
     ///
-    /// [`JwtConfigError::NoKeys`] or [`JwtConfigError::KeyFamilyMismatch`];
-    /// the old set stays in place.
+    /// [`JwtConfigError::NoKeys`], [`JwtConfigError::KeyFamilyMismatch`]
+    /// or [`JwtConfigError::HmacKeyTooShort`]; the old set stays in place.
     pub fn replace_keys(&self, keys: JwtKeySet) -> Result<(), JwtConfigError> {
-        let family = self.inner.settings.algorithms.first().map(|a| a.family());
-        if keys.keys().next().is_none() {
-            return Err(JwtConfigError::NoKeys);
-        }
-        if keys.keys().any(|k| Some(k.family) != family) {
-            return Err(JwtConfigError::KeyFamilyMismatch);
-        }
+        check_keys(&self.inner.settings.algorithms, &keys)?;
         *self.inner.keys.write() = Arc::new(keys);
         Ok(())
     }
