@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{DecodingKey, Validation};
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
@@ -157,12 +158,16 @@ pub struct JwtKey {
     /// The secret's length, for an HMAC key (checked against the hash
     /// output when the authenticator is built).
     hmac_len: Option<usize>,
+    /// The one algorithm this key verifies (a JWK's `alg`, or its curve);
+    /// `None`: any allowed algorithm of its family.
+    algorithm: Option<JwtAlgorithm>,
 }
 
 impl std::fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtKey")
             .field("family", &self.family)
+            .field("algorithm", &self.algorithm)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +182,7 @@ impl JwtKey {
             family,
             key,
             hmac_len: None,
+            algorithm: None,
         })
         .map_err(|_| JwtConfigError::InvalidKey(what))
     }
@@ -193,6 +199,7 @@ impl JwtKey {
             family: Family::Hmac,
             key: DecodingKey::from_secret(secret),
             hmac_len: Some(secret.len()),
+            algorithm: None,
         }
     }
 
@@ -249,7 +256,8 @@ impl JwtKey {
 ///   refused when there is none.
 ///
 /// So an identity provider that puts a `kid` in its tokens needs its keys
-/// added with [`with_kid`](JwtKeySet::with_kid), not as the default.
+/// added with [`with_kid`](JwtKeySet::with_kid) (or taken from its JWK set
+/// with [`from_jwks`](JwtKeySet::from_jwks)), not as the default.
 #[derive(Debug, Clone, Default)]
 pub struct JwtKeySet {
     default: Option<JwtKey>,
@@ -277,6 +285,104 @@ impl JwtKeySet {
         self
     }
 
+    /// The keys of an identity provider's JWK set (RFC 7517) usable with
+    /// `algorithms` (all of one family): each key under its `kid`, a key
+    /// without `kid` as the default (for tokens without one). A JWK's `alg`
+    /// pins its key to that algorithm.
+    ///
+    /// JWKs that are not for these algorithms are left out (logged at
+    /// WARN), so a set that also publishes other keys still works; a token
+    /// naming one of them finds no key (`signature_invalid`):
+    ///
+    /// * a `kty` of another family than `algorithms` (an `oct` secret when
+    ///   RS256 is configured, an RSA key when HS256 is …);
+    /// * an `alg` that is not one of `algorithms` (another algorithm of the
+    ///   family, one of another family, an encryption algorithm, an
+    ///   unknown one);
+    /// * `use` other than `sig`, or `key_ops` without `verify`;
+    /// * an EC curve or OKP curve the algorithms cannot use (ES256 needs
+    ///   P-256, ES384 P-384, EdDSA Ed25519).
+    ///
+    /// `jku`, `x5u` and `x5c` are not read: nothing is fetched. To rotate,
+    /// build a set from the provider's current JWK set and hand it to
+    /// [`JwtAuthenticator::replace_keys`] (or call
+    /// [`JwtAuthenticator::replace_jwks`]), as often as the provider's
+    /// cache headers say; see `docs/auth.md`.
+    ///
+    /// # Errors
+    ///
+    /// [`JwtConfigError::NoAlgorithms`] or [`JwtConfigError::MixedFamilies`]
+    /// for `algorithms`; [`JwtConfigError::InvalidJwk`] when a key for
+    /// these algorithms does not parse (bad base64url, wrong point length),
+    /// two of them share a `kid` or two have none; and
+    /// [`JwtConfigError::NoUsableJwk`] when none is left. HMAC secrets too
+    /// short are refused when the set is installed
+    /// ([`JwtConfigError::HmacKeyTooShort`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ws_lifecycle::auth::{JwkSet, JwtAlgorithm, JwtKeySet};
+    ///
+    /// // What `https://auth.example/.well-known/jwks.json` returned.
+    /// let jwks: JwkSet = serde_json::from_str(r#"{"keys": [
+    ///     {"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "2026-01",
+    ///      "x": "x6mXOh65nNYOtL1S8g5mmN5KrJBBNxTTwrDZpj58aUc",
+    ///      "y": "pk-6uXvSozTDYRPnnsJjkye3V8iNOEXG34wS9CbVJro"},
+    ///     {"kty": "RSA", "alg": "RSA-OAEP", "use": "enc", "kid": "enc-1", "n": "AQAB", "e": "AQAB"}
+    /// ]}"#)?;
+    /// let keys = JwtKeySet::from_jwks(&jwks, &[JwtAlgorithm::ES256])?;
+    /// assert_eq!(keys.kids(), ["2026-01"]); // the encryption key is left out
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_jwks(jwks: &JwkSet, algorithms: &[JwtAlgorithm]) -> Result<Self, JwtConfigError> {
+        let family = check_algorithms(algorithms)?;
+        let mut set = JwtKeySet::new();
+        let mut skipped = 0;
+        for jwk in &jwks.keys {
+            let kid = jwk.common.key_id.as_deref();
+            let key = match jwk_key(jwk, family, algorithms) {
+                Ok(key) => key,
+                Err(JwkRefusal::Skip(reason)) => {
+                    tracing::warn!(kid, reason, "JWK left out");
+                    skipped += 1;
+                    continue;
+                }
+                Err(JwkRefusal::Invalid(reason)) => {
+                    return Err(JwtConfigError::InvalidJwk {
+                        kid: kid.unwrap_or_default().to_owned(),
+                        reason,
+                    });
+                }
+            };
+            let invalid = |reason| JwtConfigError::InvalidJwk {
+                kid: kid.unwrap_or_default().to_owned(),
+                reason,
+            };
+            match kid {
+                Some(kid) if set.by_kid.contains_key(kid) => {
+                    return Err(invalid("two keys have this kid"));
+                }
+                Some(kid) => {
+                    set.by_kid.insert(kid.to_owned(), key);
+                }
+                None if set.default.is_some() => return Err(invalid("two keys have no kid")),
+                None => set.default = Some(key),
+            }
+        }
+        if set.keys().next().is_none() {
+            return Err(JwtConfigError::NoUsableJwk { skipped });
+        }
+        Ok(set)
+    }
+
+    /// The `kid`s with a key, sorted (the default key has none).
+    pub fn kids(&self) -> Vec<&str> {
+        let mut kids: Vec<&str> = self.by_kid.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        kids
+    }
+
     fn keys(&self) -> impl Iterator<Item = &JwtKey> {
         self.default.iter().chain(self.by_kid.values())
     }
@@ -290,6 +396,124 @@ impl JwtKeySet {
             None => self.default.as_ref(),
         }
     }
+}
+
+/// Why a JWK is not taken.
+enum JwkRefusal {
+    /// Not for this configuration: left out.
+    Skip(&'static str),
+    /// For this configuration, but broken: the set is refused.
+    Invalid(&'static str),
+}
+
+/// The key of `jwk` for `algorithms` (all of `family`).
+fn jwk_key(jwk: &Jwk, family: Family, algorithms: &[JwtAlgorithm]) -> Result<JwtKey, JwkRefusal> {
+    use JwkRefusal::{Invalid, Skip};
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, KeyOperations, PublicKeyUse};
+
+    match &jwk.common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => {}
+        Some(_) => return Err(Skip("its use is not sig")),
+    }
+    if jwk
+        .common
+        .key_operations
+        .as_ref()
+        .is_some_and(|ops| !ops.iter().any(|op| matches!(op, KeyOperations::Verify)))
+    {
+        return Err(Skip("its key_ops do not include verify"));
+    }
+    // The key's family and the algorithm its curve implies.
+    let (kty, curve_algorithm) = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => (Family::Rsa, None),
+        AlgorithmParameters::OctetKey(_) => (Family::Hmac, None),
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => (Family::Ec, Some(JwtAlgorithm::ES256)),
+            EllipticCurve::P384 => (Family::Ec, Some(JwtAlgorithm::ES384)),
+            _ => return Err(Skip("its curve is not supported")),
+        },
+        AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
+            EllipticCurve::Ed25519 => (Family::Ed, Some(JwtAlgorithm::EdDSA)),
+            _ => return Err(Skip("its curve is not supported")),
+        },
+        _ => return Err(Skip("its key type is not supported")),
+    };
+    if kty != family {
+        return Err(Skip(
+            "its key type is not of the configured algorithms' family",
+        ));
+    }
+    let declared = match jwk.common.key_algorithm {
+        None => None,
+        Some(alg) => match JwtAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == alg.to_string())
+        {
+            Some(alg) if alg.family() == kty => Some(alg),
+            Some(_) => return Err(Skip("its alg is not of its key type's family")),
+            None => return Err(Skip("its alg is not a signature algorithm")),
+        },
+    };
+    let algorithm = match (declared, curve_algorithm) {
+        (Some(declared), Some(curve)) if declared != curve => {
+            return Err(Skip("its alg does not match its curve"));
+        }
+        (declared, curve) => declared.or(curve),
+    };
+    if algorithm.is_some_and(|a| !algorithms.contains(&a)) {
+        return Err(Skip("its alg is not one of the configured algorithms"));
+    }
+    let decode =
+        |text: &str| decode_base64url(text).ok_or(Invalid("the key parameters are not base64url"));
+    let hmac_len = match &jwk.algorithm {
+        AlgorithmParameters::RSA(rsa) => {
+            let (n, e) = (decode(&rsa.n)?, decode(&rsa.e)?);
+            if n.iter().all(|&b| b == 0) || e.iter().all(|&b| b == 0) {
+                return Err(Invalid("the RSA modulus or exponent is empty"));
+            }
+            None
+        }
+        AlgorithmParameters::EllipticCurve(ec) => {
+            let len = if curve_algorithm == Some(JwtAlgorithm::ES384) {
+                48
+            } else {
+                32
+            };
+            if decode(&ec.x)?.len() != len || decode(&ec.y)?.len() != len {
+                return Err(Invalid(
+                    "the EC point's coordinates do not have the curve's length",
+                ));
+            }
+            None
+        }
+        AlgorithmParameters::OctetKeyPair(okp) => {
+            if decode(&okp.x)?.len() != 32 {
+                return Err(Invalid("the Ed25519 public key is not 32 bytes"));
+            }
+            None
+        }
+        AlgorithmParameters::OctetKey(oct) => Some(decode(&oct.value)?.len()),
+        _ => return Err(Skip("its key type is not supported")),
+    };
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| Invalid("the key does not parse"))?;
+    Ok(JwtKey {
+        family: kty,
+        key,
+        hmac_len,
+        algorithm,
+    })
+}
+
+/// The one family `algorithms` belong to.
+fn check_algorithms(algorithms: &[JwtAlgorithm]) -> Result<Family, JwtConfigError> {
+    let family = match algorithms.first() {
+        None => return Err(JwtConfigError::NoAlgorithms),
+        Some(first) => first.family(),
+    };
+    if algorithms.iter().any(|a| a.family() != family) {
+        return Err(JwtConfigError::MixedFamilies);
+    }
+    Ok(family)
 }
 
 /// A [`JwtAuthenticator`] configuration that cannot work.
@@ -343,6 +567,26 @@ pub enum JwtConfigError {
         /// No policy for `aud`.
         audience: bool,
     },
+    /// A JWK meant for the configured algorithms cannot be used, so the
+    /// JWK set is refused (the keys in place stay): the identity provider's
+    /// set is broken, or was not fetched whole.
+    #[error("JWK {kid:?} cannot be used: {reason}")]
+    InvalidJwk {
+        /// The JWK's `kid` (empty when it has none).
+        kid: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The JWK set holds no key usable with the configured algorithms:
+    /// check the algorithms against what the identity provider publishes
+    /// (each JWK's `kty`, `alg`, `crv` and `use`).
+    #[error(
+        "the JWK set has no key usable with the configured algorithms ({skipped} left out for their kty, alg, curve or use)"
+    )]
+    NoUsableJwk {
+        /// How many JWKs were left out.
+        skipped: usize,
+    },
     /// Both `issuer(…)` and `any_issuer()` (or `audience(…)` and
     /// `any_audience()`) were called: keep the one you mean.
     #[error(
@@ -379,7 +623,15 @@ fn claim_policy_missing(issuer: bool, audience: bool) -> &'static str {
 #[must_use]
 pub struct JwtAuthenticatorBuilder {
     settings: Settings,
-    keys: JwtKeySet,
+    keys: KeySource,
+}
+
+/// Where the builder's keys come from: a JWK set is read at `build`, once
+/// the algorithms are known.
+#[derive(Debug, Clone)]
+enum KeySource {
+    Set(JwtKeySet),
+    Jwks(JwkSet),
 }
 
 /// Everything but the keys: fixed once the authenticator is built.
@@ -406,9 +658,39 @@ impl JwtAuthenticatorBuilder {
         self
     }
 
-    /// The verification keys. Required.
+    /// The verification keys. Required: this, [`jwks`](Self::jwks) or
+    /// [`hs256`](Self::hs256) (the last call wins).
     pub fn keys(mut self, keys: JwtKeySet) -> Self {
-        self.keys = keys;
+        self.keys = KeySource::Set(keys);
+        self
+    }
+
+    /// The verification keys from an identity provider's JWK set, read at
+    /// [`build`](Self::build) for the configured algorithms as
+    /// [`JwtKeySet::from_jwks`] does (keys for other algorithms left out,
+    /// `alg` pinned per key). Replaces [`keys`](Self::keys). Rotate with
+    /// [`JwtAuthenticator::replace_jwks`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ws_lifecycle::auth::{JwkSet, JwtAlgorithm, JwtAuthenticator};
+    ///
+    /// let jwks: JwkSet = serde_json::from_str(r#"{"keys": [
+    ///     {"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": "2026-01",
+    ///      "x": "x6mXOh65nNYOtL1S8g5mmN5KrJBBNxTTwrDZpj58aUc",
+    ///      "y": "pk-6uXvSozTDYRPnnsJjkye3V8iNOEXG34wS9CbVJro"}
+    /// ]}"#)?;
+    /// let auth = JwtAuthenticator::builder()
+    ///     .algorithms(&[JwtAlgorithm::ES256])
+    ///     .jwks(&jwks)
+    ///     .issuer("https://auth.example")
+    ///     .audience("chat")
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn jwks(mut self, jwks: &JwkSet) -> Self {
+        self.keys = KeySource::Jwks(jwks.clone());
         self
     }
 
@@ -495,19 +777,12 @@ impl JwtAuthenticatorBuilder {
     ///
     /// A [`JwtConfigError`] naming what is wrong.
     pub fn build(self) -> Result<JwtAuthenticator, JwtConfigError> {
-        let family = match self.settings.algorithms.first() {
-            None => return Err(JwtConfigError::NoAlgorithms),
-            Some(first) => first.family(),
+        check_algorithms(&self.settings.algorithms)?;
+        let keys = match self.keys {
+            KeySource::Set(keys) => keys,
+            KeySource::Jwks(jwks) => JwtKeySet::from_jwks(&jwks, &self.settings.algorithms)?,
         };
-        if self
-            .settings
-            .algorithms
-            .iter()
-            .any(|a| a.family() != family)
-        {
-            return Err(JwtConfigError::MixedFamilies);
-        }
-        check_keys(&self.settings.algorithms, &self.keys)?;
+        check_keys(&self.settings.algorithms, &keys)?;
         if self.settings.user_claim.is_empty() {
             return Err(JwtConfigError::EmptyUserClaim);
         }
@@ -533,7 +808,7 @@ impl JwtAuthenticatorBuilder {
         Ok(JwtAuthenticator {
             inner: Arc::new(Inner {
                 settings: self.settings,
-                keys: RwLock::new(Arc::new(self.keys)),
+                keys: RwLock::new(Arc::new(keys)),
             }),
         })
     }
@@ -554,14 +829,14 @@ fn check_keys(algorithms: &[JwtAlgorithm], keys: &JwtKeySet) -> Result<(), JwtCo
         .iter()
         .filter_map(|a| a.min_hmac_key_len().map(|min| (min, a.name())))
         .max();
-    if let Some((min, algorithm)) = strictest {
-        if let Some(actual) = keys.keys().filter_map(|k| k.hmac_len).find(|&l| l < min) {
-            return Err(JwtConfigError::HmacKeyTooShort {
-                algorithm,
-                min,
-                actual,
-            });
-        }
+    if let Some((min, algorithm)) = strictest
+        && let Some(actual) = keys.keys().filter_map(|k| k.hmac_len).find(|&l| l < min)
+    {
+        return Err(JwtConfigError::HmacKeyTooShort {
+            algorithm,
+            min,
+            actual,
+        });
     }
     Ok(())
 }
@@ -630,7 +905,7 @@ impl JwtAuthenticator {
                 origin: OriginPolicy::default(),
                 subprotocol_failures_after_upgrade: true,
             },
-            keys: JwtKeySet::new(),
+            keys: KeySource::Set(JwtKeySet::new()),
         }
     }
 
@@ -645,6 +920,20 @@ impl JwtAuthenticator {
         check_keys(&self.inner.settings.algorithms, &keys)?;
         *self.inner.keys.write() = Arc::new(keys);
         Ok(())
+    }
+
+    /// Replaces the keys with those of `jwks` usable with the configured
+    /// algorithms ([`JwtKeySet::from_jwks`]): the rotation of keys
+    /// published as a JWK set. Call it with the identity provider's current
+    /// set whenever the application refreshes it (the crate fetches
+    /// nothing; see `docs/auth.md`).
+    ///
+    /// # Errors
+    ///
+    /// As [`JwtKeySet::from_jwks`] and [`replace_keys`](Self::replace_keys);
+    /// the keys in place stay.
+    pub fn replace_jwks(&self, jwks: &JwkSet) -> Result<(), JwtConfigError> {
+        self.replace_keys(JwtKeySet::from_jwks(jwks, &self.inner.settings.algorithms)?)
     }
 
     /// The token sources this authenticator reads.
@@ -689,6 +978,9 @@ impl JwtAuthenticator {
         };
         let keys = Arc::clone(&inner.keys.read());
         let key = keys.select(kid).ok_or(AuthError::SignatureInvalid)?;
+        if key.algorithm.is_some_and(|pinned| pinned != algorithm) {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
 
         let mut validation = Validation::new(algorithm.jsonwebtoken());
         validation.leeway = inner.settings.leeway.as_secs();

@@ -26,6 +26,12 @@ mod request;
 
 pub use error::{AuthError, AuthFailure, Surface};
 pub use extract::{Credentials, Token, TokenSource, TokenSources};
+/// A JWK set (RFC 7517) as identity providers publish it: jsonwebtoken's
+/// type, re-exported so an application can deserialize one without
+/// depending on jsonwebtoken itself. See [`JwtKeySet::from_jwks`].
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use jsonwebtoken::jwk::JwkSet;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use jwt::{
