@@ -5,7 +5,8 @@
 //!
 //! * `/` the demo page;
 //! * `/demo-token?user=NAME` an HS256 demo token (EXAMPLE ONLY: anyone can
-//!   mint one for any user; secret from `WS_LIFECYCLE_DEMO_SECRET`);
+//!   mint one for any user; secret from `WS_LIFECYCLE_DEMO_SECRET`, 32 bytes
+//!   or more or the example refuses to start, else a public demo secret);
 //! * `/ws` the WebSocket endpoint (the protocol in `examples/common/chat.rs`);
 //! * `/metrics` the hub's metrics, Prometheus text, plus the routing
 //!   table's connections and users and the runtime's alive tasks;
@@ -32,17 +33,12 @@ mod server;
 mod axum_app;
 
 fn main() -> Result<(), cluster::BoxError> {
+    // First: a demo secret too short to sign with refuses to start.
+    let secret = server::demo_secret()?;
     cluster::main("axum_chat", "axum", |node, listener, shutdown| async move {
         // `TCP_NODELAY` on, and the hub's `upgrade_timeout` (10 s) as the
         // deadline on every request head (`ServeConfig`).
-        axum_app::serve(
-            listener,
-            node.hub,
-            &server::demo_secret(),
-            &node.name,
-            shutdown,
-        )?
-        .await;
+        axum_app::serve(listener, node.hub, &secret, &node.name, shutdown)?.await;
         Ok(())
     })
 }

@@ -9,8 +9,8 @@
 //! cargo run --release --example loadgen --features tungstenite -- idle-mem --url ws://127.0.0.1:3000/ws --connections 10000 --users 5000 --pid <server pid>
 //! ```
 //!
-//! Tokens are HS256 with `--secret` (default `demo-secret`, the examples'
-//! default). Each run uses loopback source addresses of its own (see
+//! Tokens are HS256 with `--secret` (default: the examples' public demo
+//! secret, `DEMO_SECRET` in `examples/common/server.rs`). Each run uses loopback source addresses of its own (see
 //! `connect`), 20,000 connections per address; raise the
 //! open-file limit first (`ulimit -n 65536`; `scripts/bench.sh` does). Every
 //! loop is bounded in count and in time. Each scenario prints one JSON line.
@@ -38,6 +38,9 @@ use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 
 type Ws = WebSocketStream<TcpStream>;
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The examples' demo secret (`DEMO_SECRET` in `examples/common/server.rs`).
+const DEMO_SECRET: &str = "ws-lifecycle demo secret: public, never use it in production";
 
 /// Parsed `--name value` options, with defaults.
 struct Options(HashMap<String, String>);
@@ -409,7 +412,7 @@ async fn main() -> Result<(), Error> {
     let target = Arc::new(Target {
         url,
         addr,
-        secret: options.text("secret", "demo-secret"),
+        secret: options.text("secret", DEMO_SECRET),
     });
     let result = match scenario.as_str() {
         "connect" => scenario_connect(target, &options).await?,

@@ -3,7 +3,8 @@
 //!
 //! Run with: `cargo run --example tungstenite_echo --features tungstenite`
 //! and connect with a demo token from the axum example, or any HS256 token
-//! signed with `WS_LIFECYCLE_DEMO_SECRET` (default `demo-secret`).
+//! signed with `WS_LIFECYCLE_DEMO_SECRET` (32 bytes or more; default: the
+//! public demo secret in `examples/common/server.rs`).
 
 #[allow(dead_code)] // the token endpoint is the axum example's
 #[path = "common/server.rs"]
@@ -38,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let addr = server::Args::parse(&["addr"])?.listen_addr()?;
     let hub = Hub::new();
-    let auth = Arc::new(server::demo_authenticator(&server::demo_secret())?);
+    let auth = Arc::new(server::demo_authenticator(&server::demo_secret()?)?);
     let listener = server::listen(addr)?;
     println!(
         "ws-lifecycle tungstenite_echo listening on ws://{}/",

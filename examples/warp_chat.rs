@@ -20,17 +20,12 @@ mod server;
 mod warp_app;
 
 fn main() -> Result<(), cluster::BoxError> {
+    // First: a demo secret too short to sign with refuses to start.
+    let secret = server::demo_secret()?;
     cluster::main("warp_chat", "warp", |node, listener, shutdown| async move {
         // The hub's `upgrade_timeout` (10 s) as the deadline on every request
         // head, and aborted upgrades logged at DEBUG (`ServeConfig`).
-        warp_app::serve(
-            listener,
-            node.hub,
-            &server::demo_secret(),
-            &node.name,
-            shutdown,
-        )?
-        .await;
+        warp_app::serve(listener, node.hub, &secret, &node.name, shutdown)?.await;
         Ok(())
     })
 }

@@ -364,9 +364,7 @@ impl<T: Transport> Connection<Accepted<T>> {
                 return Err(self.core.close_with(&mut self.stage.sink, cause).await);
             }
         }
-        self.core.expiry = outcome
-            .expires_at
-            .map(|at| Expiry::new(at, outcome.verifier.clone()));
+        self.core.expiry = outcome.expires_at.map(Expiry::new);
         self.core
             .span
             .record("user_id", tracing::field::display(&shared.user));

@@ -15,6 +15,7 @@ use crate::handle::ConnectionHandle;
 use crate::handler::{CloseReport, Handler, Inbound};
 use crate::hub::Hub;
 use crate::limits::Bucket;
+use crate::reauth::{Admission, Reauthenticate, reauth_token};
 use crate::transport::{Message, Transport, TransportError, TransportStream};
 
 impl Hub {
@@ -39,22 +40,27 @@ impl Hub {
         handler: &H,
     ) -> CloseReport {
         let conn = self.connect().accept(transport);
-        self.serve_accepted(conn, Ok(auth.into()), handler).await
+        self.serve_accepted(conn, Ok(auth.into()), None, handler)
+            .await
     }
 
     /// [`serve`](Hub::serve) from an accepted connection; an `Err` closes it
     /// at once with the error's close frame (counted, never routed). The
     /// adapters accept before they build the connection's future, so the
     /// socket is not carried in its state for the connection's whole life.
+    /// In-band re-authentication goes through `reauth`, the authenticator
+    /// that admitted the connection (none: `reauth` messages are the
+    /// handler's).
     pub(crate) async fn serve_accepted<T: Transport, H: Handler>(
         &self,
         conn: Connection<AcceptedStage<T>>,
         auth: Result<AuthOutcome, AuthError>,
+        reauth: Option<&dyn Reauthenticate>,
         handler: &H,
     ) -> CloseReport {
         match auth {
             Ok(outcome) => match Box::pin(conn.authenticate(outcome)).await {
-                Ok(conn) => self.run(conn, handler).await,
+                Ok(conn) => self.run_with(conn, handler, reauth).await,
                 Err(report) => report,
             },
             Err(error) => Box::pin(conn.reject(&error)).await,
@@ -96,9 +102,13 @@ impl Hub {
         let outcome = tokio::time::timeout_at(deadline, authenticated.instrument(span))
             .await
             .unwrap_or_else(|_| Err(AuthError::Timeout.into()));
+        let admission = Admission::keep(authenticator, request, &outcome);
         match outcome {
             Ok(outcome) => match Box::pin(conn.authenticate(outcome)).await {
-                Ok(conn) => self.run(conn, handler).await,
+                Ok(conn) => {
+                    let reauth = admission.as_ref().map(|a| a as &dyn Reauthenticate);
+                    self.run_with(conn, handler, reauth).await
+                }
                 Err(report) => report,
             },
             Err(failure) => {
@@ -110,19 +120,37 @@ impl Hub {
 
     /// Drives an authenticated connection to its end: on-ready hook (bounded
     /// by `services_ready_timeout`), Ready, the reader loop, close.
+    ///
+    /// No authenticator is known here, so `reauth` messages are passed to
+    /// the handler like any other, and credentials that expire end the
+    /// connection (4401) at expiry plus the grace. In-band
+    /// re-authentication needs the path that admitted the connection:
+    /// [`serve_with_auth`](Hub::serve_with_auth), an adapter, or
+    /// [`upgrade::serve_upgraded`](crate::upgrade::serve_upgraded).
     pub fn run<'a, T: Transport, H: Handler>(
         &'a self,
         conn: Connection<Authenticated<T>>,
         handler: &'a H,
     ) -> impl Future<Output = CloseReport> + 'a {
+        self.run_with(conn, handler, None)
+    }
+
+    /// [`run`](Hub::run), re-authenticating through `reauth`.
+    pub(crate) fn run_with<'a, T: Transport, H: Handler>(
+        &'a self,
+        conn: Connection<Authenticated<T>>,
+        handler: &'a H,
+        reauth: Option<&'a dyn Reauthenticate>,
+    ) -> impl Future<Output = CloseReport> + 'a {
         let span = conn.span().clone();
-        self.run_inner(conn, handler).instrument(span)
+        self.run_inner(conn, handler, reauth).instrument(span)
     }
 
     async fn run_inner<T: Transport, H: Handler>(
         &self,
         conn: Connection<Authenticated<T>>,
         handler: &H,
+        reauth: Option<&dyn Reauthenticate>,
     ) -> CloseReport {
         let config = &self.env().config;
         let handle = conn.handle();
@@ -215,17 +243,30 @@ impl Hub {
                 Some(Ok(_)) if bucket.as_mut().is_some_and(|b| !b.take()) => {
                     break CloseCause::RateLimited;
                 }
-                Some(Ok(Message::Text(text))) => {
-                    let metrics = &self.env().metrics;
-                    match expiry
-                        .as_mut()
-                        .and_then(|e| e.on_message(&text, &handle, metrics))
-                    {
-                        Some(Ok(())) => continue,
-                        Some(Err(cause)) => break cause,
+                // A `reauth` message is the hub's when it can decide one:
+                // credentials that expire, and the authenticator that
+                // admitted the connection.
+                Some(Ok(Message::Text(text))) => match (expiry.as_mut(), reauth) {
+                    (Some(expiry), Some(authenticator)) => match reauth_token(&text) {
+                        Some(token) => {
+                            // Boxed: rare, and its state would size this
+                            // future for the connection's whole life.
+                            let decided = Box::pin(expiry.reauthenticate(
+                                &token,
+                                authenticator,
+                                config.auth_timeout,
+                                &handle,
+                                &self.env().metrics,
+                            ));
+                            match decided.await {
+                                Ok(()) => continue,
+                                Err(cause) => break cause,
+                            }
+                        }
                         None => Inbound::Text(text),
-                    }
-                }
+                    },
+                    _ => Inbound::Text(text),
+                },
                 Some(Ok(Message::Binary(bytes))) => Inbound::Binary(bytes),
             };
             match AssertUnwindSafe(handler.on_message(&handle, inbound))

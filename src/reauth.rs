@@ -2,40 +2,86 @@
 //!
 //! A connection authenticated with credentials that expire is told
 //! `reauth_required` [`reauth_ahead`](crate::config::HubConfig::reauth_ahead)
-//! before they do. The client answers `{"type":"reauth","token":"…"}`; a
-//! valid token for the *same* user extends the connection (`reauth_ok`), a
-//! token for another user closes it with 4403 `user_mismatch` (a connection
-//! never changes user), an invalid one gets `reauth_failed` with its code.
-//! Without a valid re-authentication the connection is closed with 4401
-//! `token_expired` once the expiry plus
+//! before they do. The client answers `{"type":"reauth","token":"…"}`, and
+//! the [`Authenticator`] the connection was admitted with decides
+//! ([`Authenticator::reauthenticate`]: by default its whole `authenticate`
+//! decision, so an application's ban or revocation check runs again). A
+//! valid token for the *same* user extends the connection (`reauth_ok`); a
+//! token for another user closes it with 4403 `user_mismatch` (a
+//! connection never changes user); a refusal whose close code is 4403
+//! (`forbidden`: banned, revoked) closes it with that frame; any other
+//! refusal gets `reauth_failed` with its code. Without a valid
+//! re-authentication the connection is closed with 4401 `token_expired`
+//! once the expiry plus
 //! [`expiry_grace`](crate::config::HubConfig::expiry_grace) has passed.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::auth::{AuthError, TokenVerifier};
-use crate::close::CloseCause;
+use crate::auth::{AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
+use crate::close::{CloseCause, CloseCode};
 use crate::event::{Event, EventName};
 use crate::handle::ConnectionHandle;
 use crate::metrics::Metrics;
+
+/// A boxed re-authentication decision.
+pub(crate) type Decision<'a> =
+    Pin<Box<dyn Future<Output = Result<AuthOutcome, AuthFailure>> + Send + 'a>>;
+
+/// The authenticator a connection was admitted with, type-erased for the
+/// reader loop.
+pub(crate) trait Reauthenticate: Send + Sync {
+    /// Decides a re-authentication with `token`.
+    fn reauthenticate<'a>(&'a self, token: &'a str) -> Decision<'a>;
+}
+
+/// An [`Authenticator`] and the request it admitted a connection with
+/// (without its credentials): everything a re-authentication needs.
+pub(crate) struct Admission<A> {
+    authenticator: A,
+    request: HandshakeRequest,
+}
+
+impl<A: Authenticator> Admission<A> {
+    /// What a connection admitted by `authenticator` from `request` keeps,
+    /// when `auth` admitted it with credentials that expire (anything else
+    /// never re-authenticates, so nothing is kept).
+    pub(crate) fn keep<E>(
+        authenticator: A,
+        request: &HandshakeRequest,
+        auth: &Result<AuthOutcome, E>,
+    ) -> Option<Self> {
+        auth.as_ref()
+            .is_ok_and(|outcome| outcome.expires_at.is_some())
+            .then(|| Admission {
+                authenticator,
+                request: request.without_credentials(),
+            })
+    }
+}
+
+impl<A: Authenticator> Reauthenticate for Admission<A> {
+    fn reauthenticate<'a>(&'a self, token: &'a str) -> Decision<'a> {
+        Box::pin(self.authenticator.reauthenticate(&self.request, token))
+    }
+}
 
 /// What a connection knows about its credentials' expiry.
 pub(crate) struct Expiry {
     /// `None` once a re-authentication brought credentials that do not
     /// expire: nothing is scheduled any more.
     expires_at: Option<SystemTime>,
-    verifier: Option<Arc<dyn TokenVerifier>>,
     warned: bool,
 }
 
 impl Expiry {
-    pub(crate) fn new(expires_at: SystemTime, verifier: Option<Arc<dyn TokenVerifier>>) -> Self {
+    pub(crate) fn new(expires_at: SystemTime) -> Self {
         Expiry {
             expires_at: Some(expires_at),
-            verifier,
             warned: false,
         }
     }
@@ -63,23 +109,29 @@ impl Expiry {
         None
     }
 
-    /// Handles an inbound text frame if it is a re-authentication message
-    /// and this connection can verify one; `None` means "not for us".
-    pub(crate) fn on_message(
+    /// Re-authenticates with `token` (from a `reauth` message) through
+    /// `authenticator`, within `timeout`: `Ok` keeps the connection (the
+    /// client was told `reauth_ok` or `reauth_failed`), `Err` closes it.
+    pub(crate) async fn reauthenticate(
         &mut self,
-        text: &str,
+        token: &str,
+        authenticator: &dyn Reauthenticate,
+        timeout: Duration,
         conn: &ConnectionHandle,
         metrics: &Metrics,
-    ) -> Option<Result<(), CloseCause>> {
-        let verifier = self.verifier.as_ref()?;
-        let token = reauth_token(text)?;
-        let verified = verifier.verify_token(&token).and_then(|outcome| {
-            if &outcome.user == conn.user() {
-                Ok(outcome)
-            } else {
-                Err(AuthError::UserMismatch)
-            }
-        });
+    ) -> Result<(), CloseCause> {
+        let decided = tokio::time::timeout(timeout, authenticator.reauthenticate(token))
+            .await
+            .unwrap_or_else(|_| Err(AuthError::Timeout.into()));
+        let verified = decided
+            .map_err(|failure| failure.error)
+            .and_then(|outcome| {
+                if &outcome.user == conn.user() {
+                    Ok(outcome)
+                } else {
+                    Err(AuthError::UserMismatch)
+                }
+            });
         match verified {
             Ok(outcome) => {
                 // The new credentials replace the old ones, expiry included:
@@ -88,27 +140,29 @@ impl Expiry {
                 self.warned = false;
                 let payload = serde_json::json!({ "expires_at": self.expires_at.map(unix_secs) });
                 emit(conn, "reauth_ok", payload);
-                Some(Ok(()))
+                Ok(())
             }
             Err(error) => {
                 metrics.auth_failure(error.code());
                 tracing::info!(code = error.code(), "re-authentication failed");
-                if error == AuthError::UserMismatch {
-                    return Some(Err(CloseCause::AuthFailed(error.close_frame())));
+                let frame = error.close_frame();
+                // 4403: do not retry (another user, banned, revoked …).
+                if frame.code == CloseCode::FORBIDDEN {
+                    return Err(CloseCause::AuthFailed(frame));
                 }
                 emit(
                     conn,
                     "reauth_failed",
                     serde_json::json!({ "code": error.code() }),
                 );
-                Some(Ok(()))
+                Ok(())
             }
         }
     }
 }
 
 /// The token of a `{"type":"reauth","token":"…"}` message, if `text` is one.
-fn reauth_token(text: &str) -> Option<String> {
+pub(crate) fn reauth_token(text: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct Reauth {
         #[serde(rename = "type")]

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use crate::auth::{AuthError, AuthOutcome, Authenticator, HandshakeRequest, Surface};
 use crate::connection::Connection;
 use crate::hub::Env;
+use crate::reauth::{Admission, Reauthenticate};
 use crate::transport::Transport;
 use crate::{CloseReport, Handler, Hub};
 
@@ -120,14 +121,35 @@ impl Admitted {
     /// Serves the upgraded socket on `hub` (the hub [`decide`] admitted it
     /// on): the connection's whole life for an authenticated upgrade, or an
     /// immediate close with the error's close frame (counted, never routed).
-    pub async fn serve<T: Transport, H: Handler>(
+    ///
+    /// `request` and `authenticator` are the ones [`decide`] was given: a
+    /// connection whose credentials expire re-authenticates in-band through
+    /// `authenticator` ([`Authenticator::reauthenticate`]), so the
+    /// application's whole decision (a ban list, a revocation check) applies
+    /// to every fresh token, not only the first.
+    pub async fn serve<T: Transport, A: Authenticator, H: Handler>(
         self,
         hub: &Hub,
         transport: T,
+        request: &HandshakeRequest,
+        authenticator: &A,
         handler: &H,
     ) -> CloseReport {
+        let admission = self.keep_for_reauth(authenticator, request);
         let (conn, auth) = self.accept(hub, transport);
-        hub.serve_accepted(conn, auth, handler).await
+        let reauth = admission.as_ref().map(|a| a as &dyn Reauthenticate);
+        hub.serve_accepted(conn, auth, reauth, handler).await
+    }
+
+    /// What a connection admitted with credentials that expire keeps for
+    /// in-band re-authentication: `authenticator` and `request` without
+    /// its credentials (`None` when nothing expires).
+    pub(crate) fn keep_for_reauth<A: Authenticator>(
+        &self,
+        authenticator: A,
+        request: &HandshakeRequest,
+    ) -> Option<Admission<A>> {
+        Admission::keep(authenticator, request, &self.auth)
     }
 
     /// Mints the connection in the admitted place and takes the transport;

@@ -133,16 +133,17 @@ type Hostile<'a> = (&'a JwtAuthenticator, Vec<(&'a str, String)>, Option<String>
 async fn scenario(secrets: &mut Secrets) -> Vec<String> {
     let mut shown = Vec::new();
     let hub = Hub::new();
-    let auth = JwtAuthenticator::builder().hs256(SECRET).build().unwrap();
+    let hs = || {
+        JwtAuthenticator::builder()
+            .hs256(SECRET)
+            .any_issuer()
+            .any_audience()
+    };
+    let auth = hs().build().unwrap();
     let mut first_message = TokenSources::default();
     first_message.first_message = true;
-    let auth_first = JwtAuthenticator::builder()
-        .hs256(SECRET)
-        .sources(first_message)
-        .build()
-        .unwrap();
-    let auth_origin = JwtAuthenticator::builder()
-        .hs256(SECRET)
+    let auth_first = hs().sources(first_message).build().unwrap();
+    let auth_origin = hs()
         .origin(OriginPolicy::allow(["https://app.example"]))
         .build()
         .unwrap();

@@ -34,7 +34,6 @@ use proptest::prelude::*;
 use support::tokens::{self, SECRET};
 use ws_lifecycle::auth::{
     AuthFailure, AuthOutcome, Authenticator, HandshakeRequest, JwtAuthenticator, TokenSources,
-    TokenVerifier,
 };
 
 const MARKER: &str = "jwt-auth";
@@ -65,7 +64,12 @@ fn fixture() -> &'static Fixture {
             &tokens::claims("bob"),
             &EncodingKey::from_secret(SECRET),
         );
-        let hs = || JwtAuthenticator::builder().hs256(SECRET);
+        let hs = || {
+            JwtAuthenticator::builder()
+                .hs256(SECRET)
+                .any_issuer()
+                .any_audience()
+        };
         let mut query = TokenSources::default();
         query.query_param = Some("access_token".into());
         let mut first = TokenSources::default();
@@ -282,8 +286,59 @@ fn assert_is_alice(outcome: &AuthOutcome) {
     );
 }
 
+/// A query parameter name as a client may spell it: each character in
+/// either case, any of them percent-encoded (hex digits in either case).
+fn disguised(name: &'static str) -> impl Strategy<Value = String> {
+    proptest::collection::vec(any::<(bool, bool, bool)>(), name.len()).prop_map(move |choices| {
+        name.bytes()
+            .zip(choices)
+            .map(|(b, (upper, encode, upper_hex))| {
+                let b = if upper { b.to_ascii_uppercase() } else { b };
+                match (encode, upper_hex) {
+                    (false, _) => char::from(b).to_string(),
+                    (true, true) => format!("%{b:02X}"),
+                    (true, false) => format!("%{b:02x}"),
+                }
+            })
+            .collect()
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn a_query_token_is_refused_however_its_name_is_spelled(
+        name in prop_oneof![disguised("token"), disguised("access_token"), disguised("jwt")],
+        first in any::<bool>(),
+    ) {
+        let f = fixture();
+        let query = if first {
+            format!("{name}={}&room=1", f.token)
+        } else {
+            format!("room=1&{name}={}", f.token)
+        };
+        let request = HandshakeRequest::builder().query(query).build().unwrap();
+        let refused = block_on(f.auth.authenticate(&request)).map(|o| o.user);
+        prop_assert_eq!(
+            refused.map_err(|failure| failure.error.code()),
+            Err("token_in_query"),
+            "{}", name
+        );
+    }
+
+    #[test]
+    fn the_query_source_reads_its_parameter_however_it_is_spelled(
+        name in disguised("access_token"),
+    ) {
+        let f = fixture();
+        let request = HandshakeRequest::builder()
+            .query(format!("room=1&{name}={}", f.token))
+            .build()
+            .unwrap();
+        let outcome = block_on(f.auth_query.authenticate(&request));
+        prop_assert!(outcome.is_ok(), "{}", name);
+    }
 
     #[test]
     fn arbitrary_requests_never_panic_and_never_authenticate_without_the_token(
@@ -326,8 +381,10 @@ proptest! {
                 prop_assert!(result.is_err(), "{mutation:?} in {carrier:?} authenticated");
             }
         }
-        prop_assert!(f.auth.verify_token(&mutated).is_err(), "{mutation:?} re-authenticated");
+        prop_assert!(f.auth.verify_token(&mutated).is_err(), "{mutation:?} verified");
         let empty = HandshakeRequest::default();
+        let again = block_on(f.auth.reauthenticate(&empty, &mutated));
+        prop_assert!(again.is_err(), "{mutation:?} re-authenticated");
         let first = block_on(f.auth_first.authenticate_message(&empty, &mutated));
         prop_assert!(first.is_err(), "{mutation:?} authenticated as a first message");
     }

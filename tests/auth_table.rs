@@ -54,7 +54,7 @@ const PROTOCOL: &str = "Sec-WebSocket-Protocol";
 /// Which authenticator a row runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Config {
-    /// `.hs256(SECRET)`, everything else default.
+    /// `.hs256(SECRET)`, `iss` and `aud` waived, everything else default.
     Hs,
     /// HS256 keys selected by `kid` only: `2024-01` is `SECRET`,
     /// `2024-02` is `OTHER_SECRET`.
@@ -83,7 +83,12 @@ struct Authenticators {
 
 impl Authenticators {
     fn new() -> Self {
-        let hs = || JwtAuthenticator::builder().hs256(SECRET);
+        let hs = || {
+            JwtAuthenticator::builder()
+                .hs256(SECRET)
+                .any_issuer()
+                .any_audience()
+        };
         let mut query = TokenSources::default();
         query.query_param = Some("access_token".into());
         Authenticators {
@@ -95,19 +100,30 @@ impl Authenticators {
                         .with_kid("2024-01", JwtKey::hmac(SECRET))
                         .with_kid("2024-02", JwtKey::hmac(OTHER_SECRET)),
                 )
+                .any_issuer()
+                .any_audience()
                 .build()
                 .unwrap(),
-            hs_iss_aud: hs().issuer(ISSUER).audience(AUDIENCE).build().unwrap(),
+            hs_iss_aud: JwtAuthenticator::builder()
+                .hs256(SECRET)
+                .issuer(ISSUER)
+                .audience(AUDIENCE)
+                .build()
+                .unwrap(),
             hs_query: hs().sources(query).build().unwrap(),
             hs_origin: hs().origin(OriginPolicy::allow([ORIGIN])).build().unwrap(),
             rs: JwtAuthenticator::builder()
                 .algorithms(&[JwtAlgorithm::RS256])
                 .keys(JwtKeySet::new().with_default(JwtKey::rsa_pem(RSA_PUBLIC).unwrap()))
+                .any_issuer()
+                .any_audience()
                 .build()
                 .unwrap(),
             es: JwtAuthenticator::builder()
                 .algorithms(&[JwtAlgorithm::ES256])
                 .keys(JwtKeySet::new().with_default(JwtKey::ec_pem(EC_PUBLIC).unwrap()))
+                .any_issuer()
+                .any_audience()
                 .build()
                 .unwrap(),
         }
@@ -804,6 +820,18 @@ fn rows() -> Vec<Row> {
             before("token_malformed", 401),
         ),
         row(
+            "kid unknown with only a default key (no fallback to it)",
+            Hs,
+            bearer(&with_kid("2023-12", SECRET)),
+            before("signature_invalid", 401),
+        ),
+        row(
+            "kid unknown with only a default key (subprotocol)",
+            Hs,
+            browser(&with_kid("2023-12", SECRET)),
+            after("signature_invalid", 4401),
+        ),
+        row(
             "kid absent with a kid-only key set",
             HsKid,
             bearer(&t),
@@ -1077,6 +1105,36 @@ fn rows() -> Vec<Row> {
             before("token_in_query", 400),
         ),
         row(
+            "Token (capitalised) in the query, query source off",
+            Hs,
+            request(&[], Some(&format!("room=1&Token={t}"))),
+            before("token_in_query", 400),
+        ),
+        row(
+            "access%5Ftoken (percent-encoded) in the query, query source off",
+            Hs,
+            request(&[], Some(&format!("access%5Ftoken={t}&room=1"))),
+            before("token_in_query", 400),
+        ),
+        row(
+            "%4AWT (encoded and capitalised) in the query, query source off",
+            Hs,
+            request(&[], Some(&format!("%4AWT={t}"))),
+            before("token_in_query", 400),
+        ),
+        row(
+            "Access%5FToken in the query, query source on",
+            HsQuery,
+            request(&[], Some(&format!("room=1&Access%5FToken={t}"))),
+            ok("alice", None),
+        ),
+        row(
+            "access_token twice, spelled differently, query source on",
+            HsQuery,
+            request(&[], Some(&format!("access_token={t}&ACCESS%5fTOKEN={t}"))),
+            before("credentials_ambiguous", 400),
+        ),
+        row(
             "token in the query, query source on",
             HsQuery,
             request(&[], Some(&format!("room=1&access_token={t}"))),
@@ -1157,10 +1215,28 @@ async fn outcome_of(row: &Row, auth: &JwtAuthenticator) -> Result<Outcome, Strin
     };
     Ok(match auth.authenticate(request).await {
         Ok(outcome) => {
-            if outcome.expires_at.is_none() || outcome.verifier.is_none() {
-                return Err(format!(
-                    "an outcome without expiry or verifier: {outcome:?}"
-                ));
+            if outcome.expires_at.is_none() {
+                return Err(format!("an outcome without expiry: {outcome:?}"));
+            }
+            // The connection can be extended: the token it carried
+            // re-authenticates in-band, for the same user, through the
+            // same authenticator.
+            let credentials = auth
+                .sources()
+                .extract(request)
+                .map_err(|f| format!("extract after success: {f:?}"))?;
+            let token = [
+                credentials.header,
+                credentials.subprotocol,
+                credentials.query,
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+            .ok_or("an outcome without a token")?;
+            match auth.reauthenticate(request, token.expose()).await {
+                Ok(again) if again.user == outcome.user => {}
+                other => return Err(format!("re-authentication with its token: {other:?}")),
             }
             Outcome::Ok {
                 user: outcome.user.as_str().to_owned(),

@@ -47,7 +47,7 @@ use ws_lifecycle::Hub;
 use ws_lifecycle::adapters::axum::AxumTransport;
 use ws_lifecycle::auth::Authenticator;
 
-const SECRET: &str = "browser test secret";
+const SECRET: &str = "browser test secret, 32 bytes or more";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const AGENT_EVENTS: [&str; 5] = [
     "agent_started",

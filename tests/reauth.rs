@@ -12,12 +12,20 @@
 )]
 
 mod support;
+#[cfg(all(feature = "axum", feature = "tungstenite"))]
+mod ws_client;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use support::tokens::{self, hs256, now};
 use support::{OnReady, Scripted, event, frame, user};
 use tokio::sync::mpsc;
-use ws_lifecycle::auth::{HandshakeRequest, JwtAuthenticator, TokenSources};
+use ws_lifecycle::auth::{
+    AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest, JwtAuthenticator,
+    TokenSources,
+};
 use ws_lifecycle::close::{CloseCause, CloseFrame};
 use ws_lifecycle::state::ConnectionState;
 use ws_lifecycle::transport::Message;
@@ -29,6 +37,8 @@ fn authenticator(first_message: bool) -> JwtAuthenticator {
     sources.first_message = first_message;
     JwtAuthenticator::builder()
         .hs256(tokens::SECRET)
+        .any_issuer()
+        .any_audience()
         .sources(sources)
         .build()
         .unwrap()
@@ -47,9 +57,9 @@ fn token(sub: &str, ttl: u64) -> String {
 
 /// Serves one connection with `serve_with_auth`; returns the client, the
 /// handle once Ready, and the server task.
-async fn serve(
+async fn serve<A: Authenticator + 'static>(
     hub: &Hub,
-    auth: JwtAuthenticator,
+    auth: A,
     request: HandshakeRequest,
 ) -> (
     MemoryClient,
@@ -123,18 +133,34 @@ async fn a_valid_reauth_for_the_same_user_extends_the_connection() {
     let hub = Hub::new();
     let alice = user("alice");
     let auth = authenticator(false);
-    // The adapters' path: authenticated before the upgrade, then `serve`.
-    let outcome = {
-        use ws_lifecycle::auth::Authenticator;
-        auth.authenticate(&browser_request(&token("alice", 90)))
-            .await
-            .unwrap()
+    // The adapters' path: decided (and authenticated) before the upgrade,
+    // then `Admitted::serve`.
+    let request = HandshakeRequest::builder()
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header(
+            "Sec-WebSocket-Protocol",
+            format!("jwt-auth, jwt.{}", token("alice", 90)),
+        )
+        .build()
+        .unwrap();
+    let ws_lifecycle::upgrade::Decision::Upgrade(admitted) =
+        ws_lifecycle::upgrade::decide(&hub, "GET", &request, &auth).await
+    else {
+        panic!("not admitted");
     };
-    assert_eq!(outcome.selected_subprotocol.as_deref(), Some("jwt-auth"));
+    assert_eq!(admitted.subprotocol(), Some("jwt-auth"));
     let (transport, mut client) = memory::pair(64);
     let server = tokio::spawn({
         let hub = hub.clone();
-        async move { hub.serve(transport, outcome, &Scripted::default()).await }
+        async move {
+            let handler = Scripted::default();
+            admitted
+                .serve(&hub, transport, &request, &auth, &handler)
+                .await
+        }
     });
 
     assert_eq!(next(&mut client).await.unwrap()["type"], "reauth_required");
@@ -271,4 +297,111 @@ async fn first_message_auth_is_off_by_default() {
         Err(Some(frame(4401, "token_missing")))
     );
     assert_eq!(server.await.unwrap().state, ConnectionState::Failed);
+}
+
+/// What an application puts around the JWT authenticator: a ban list,
+/// checked on every decision it makes.
+#[derive(Clone)]
+struct Banning {
+    jwt: JwtAuthenticator,
+    banned: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Banning {
+    fn new(jwt: JwtAuthenticator) -> Self {
+        Banning {
+            jwt,
+            banned: Arc::default(),
+        }
+    }
+
+    fn ban(&self, user: &str) {
+        self.banned.lock().unwrap().insert(user.to_owned());
+    }
+}
+
+impl Authenticator for Banning {
+    async fn authenticate(&self, request: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
+        let outcome = self.jwt.authenticate(request).await?;
+        if self.banned.lock().unwrap().contains(outcome.user.as_str()) {
+            return Err(AuthFailure::after_upgrade(
+                AuthError::Forbidden,
+                outcome.selected_subprotocol,
+            ));
+        }
+        Ok(outcome)
+    }
+}
+
+/// A user banned after admission cannot keep the connection alive with
+/// fresh tokens: the in-band re-authentication goes through the
+/// authenticator the connection was admitted with (the ban list included),
+/// and its `forbidden` closes the connection with 4403.
+#[tokio::test(start_paused = true)]
+async fn a_reauth_goes_through_the_admitting_authenticator_and_a_ban_closes_with_4403() {
+    let hub = Hub::new();
+    let alice = user("alice");
+    let banning = Banning::new(authenticator(false));
+    let (mut client, mut ready, server) = serve(
+        &hub,
+        banning.clone(),
+        browser_request(&token("alice", 3600)),
+    )
+    .await;
+    let handle = ready.recv().await.unwrap();
+    assert_eq!(handle.user(), &alice);
+
+    banning.ban("alice");
+    let reauth = json!({ "type": "reauth", "token": token("alice", 7200) }).to_string();
+    client.send_text(reauth).await.unwrap();
+    assert_eq!(next(&mut client).await, Err(Some(frame(4403, "forbidden"))));
+    let report = server.await.unwrap();
+    assert_eq!(report.user, Some(alice.clone()));
+    assert!(matches!(report.cause, CloseCause::AuthFailed(_)));
+    assert!(!hub.is_online(&alice));
+    assert_eq!(hub.metrics().auth_failures.get("forbidden"), Some(&1));
+}
+
+/// The same through the axum adapter, whose connections run in tasks of
+/// their own: the connection keeps the admitting authenticator, the ban
+/// list included.
+#[cfg(all(feature = "axum", feature = "tungstenite"))]
+#[tokio::test]
+async fn the_axum_adapter_reauthenticates_through_the_admitting_authenticator() {
+    use axum::routing::any;
+    use ws_lifecycle::adapters::axum::WsUpgrade;
+
+    let hub = Hub::new();
+    let banning = Banning::new(authenticator(false));
+    let router = axum::Router::new().route(
+        "/ws",
+        any({
+            let (hub, banning) = (hub.clone(), banning.clone());
+            move |upgrade: WsUpgrade| async move {
+                let handler = std::sync::Arc::new(Scripted::default());
+                upgrade.serve(&hub, &banning, handler).await
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let offer = format!("jwt-auth, jwt.{}", token("alice", 3600));
+    let ws_client::Outcome::Upgraded(mut connected) =
+        ws_client::connect(addr, &[("Sec-WebSocket-Protocol", &offer)]).await
+    else {
+        panic!("not upgraded");
+    };
+    let reauth = || json!({ "type": "reauth", "token": token("alice", 7200) });
+    connected.client.send_json(reauth()).await;
+    assert_eq!(connected.client.next_json().await["type"], "reauth_ok");
+
+    banning.ban("alice");
+    connected.client.send_json(reauth()).await;
+    assert_eq!(
+        connected.client.next_close().await,
+        Some((4403, "forbidden".to_owned()))
+    );
+    assert_eq!(hub.metrics().auth_failures.get("forbidden"), Some(&1));
 }

@@ -9,17 +9,18 @@
     clippy::indexing_slicing
 )]
 
+#[cfg(feature = "jwt")]
+#[allow(dead_code)] // only the demo secret's check is tested here
+#[path = "../examples/common/server.rs"]
+mod server;
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use support::*;
 use ws_lifecycle::Hub;
-use ws_lifecycle::auth::{
-    AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest, TokenVerifier,
-};
+use ws_lifecycle::auth::{AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
 use ws_lifecycle::close::{CloseCause, CloseCode};
 use ws_lifecycle::id::{ConnectionId, ContextIds, IdGenerator, RequestId, RunId, ThreadId, UserId};
 use ws_lifecycle::state::ConnectionState;
@@ -168,11 +169,21 @@ async fn recv_json(client: &mut memory::MemoryClient) -> serde_json::Value {
     }
 }
 
-/// Verifies any token for alice, with credentials that do not expire.
-struct NoExpiry;
+/// Admits anyone as alice with credentials that expire in two minutes,
+/// and re-authenticates them with credentials that do not expire.
+struct NoExpiryOnReauth;
 
-impl TokenVerifier for NoExpiry {
-    fn verify_token(&self, _: &str) -> Result<AuthOutcome, AuthError> {
+impl Authenticator for NoExpiryOnReauth {
+    async fn authenticate(&self, _: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
+        Ok(AuthOutcome::new(UserId::new("alice").unwrap())
+            .with_expiry(SystemTime::now() + Duration::from_secs(120)))
+    }
+
+    async fn reauthenticate(
+        &self,
+        _: &HandshakeRequest,
+        _: &str,
+    ) -> Result<AuthOutcome, AuthFailure> {
         Ok(AuthOutcome::new(UserId::new("alice").unwrap()))
     }
 }
@@ -184,12 +195,20 @@ async fn reauth_without_expiry_cancels_the_deadline() {
     let hub = Hub::new();
     let alice = user("alice");
     let (transport, mut client) = memory::pair(16);
-    let mut outcome =
-        AuthOutcome::new(alice.clone()).with_expiry(SystemTime::now() + Duration::from_secs(120));
-    outcome.verifier = Some(Arc::new(NoExpiry));
+    let request = upgrade_request();
+    let ws_lifecycle::upgrade::Decision::Upgrade(admitted) =
+        ws_lifecycle::upgrade::decide(&hub, "GET", &request, &NoExpiryOnReauth).await
+    else {
+        panic!("not admitted");
+    };
     let server = tokio::spawn({
         let hub = hub.clone();
-        async move { hub.serve(transport, outcome, &Scripted::default()).await }
+        async move {
+            let handler = Scripted::default();
+            admitted
+                .serve(&hub, transport, &request, &NoExpiryOnReauth, &handler)
+                .await
+        }
     });
     assert_eq!(recv_json(&mut client).await["type"], "reauth_required");
     client
@@ -219,6 +238,8 @@ async fn an_exp_out_of_range_is_refused_not_a_panic() {
     use ws_lifecycle::auth::JwtAuthenticator;
     let auth = JwtAuthenticator::builder()
         .hs256(support::tokens::SECRET)
+        .any_issuer()
+        .any_audience()
         .build()
         .unwrap();
     let token = support::tokens::hs256(&json!({ "sub": "alice", "exp": u64::MAX }));
@@ -289,4 +310,172 @@ async fn the_upgrade_decision_is_bounded_by_the_auth_timeout() {
     };
     assert_eq!((refusal.status, refusal.code), (408, "auth_timeout"));
     assert_eq!(hub.metrics().auth_failures.get("auth_timeout"), Some(&1));
+}
+
+/// RFC 7518 §3.2: an HMAC key must be at least as long as the hash output
+/// (32 bytes for HS256, 48 for HS384, 64 for HS512). A shorter one is
+/// refused when the authenticator is built, and when keys are replaced.
+#[cfg(feature = "jwt")]
+#[test]
+fn hmac_keys_shorter_than_the_hash_output_are_refused() {
+    use ws_lifecycle::auth::{JwtAlgorithm, JwtAuthenticator, JwtConfigError, JwtKey, JwtKeySet};
+    let build = |algorithm: JwtAlgorithm, secret: &[u8]| {
+        JwtAuthenticator::builder()
+            .algorithms(&[algorithm])
+            .keys(JwtKeySet::new().with_kid("k", JwtKey::hmac(secret)))
+            .issuer("https://auth.example")
+            .audience("ws")
+            .build()
+    };
+    for (algorithm, min) in [
+        (JwtAlgorithm::HS256, 32),
+        (JwtAlgorithm::HS384, 48),
+        (JwtAlgorithm::HS512, 64),
+    ] {
+        let short = vec![7u8; min - 1];
+        let too_short = JwtConfigError::HmacKeyTooShort {
+            algorithm: algorithm.name(),
+            min,
+            actual: min - 1,
+        };
+        assert_eq!(
+            build(algorithm, &short).map(|_| ()),
+            Err(too_short.clone()),
+            "{algorithm:?} built with a {}-byte key",
+            min - 1
+        );
+        let auth = build(algorithm, &vec![7u8; min]).unwrap();
+        assert_eq!(
+            auth.replace_keys(JwtKeySet::new().with_default(JwtKey::hmac(&short))),
+            Err(too_short),
+            "{algorithm:?} rotated to a {}-byte key",
+            min - 1
+        );
+    }
+    // The hs256 shorthand too, and the longest hash of a list decides.
+    let shorthand = JwtAuthenticator::builder()
+        .hs256("demo-secret")
+        .issuer("https://auth.example")
+        .audience("ws")
+        .build()
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(
+        shorthand,
+        JwtConfigError::HmacKeyTooShort {
+            algorithm: "HS256",
+            min: 32,
+            actual: 11
+        }
+    );
+    assert_eq!(
+        shorthand.to_string(),
+        "an HMAC key is 11 bytes, but HS256 needs at least 32 (RFC 7518 section 3.2): \
+         use a random secret of 32 bytes or more"
+    );
+    let mixed = JwtAuthenticator::builder()
+        .algorithms(&[JwtAlgorithm::HS256, JwtAlgorithm::HS512])
+        .keys(JwtKeySet::new().with_default(JwtKey::hmac([7u8; 32])))
+        .issuer("https://auth.example")
+        .audience("ws")
+        .build();
+    assert_eq!(
+        mixed.map(|_| ()),
+        Err(JwtConfigError::HmacKeyTooShort {
+            algorithm: "HS512",
+            min: 64,
+            actual: 32
+        }),
+        "a 32-byte key allowed for HS512"
+    );
+}
+
+/// `iss` and `aud` are checked unless the embedder waived each one: a
+/// token minted for another service of the same identity provider is not
+/// accepted by default.
+#[cfg(feature = "jwt")]
+#[test]
+fn issuer_and_audience_must_be_configured_or_explicitly_waived() {
+    use ws_lifecycle::auth::{JwtAuthenticator, JwtConfigError};
+    let secret = support::tokens::SECRET;
+    let built = |b: ws_lifecycle::auth::JwtAuthenticatorBuilder| b.build().map(|_| ());
+    let missing = |issuer, audience| Err(JwtConfigError::ClaimPolicyMissing { issuer, audience });
+    let hs = || JwtAuthenticator::builder().hs256(secret);
+    assert_eq!(built(hs()), missing(true, true));
+    assert_eq!(
+        built(hs().issuer("https://auth.example")),
+        missing(false, true)
+    );
+    assert_eq!(built(hs().audience("ws")), missing(true, false));
+    assert_eq!(built(hs().any_issuer()), missing(false, true));
+    assert_eq!(built(hs().any_audience()), missing(true, false));
+    // The message names both ways out, for each claim.
+    let message = hs().build().map(|_| ()).unwrap_err().to_string();
+    for option in ["issuer(", "any_issuer()", "audience(", "any_audience()"] {
+        assert!(message.contains(option), "{option} missing from: {message}");
+    }
+    assert_eq!(
+        built(
+            hs().issuer("https://auth.example")
+                .any_issuer()
+                .any_audience()
+        ),
+        Err(JwtConfigError::ClaimPolicyConflict { claim: "issuer" })
+    );
+    assert_eq!(
+        built(hs().any_issuer().audience("ws").any_audience()),
+        Err(JwtConfigError::ClaimPolicyConflict { claim: "audience" })
+    );
+
+    // Configured: another service's token is refused; waived: accepted.
+    let strict = hs()
+        .issuer("https://auth.example")
+        .audience("ws")
+        .build()
+        .unwrap();
+    let waived = hs().any_issuer().any_audience().build().unwrap();
+    let exp = support::tokens::now() + 3600;
+    let ours = support::tokens::hs256(
+        &json!({ "sub": "alice", "exp": exp, "iss": "https://auth.example", "aud": "ws" }),
+    );
+    let billing = support::tokens::hs256(
+        &json!({ "sub": "alice", "exp": exp, "iss": "https://auth.example", "aud": "billing" }),
+    );
+    let bare = support::tokens::hs256(&json!({ "sub": "alice", "exp": exp }));
+    assert!(strict.verify_token(&ours).is_ok());
+    assert_eq!(
+        strict.verify_token(&billing).map(|_| ()),
+        Err(AuthError::ClaimInvalid("aud is not an accepted audience"))
+    );
+    assert_eq!(
+        strict.verify_token(&bare).map(|_| ()).map_err(|e| e.code()),
+        Err("claim_invalid")
+    );
+    for token in [&ours, &billing, &bare] {
+        assert!(waived.verify_token(token).is_ok());
+    }
+}
+
+/// The examples' default demo secret is long enough for HS256, and a
+/// shorter `WS_LIFECYCLE_DEMO_SECRET` stops an example before it starts,
+/// saying why.
+#[cfg(feature = "jwt")]
+#[test]
+fn a_demo_secret_too_short_for_hs256_refuses_to_start_and_says_why() {
+    assert!(server::DEMO_SECRET.len() >= 32);
+    assert_eq!(
+        server::checked_demo_secret(None).as_deref(),
+        Ok(server::DEMO_SECRET)
+    );
+    let refused = server::checked_demo_secret(Some("demo-secret".into())).unwrap_err();
+    for why in [
+        "WS_LIFECYCLE_DEMO_SECRET",
+        "11 bytes",
+        "HS256",
+        "at least 32",
+    ] {
+        assert!(refused.contains(why), "{why:?} missing from: {refused}");
+    }
+    let long = "x".repeat(32);
+    assert_eq!(server::checked_demo_secret(Some(long.clone())), Ok(long));
 }

@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::protocol::Message;
 pub(crate) type Ws = WebSocketStream<TcpStream>;
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// The examples' demo secret.
-pub(crate) const SECRET: &str = "demo-secret";
+/// The examples' demo secret (`DEMO_SECRET` in `examples/common/server.rs`).
+pub(crate) const SECRET: &str = "ws-lifecycle demo secret: public, never use it in production";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client waits for the server's side of a close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);

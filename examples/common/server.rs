@@ -52,15 +52,44 @@ impl Args {
     }
 }
 
-/// The demo secret: `WS_LIFECYCLE_DEMO_SECRET`, else `demo-secret`.
+/// The demo secret when `WS_LIFECYCLE_DEMO_SECRET` is not set: 32 bytes or
+/// more, as HS256 requires (RFC 7518 section 3.2).
+/// EXAMPLE ONLY: it is public, here in the source.
+pub(crate) const DEMO_SECRET: &str = "ws-lifecycle demo secret: public, never use it in production";
+
+/// The demo secret: `WS_LIFECYCLE_DEMO_SECRET`, else [`DEMO_SECRET`].
 /// EXAMPLE ONLY: a real server gets tokens from its identity provider.
-pub(crate) fn demo_secret() -> String {
-    std::env::var("WS_LIFECYCLE_DEMO_SECRET").unwrap_or_else(|_| "demo-secret".to_owned())
+///
+/// # Errors
+///
+/// Why the secret cannot be used (shorter than HS256 allows): the example
+/// refuses to start.
+pub(crate) fn demo_secret() -> Result<String, String> {
+    checked_demo_secret(std::env::var("WS_LIFECYCLE_DEMO_SECRET").ok())
+}
+
+/// `given` (the environment's value), else [`DEMO_SECRET`], if the demo
+/// authenticator accepts it.
+pub(crate) fn checked_demo_secret(given: Option<String>) -> Result<String, String> {
+    let secret = given.unwrap_or_else(|| DEMO_SECRET.to_owned());
+    match demo_authenticator(&secret) {
+        Ok(_) => Ok(secret),
+        Err(e) => Err(format!("WS_LIFECYCLE_DEMO_SECRET cannot be used: {e}")),
+    }
 }
 
 /// The authenticator trusting the demo secret.
+///
+/// `iss` and `aud` are waived: the demo mints its own tokens with a secret
+/// nothing else holds, so no other service's token can be signed with it.
+/// A real server names its identity provider's issuer and its own audience
+/// (`.issuer(…)`, `.audience(…)`).
 pub(crate) fn demo_authenticator(secret: &str) -> Result<JwtAuthenticator, JwtConfigError> {
-    JwtAuthenticator::builder().hs256(secret).build()
+    JwtAuthenticator::builder()
+        .hs256(secret)
+        .any_issuer()
+        .any_audience()
+        .build()
 }
 
 /// An HS256 demo token for `user`, valid for an hour.

@@ -30,7 +30,6 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use ws_lifecycle::auth::{
     AuthOutcome, Authenticator, HandshakeRequest, JwtAuthenticator, OriginPolicy, TokenSources,
-    TokenVerifier,
 };
 
 /// The secret the seed tokens are signed with.
@@ -64,10 +63,17 @@ fn fixture() -> &'static Fixture {
                 Ok(runtime) => runtime,
                 Err(e) => panic!("fuzz fixture: {e}"),
             },
-            strict: build(JwtAuthenticator::builder().hs256(SECRET)),
+            strict: build(
+                JwtAuthenticator::builder()
+                    .hs256(SECRET)
+                    .any_issuer()
+                    .any_audience(),
+            ),
             open: build(
                 JwtAuthenticator::builder()
                     .hs256(SECRET)
+                    .any_issuer()
+                    .any_audience()
                     .sources(sources)
                     .origin(OriginPolicy::allow(["https://app.example"])),
             ),

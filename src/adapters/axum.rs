@@ -34,7 +34,11 @@
 //! let config = ServeConfig::from(hub.config());
 //! let state = AppState {
 //!     hub,
-//!     auth: JwtAuthenticator::builder().hs256("secret").build()?,
+//!     auth: JwtAuthenticator::builder()
+//!         .hs256(std::env::var("JWT_SECRET")?) // 32 bytes or more
+//!         .issuer("https://auth.example")
+//!         .audience("chat")
+//!         .build()?,
 //!     app: Arc::new(App),
 //! };
 //! // `any`, so a malformed upgrade (say, a POST) gets the crate's 400, not a 405.
@@ -63,6 +67,7 @@ use super::ServeConfig;
 use super::http::{self, WithExtension};
 use crate::auth::{Authenticator, HandshakeRequest};
 use crate::close::CloseFrame;
+use crate::reauth::Reauthenticate;
 use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
 use crate::upgrade::{self, Decision, Refusal};
 use crate::{Handler, Hub};
@@ -148,9 +153,15 @@ impl WsUpgrade {
     /// Inbound messages are limited to the hub's
     /// [`max_message_size`](crate::config::HubConfig::max_message_size) on
     /// the socket itself, so larger ones are never buffered.
+    ///
+    /// The connection keeps a clone of `authenticator` (and the request,
+    /// without its credentials) for in-band re-authentication, so every
+    /// fresh token goes through the same decision as the first
+    /// ([`Authenticator::reauthenticate`]). An authenticator that is not
+    /// [`Clone`] can be passed as `&Arc<_>`.
     pub async fn serve<A, H>(self, hub: &Hub, authenticator: &A, handler: Arc<H>) -> Response
     where
-        A: Authenticator,
+        A: Authenticator + Clone + 'static,
         H: Handler + 'static,
     {
         let decision = upgrade::decide(hub, "GET", &self.request, authenticator).await;
@@ -168,6 +179,9 @@ impl WsUpgrade {
         if let Some(protocol) = admitted.subprotocol() {
             upgrade = upgrade.protocols([protocol.to_owned()]);
         }
+        let reauth = admitted
+            .keep_for_reauth(authenticator.clone(), &self.request)
+            .map(Box::new);
         let hub = hub.clone();
         upgrade.on_upgrade(move |socket| {
             // Accepted before the task's future is built: the socket moves
@@ -175,7 +189,8 @@ impl WsUpgrade {
             // future's state for the connection's whole life.
             let (conn, auth) = admitted.accept(&hub, AxumTransport::new(socket, max));
             async move {
-                let _report = hub.serve_accepted(conn, auth, &*handler).await;
+                let reauth = reauth.as_deref().map(|a| a as &dyn Reauthenticate);
+                let _report = hub.serve_accepted(conn, auth, reauth, &*handler).await;
             }
         })
     }

@@ -23,7 +23,12 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let hub = Hub::new();
-//! let auth = Arc::new(JwtAuthenticator::builder().hs256("secret").build()?);
+//! let auth = JwtAuthenticator::builder()
+//!     .hs256(std::env::var("JWT_SECRET")?) // 32 bytes or more
+//!     .issuer("https://auth.example")
+//!     .audience("chat")
+//!     .build()?;
+//! let auth = Arc::new(auth);
 //! let app = Arc::new(App);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! loop {
@@ -103,10 +108,14 @@ where
         }
         Ok(head) => head?,
     };
-    let decision = match parse_head(&head, peer_addr) {
-        Ok((method, request)) => upgrade::decide(hub, &method, &request, authenticator).await,
-        Err(refusal) => Decision::Refuse(refusal),
+    let (method, request) = match parse_head(&head, peer_addr) {
+        Ok(parsed) => parsed,
+        Err(refusal) => {
+            write_refusal(&mut stream, &refusal).await?;
+            return Err(UpgradeError::Refused(refusal));
+        }
     };
+    let decision = upgrade::decide(hub, &method, &request, authenticator).await;
     let admitted = match decision {
         Decision::Refuse(refusal) => {
             write_refusal(&mut stream, &refusal).await?;
@@ -140,7 +149,9 @@ where
         .await
         .map_err(|e| UpgradeError::Handshake(e.to_string()))?;
     let transport = TungsteniteTransport { socket, max };
-    Ok(admitted.serve(hub, transport, handler).await)
+    Ok(admitted
+        .serve(hub, transport, &request, authenticator, handler)
+        .await)
 }
 
 /// Reads until the request head is complete (`\r\n\r\n`), at most

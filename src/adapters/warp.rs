@@ -38,7 +38,12 @@
 //! let hub = Hub::new();
 //! // The deadline on the upgrade request: the hub's `upgrade_timeout`.
 //! let config = ServeConfig::from(hub.config());
-//! let auth = Arc::new(JwtAuthenticator::builder().hs256("secret").build()?);
+//! let auth = JwtAuthenticator::builder()
+//!     .hs256(std::env::var("JWT_SECRET")?) // 32 bytes or more
+//!     .issuer("https://auth.example")
+//!     .audience("chat")
+//!     .build()?;
+//! let auth = Arc::new(auth);
 //! let app = Arc::new(App);
 //! let ws = warp::path("ws").and(upgrade()).then(move |u: WarpUpgrade| {
 //!     let (hub, auth, app) = (hub.clone(), auth.clone(), app.clone());
@@ -67,6 +72,7 @@ use super::ServeConfig;
 use super::http::{self, WithExtension};
 use crate::auth::{Authenticator, HandshakeRequest};
 use crate::close::CloseFrame;
+use crate::reauth::Reauthenticate;
 use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
 use crate::upgrade::{self, Decision, Refusal};
 use crate::{Handler, Hub};
@@ -183,9 +189,15 @@ impl WarpUpgrade {
     /// Authenticates with `authenticator`, then refuses (400/401/403/431
     /// with a JSON body) or upgrades, echoing the marker subprotocol, and
     /// serves the connection with `handler` on `hub` in a task of its own.
+    ///
+    /// The connection keeps a clone of `authenticator` (and the request,
+    /// without its credentials) for in-band re-authentication, so every
+    /// fresh token goes through the same decision as the first
+    /// ([`Authenticator::reauthenticate`]). An authenticator that is not
+    /// [`Clone`] can be passed as `&Arc<_>`.
     pub async fn serve<A, H>(self, hub: &Hub, authenticator: &A, handler: Arc<H>) -> Response
     where
-        A: Authenticator,
+        A: Authenticator + Clone + 'static,
         H: Handler + 'static,
     {
         let (request, ws) = match self.checked {
@@ -198,6 +210,9 @@ impl WarpUpgrade {
         };
         let subprotocol = admitted.subprotocol().map(str::to_owned);
         let max = hub.config().max_message_size;
+        let reauth = admitted
+            .keep_for_reauth(authenticator.clone(), &request)
+            .map(Box::new);
         let hub = hub.clone();
         let reply = ws
             .max_message_size(max)
@@ -207,7 +222,8 @@ impl WarpUpgrade {
                 // adapter): the socket does not stay in its state.
                 let (conn, auth) = admitted.accept(&hub, WarpTransport::new(socket, max));
                 async move {
-                    let _report = hub.serve_accepted(conn, auth, &*handler).await;
+                    let reauth = reauth.as_deref().map(|a| a as &dyn Reauthenticate);
+                    let _report = hub.serve_accepted(conn, auth, reauth, &*handler).await;
                 }
             });
         let mut response = reply.into_response();

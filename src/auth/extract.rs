@@ -9,6 +9,8 @@
 //!    token.
 //! 3. The query parameter, only when enabled; otherwise a token there is
 //!    refused (`token_in_query`), because query strings end up in logs.
+//!    Names match percent-decoded and ASCII case-insensitively, however the
+//!    client spelled them.
 //! 4. The first message, only when enabled (handled by the hub after the
 //!    upgrade, see [`Hub::serve_with_auth`](crate::Hub::serve_with_auth)).
 //!
@@ -76,7 +78,9 @@ pub struct TokenSources {
     pub marker: String,
     /// Read the token from this query parameter. Default: `None` (off), and
     /// a query parameter named `token`, `access_token` or `jwt` is refused
-    /// with `token_in_query`.
+    /// with `token_in_query`. Parameter names are compared as a browser, a
+    /// proxy or a log reader sees them: percent-decoded and ASCII
+    /// case-insensitively (`Token`, `access%5Ftoken` and `%4AWT` match).
     pub query_param: Option<String>,
     /// Accept the token in the first message after the upgrade
     /// (`{"type":"auth","token":"…"}`), under the auth deadline. Default:
@@ -254,9 +258,15 @@ impl TokenSources {
         let mut found = None;
         for pair in query.split('&') {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            // As a browser, a proxy or a log reader sees the name: `Token`,
+            // `access%5Ftoken` and `%4AWT` are the names they look like.
+            let name = percent_decode(name);
+            let is = |wanted: &str| name.eq_ignore_ascii_case(wanted.as_bytes());
             match &self.query_param {
-                None if QUERY_TOKEN_NAMES.contains(&name) => return Err(AuthError::TokenInQuery),
-                Some(param) if param == name => {
+                None if QUERY_TOKEN_NAMES.into_iter().any(is) => {
+                    return Err(AuthError::TokenInQuery);
+                }
+                Some(param) if is(param) => {
                     if found.is_some() {
                         return Err(AuthError::CredentialsAmbiguous("two query tokens"));
                     }
@@ -292,6 +302,41 @@ impl TokenSources {
             ));
         }
         Ok(Token(token.to_owned()))
+    }
+}
+
+/// `text` with every `%XX` (two hex digits, either case) decoded; anything
+/// else, a malformed escape included, is kept as it is. Bytes, not a
+/// string: a decoded name need not be UTF-8.
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let escaped = match (b, bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&hi), Some(&lo)) => hex(hi).zip(hex(lo)).map(|(hi, lo)| (hi << 4) | lo),
+            _ => None,
+        };
+        match escaped {
+            Some(decoded) => {
+                out.push(decoded);
+                i += 3;
+            }
+            None => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
     }
 }
 
@@ -368,6 +413,22 @@ mod tests {
             "a.b", "a.b.c.d", "a..c", ".b.c", "a.b.", "a.b.c=", "a.b.c d", "",
         ] {
             assert!(!is_compact_jws(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn percent_decoding_decodes_escapes_and_keeps_the_rest() {
+        for (text, decoded) in [
+            ("access%5Ftoken", &b"access_token"[..]),
+            ("%4a%57%54", b"JWT"),
+            ("%", b"%"),
+            ("%4", b"%4"),
+            ("%zz%41", b"%zzA"),
+            ("%ff", &[0xff][..]),
+            ("%2541", b"%41"),
+            ("", b""),
+        ] {
+            assert_eq!(percent_decode(text), decoded, "{text}");
         }
     }
 

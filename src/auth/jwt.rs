@@ -9,9 +9,10 @@
 //!   (default 60 s), an `iat` in the future, a wrong or missing `iss`/`aud`
 //!   when configured;
 //! * a non-empty `crit` header (no extension is understood);
-//! * a `kid` that names no configured key (a `kid` is only an opaque key into
-//!   the configured set; `jku`, `x5u` and `jwk` are never fetched or
-//!   trusted);
+//! * a `kid` that names no configured key, even when a default key is
+//!   configured (no fallback: the default key is for tokens without a
+//!   `kid`); a `kid` is only an opaque key into the configured set, and
+//!   `jku`, `x5u` and `jwk` are never fetched or trusted;
 //! * a user claim (default `sub`) that is not a non-empty string of at most
 //!   256 bytes without control characters.
 
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{DecodingKey, Validation};
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
@@ -27,7 +29,7 @@ use serde_json::{Map, Value};
 use super::extract::{Token, decode_base64url, is_compact_jws};
 use super::{
     AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest, OriginPolicy,
-    TokenSources, TokenVerifier,
+    TokenSources,
 };
 use crate::id::UserId;
 
@@ -104,6 +106,17 @@ impl JwtAlgorithm {
         }
     }
 
+    /// The shortest HMAC key this algorithm may use: its hash output
+    /// (RFC 7518 §3.2). `None` for the other families.
+    fn min_hmac_key_len(self) -> Option<usize> {
+        match self {
+            JwtAlgorithm::HS256 => Some(32),
+            JwtAlgorithm::HS384 => Some(48),
+            JwtAlgorithm::HS512 => Some(64),
+            _ => None,
+        }
+    }
+
     fn family(self) -> Family {
         match self {
             JwtAlgorithm::HS256 | JwtAlgorithm::HS384 | JwtAlgorithm::HS512 => Family::Hmac,
@@ -142,12 +155,19 @@ impl JwtAlgorithm {
 pub struct JwtKey {
     family: Family,
     key: DecodingKey,
+    /// The secret's length, for an HMAC key (checked against the hash
+    /// output when the authenticator is built).
+    hmac_len: Option<usize>,
+    /// The one algorithm this key verifies (a JWK's `alg`, or its curve);
+    /// `None`: any allowed algorithm of its family.
+    algorithm: Option<JwtAlgorithm>,
 }
 
 impl std::fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtKey")
             .field("family", &self.family)
+            .field("algorithm", &self.algorithm)
             .finish_non_exhaustive()
     }
 }
@@ -158,15 +178,28 @@ impl JwtKey {
         key: jsonwebtoken::errors::Result<DecodingKey>,
         what: &'static str,
     ) -> Result<Self, JwtConfigError> {
-        key.map(|key| JwtKey { family, key })
-            .map_err(|_| JwtConfigError::InvalidKey(what))
+        key.map(|key| JwtKey {
+            family,
+            key,
+            hmac_len: None,
+            algorithm: None,
+        })
+        .map_err(|_| JwtConfigError::InvalidKey(what))
     }
 
-    /// An HMAC secret (for HS256/384/512).
+    /// An HMAC secret (for HS256/384/512). It must be at least as long as
+    /// the hash output of every allowed algorithm (32 bytes for HS256, 48
+    /// for HS384, 64 for HS512; RFC 7518 §3.2): a shorter one is refused
+    /// when the authenticator is built or the keys replaced
+    /// ([`JwtConfigError::HmacKeyTooShort`]). Use random bytes, not a
+    /// password.
     pub fn hmac(secret: impl AsRef<[u8]>) -> Self {
+        let secret = secret.as_ref();
         JwtKey {
             family: Family::Hmac,
-            key: DecodingKey::from_secret(secret.as_ref()),
+            key: DecodingKey::from_secret(secret),
+            hmac_len: Some(secret.len()),
+            algorithm: None,
         }
     }
 
@@ -210,10 +243,21 @@ impl JwtKey {
     }
 }
 
-/// The keys tokens are verified with: an optional default key (for tokens
-/// without a `kid`, or when it is the only key) and keys by `kid`.
-/// Rotate by building a new set and calling
+/// The keys tokens are verified with: an optional default key and keys by
+/// `kid`. Rotate by building a new set and calling
 /// [`JwtAuthenticator::replace_keys`].
+///
+/// Selection is by the token header's `kid`, and only by it:
+///
+/// * a token **with** a `kid` is verified with the key of that `kid`; a
+///   `kid` naming no key is refused (`signature_invalid`), even when a
+///   default key is configured (there is no fallback);
+/// * a token **without** a `kid` is verified with the default key, and
+///   refused when there is none.
+///
+/// So an identity provider that puts a `kid` in its tokens needs its keys
+/// added with [`with_kid`](JwtKeySet::with_kid) (or taken from its JWK set
+/// with [`from_jwks`](JwtKeySet::from_jwks)), not as the default.
 #[derive(Debug, Clone, Default)]
 pub struct JwtKeySet {
     default: Option<JwtKey>,
@@ -226,7 +270,8 @@ impl JwtKeySet {
         Self::default()
     }
 
-    /// Sets the key used for tokens without a `kid`.
+    /// Sets the key used for tokens without a `kid` (a token with a `kid`
+    /// never uses it).
     #[must_use]
     pub fn with_default(mut self, key: JwtKey) -> Self {
         self.default = Some(key);
@@ -240,18 +285,235 @@ impl JwtKeySet {
         self
     }
 
+    /// The keys of an identity provider's JWK set (RFC 7517) usable with
+    /// `algorithms` (all of one family): each key under its `kid`, a key
+    /// without `kid` as the default (for tokens without one). A JWK's `alg`
+    /// pins its key to that algorithm.
+    ///
+    /// JWKs that are not for these algorithms are left out (logged at
+    /// WARN), so a set that also publishes other keys still works; a token
+    /// naming one of them finds no key (`signature_invalid`):
+    ///
+    /// * a `kty` of another family than `algorithms` (an `oct` secret when
+    ///   RS256 is configured, an RSA key when HS256 is …);
+    /// * an `alg` that is not one of `algorithms` (another algorithm of the
+    ///   family, one of another family, an encryption algorithm, an
+    ///   unknown one);
+    /// * `use` other than `sig`, or `key_ops` without `verify`;
+    /// * an EC curve or OKP curve the algorithms cannot use (ES256 needs
+    ///   P-256, ES384 P-384, EdDSA Ed25519).
+    ///
+    /// `jku`, `x5u` and `x5c` are not read: nothing is fetched. To rotate,
+    /// build a set from the provider's current JWK set and hand it to
+    /// [`JwtAuthenticator::replace_keys`] (or call
+    /// [`JwtAuthenticator::replace_jwks`]), as often as the provider's
+    /// cache headers say; see `docs/auth.md`.
+    ///
+    /// # Errors
+    ///
+    /// [`JwtConfigError::NoAlgorithms`] or [`JwtConfigError::MixedFamilies`]
+    /// for `algorithms`; [`JwtConfigError::InvalidJwk`] when a key for
+    /// these algorithms does not parse (bad base64url, wrong point length),
+    /// two of them share a `kid` or two have none; and
+    /// [`JwtConfigError::NoUsableJwk`] when none is left. HMAC secrets too
+    /// short are refused when the set is installed
+    /// ([`JwtConfigError::HmacKeyTooShort`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ws_lifecycle::auth::{JwkSet, JwtAlgorithm, JwtKeySet};
+    ///
+    /// // What `https://auth.example/.well-known/jwks.json` returned.
+    /// let jwks: JwkSet = serde_json::from_str(r#"{"keys": [
+    ///     {"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "2026-01",
+    ///      "x": "x6mXOh65nNYOtL1S8g5mmN5KrJBBNxTTwrDZpj58aUc",
+    ///      "y": "pk-6uXvSozTDYRPnnsJjkye3V8iNOEXG34wS9CbVJro"},
+    ///     {"kty": "RSA", "alg": "RSA-OAEP", "use": "enc", "kid": "enc-1", "n": "AQAB", "e": "AQAB"}
+    /// ]}"#)?;
+    /// let keys = JwtKeySet::from_jwks(&jwks, &[JwtAlgorithm::ES256])?;
+    /// assert_eq!(keys.kids(), ["2026-01"]); // the encryption key is left out
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_jwks(jwks: &JwkSet, algorithms: &[JwtAlgorithm]) -> Result<Self, JwtConfigError> {
+        let family = check_algorithms(algorithms)?;
+        let mut set = JwtKeySet::new();
+        let mut skipped = 0;
+        for jwk in &jwks.keys {
+            let kid = jwk.common.key_id.as_deref();
+            let key = match jwk_key(jwk, family, algorithms) {
+                Ok(key) => key,
+                Err(JwkRefusal::Skip(reason)) => {
+                    tracing::warn!(kid, reason, "JWK left out");
+                    skipped += 1;
+                    continue;
+                }
+                Err(JwkRefusal::Invalid(reason)) => {
+                    return Err(JwtConfigError::InvalidJwk {
+                        kid: kid.unwrap_or_default().to_owned(),
+                        reason,
+                    });
+                }
+            };
+            let invalid = |reason| JwtConfigError::InvalidJwk {
+                kid: kid.unwrap_or_default().to_owned(),
+                reason,
+            };
+            match kid {
+                Some(kid) if set.by_kid.contains_key(kid) => {
+                    return Err(invalid("two keys have this kid"));
+                }
+                Some(kid) => {
+                    set.by_kid.insert(kid.to_owned(), key);
+                }
+                None if set.default.is_some() => return Err(invalid("two keys have no kid")),
+                None => set.default = Some(key),
+            }
+        }
+        if set.keys().next().is_none() {
+            return Err(JwtConfigError::NoUsableJwk { skipped });
+        }
+        Ok(set)
+    }
+
+    /// The `kid`s with a key, sorted (the default key has none).
+    pub fn kids(&self) -> Vec<&str> {
+        let mut kids: Vec<&str> = self.by_kid.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        kids
+    }
+
     fn keys(&self) -> impl Iterator<Item = &JwtKey> {
         self.default.iter().chain(self.by_kid.values())
     }
 
-    /// The key for a token: by `kid` when the token names one (an unknown
-    /// `kid` finds nothing), else the default key.
+    /// The key for a token: the key of its `kid` when it has one, the
+    /// default key when it has none. A `kid` that names no key finds
+    /// nothing, even when a default key is configured: it never falls back.
     fn select(&self, kid: Option<&str>) -> Option<&JwtKey> {
         match kid {
-            Some(kid) if !self.by_kid.is_empty() => self.by_kid.get(kid),
-            _ => self.default.as_ref(),
+            Some(kid) => self.by_kid.get(kid),
+            None => self.default.as_ref(),
         }
     }
+}
+
+/// Why a JWK is not taken.
+enum JwkRefusal {
+    /// Not for this configuration: left out.
+    Skip(&'static str),
+    /// For this configuration, but broken: the set is refused.
+    Invalid(&'static str),
+}
+
+/// The key of `jwk` for `algorithms` (all of `family`).
+fn jwk_key(jwk: &Jwk, family: Family, algorithms: &[JwtAlgorithm]) -> Result<JwtKey, JwkRefusal> {
+    use JwkRefusal::{Invalid, Skip};
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, KeyOperations, PublicKeyUse};
+
+    match &jwk.common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => {}
+        Some(_) => return Err(Skip("its use is not sig")),
+    }
+    if jwk
+        .common
+        .key_operations
+        .as_ref()
+        .is_some_and(|ops| !ops.iter().any(|op| matches!(op, KeyOperations::Verify)))
+    {
+        return Err(Skip("its key_ops do not include verify"));
+    }
+    // The key's family and the algorithm its curve implies.
+    let (kty, curve_algorithm) = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => (Family::Rsa, None),
+        AlgorithmParameters::OctetKey(_) => (Family::Hmac, None),
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => (Family::Ec, Some(JwtAlgorithm::ES256)),
+            EllipticCurve::P384 => (Family::Ec, Some(JwtAlgorithm::ES384)),
+            _ => return Err(Skip("its curve is not supported")),
+        },
+        AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
+            EllipticCurve::Ed25519 => (Family::Ed, Some(JwtAlgorithm::EdDSA)),
+            _ => return Err(Skip("its curve is not supported")),
+        },
+        _ => return Err(Skip("its key type is not supported")),
+    };
+    if kty != family {
+        return Err(Skip(
+            "its key type is not of the configured algorithms' family",
+        ));
+    }
+    let declared = match jwk.common.key_algorithm {
+        None => None,
+        Some(alg) => match JwtAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == alg.to_string())
+        {
+            Some(alg) if alg.family() == kty => Some(alg),
+            Some(_) => return Err(Skip("its alg is not of its key type's family")),
+            None => return Err(Skip("its alg is not a signature algorithm")),
+        },
+    };
+    let algorithm = match (declared, curve_algorithm) {
+        (Some(declared), Some(curve)) if declared != curve => {
+            return Err(Skip("its alg does not match its curve"));
+        }
+        (declared, curve) => declared.or(curve),
+    };
+    if algorithm.is_some_and(|a| !algorithms.contains(&a)) {
+        return Err(Skip("its alg is not one of the configured algorithms"));
+    }
+    let decode =
+        |text: &str| decode_base64url(text).ok_or(Invalid("the key parameters are not base64url"));
+    let hmac_len = match &jwk.algorithm {
+        AlgorithmParameters::RSA(rsa) => {
+            let (n, e) = (decode(&rsa.n)?, decode(&rsa.e)?);
+            if n.iter().all(|&b| b == 0) || e.iter().all(|&b| b == 0) {
+                return Err(Invalid("the RSA modulus or exponent is empty"));
+            }
+            None
+        }
+        AlgorithmParameters::EllipticCurve(ec) => {
+            let len = if curve_algorithm == Some(JwtAlgorithm::ES384) {
+                48
+            } else {
+                32
+            };
+            if decode(&ec.x)?.len() != len || decode(&ec.y)?.len() != len {
+                return Err(Invalid(
+                    "the EC point's coordinates do not have the curve's length",
+                ));
+            }
+            None
+        }
+        AlgorithmParameters::OctetKeyPair(okp) => {
+            if decode(&okp.x)?.len() != 32 {
+                return Err(Invalid("the Ed25519 public key is not 32 bytes"));
+            }
+            None
+        }
+        AlgorithmParameters::OctetKey(oct) => Some(decode(&oct.value)?.len()),
+        _ => return Err(Skip("its key type is not supported")),
+    };
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| Invalid("the key does not parse"))?;
+    Ok(JwtKey {
+        family: kty,
+        key,
+        hmac_len,
+        algorithm,
+    })
+}
+
+/// The one family `algorithms` belong to.
+fn check_algorithms(algorithms: &[JwtAlgorithm]) -> Result<Family, JwtConfigError> {
+    let family = match algorithms.first() {
+        None => return Err(JwtConfigError::NoAlgorithms),
+        Some(first) => first.family(),
+    };
+    if algorithms.iter().any(|a| a.family() != family) {
+        return Err(JwtConfigError::MixedFamilies);
+    }
+    Ok(family)
 }
 
 /// A [`JwtAuthenticator`] configuration that cannot work.
@@ -277,6 +539,83 @@ pub enum JwtConfigError {
     /// The user claim name is empty.
     #[error("the user claim name is empty")]
     EmptyUserClaim,
+    /// An HMAC key is shorter than the hash output of an allowed
+    /// algorithm (RFC 7518 §3.2): such a key is easier to brute-force than
+    /// the algorithm is to break.
+    #[error(
+        "an HMAC key is {actual} bytes, but {algorithm} needs at least {min} (RFC 7518 section 3.2): use a random secret of {min} bytes or more"
+    )]
+    HmacKeyTooShort {
+        /// The allowed algorithm with the longest hash.
+        algorithm: &'static str,
+        /// Its hash output, in bytes: the shortest key it may use.
+        min: usize,
+        /// The key's length, in bytes.
+        actual: usize,
+    },
+    /// The builder was given no policy for `iss`, or none for `aud`: call
+    /// [`issuer`](JwtAuthenticatorBuilder::issuer) or
+    /// [`any_issuer`](JwtAuthenticatorBuilder::any_issuer), and
+    /// [`audience`](JwtAuthenticatorBuilder::audience) or
+    /// [`any_audience`](JwtAuthenticatorBuilder::any_audience). Without
+    /// them, a token your identity provider minted for another of its
+    /// services would be accepted.
+    #[error("{}", claim_policy_missing(*issuer, *audience))]
+    ClaimPolicyMissing {
+        /// No policy for `iss`.
+        issuer: bool,
+        /// No policy for `aud`.
+        audience: bool,
+    },
+    /// A JWK meant for the configured algorithms cannot be used, so the
+    /// JWK set is refused (the keys in place stay): the identity provider's
+    /// set is broken, or was not fetched whole.
+    #[error("JWK {kid:?} cannot be used: {reason}")]
+    InvalidJwk {
+        /// The JWK's `kid` (empty when it has none).
+        kid: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The JWK set holds no key usable with the configured algorithms:
+    /// check the algorithms against what the identity provider publishes
+    /// (each JWK's `kty`, `alg`, `crv` and `use`).
+    #[error(
+        "the JWK set has no key usable with the configured algorithms ({skipped} left out for their kty, alg, curve or use)"
+    )]
+    NoUsableJwk {
+        /// How many JWKs were left out.
+        skipped: usize,
+    },
+    /// Both `issuer(…)` and `any_issuer()` (or `audience(…)` and
+    /// `any_audience()`) were called: keep the one you mean.
+    #[error(
+        "both `{claim}(…)` and `any_{claim}()` were called: require the {claim} or waive the check, not both"
+    )]
+    ClaimPolicyConflict {
+        /// `issuer` or `audience`.
+        claim: &'static str,
+    },
+}
+
+/// The message of [`JwtConfigError::ClaimPolicyMissing`].
+fn claim_policy_missing(issuer: bool, audience: bool) -> &'static str {
+    match (issuer, audience) {
+        (true, true) => {
+            "no policy for `iss` nor `aud`: call `issuer(…)` with the issuer your identity provider \
+             puts in `iss` or `any_issuer()`, and `audience(…)` with this service's audience or \
+             `any_audience()`; otherwise a token minted for another service of the same identity \
+             provider would be accepted"
+        }
+        (true, false) => {
+            "no policy for `iss`: call `issuer(…)` with the issuer your identity provider puts in \
+             `iss`, or `any_issuer()` to accept any issuer"
+        }
+        _ => {
+            "no policy for `aud`: call `audience(…)` with this service's audience, or \
+             `any_audience()` to accept tokens minted for any service"
+        }
+    }
 }
 
 /// Builds a [`JwtAuthenticator`].
@@ -284,7 +623,15 @@ pub enum JwtConfigError {
 #[must_use]
 pub struct JwtAuthenticatorBuilder {
     settings: Settings,
-    keys: JwtKeySet,
+    keys: KeySource,
+}
+
+/// Where the builder's keys come from: a JWK set is read at `build`, once
+/// the algorithms are known.
+#[derive(Debug, Clone)]
+enum KeySource {
+    Set(JwtKeySet),
+    Jwks(JwkSet),
 }
 
 /// Everything but the keys: fixed once the authenticator is built.
@@ -292,7 +639,11 @@ pub struct JwtAuthenticatorBuilder {
 struct Settings {
     algorithms: Vec<JwtAlgorithm>,
     issuers: Vec<String>,
+    /// `any_issuer()` was called.
+    any_issuer: bool,
     audiences: Vec<String>,
+    /// `any_audience()` was called.
+    any_audience: bool,
     leeway: Duration,
     user_claim: String,
     sources: TokenSources,
@@ -307,29 +658,79 @@ impl JwtAuthenticatorBuilder {
         self
     }
 
-    /// The verification keys. Required.
+    /// The verification keys. Required: this, [`jwks`](Self::jwks) or
+    /// [`hs256`](Self::hs256) (the last call wins).
     pub fn keys(mut self, keys: JwtKeySet) -> Self {
-        self.keys = keys;
+        self.keys = KeySource::Set(keys);
         self
     }
 
-    /// Shorthand: allow HS256 with one shared secret.
+    /// The verification keys from an identity provider's JWK set, read at
+    /// [`build`](Self::build) for the configured algorithms as
+    /// [`JwtKeySet::from_jwks`] does (keys for other algorithms left out,
+    /// `alg` pinned per key). Replaces [`keys`](Self::keys). Rotate with
+    /// [`JwtAuthenticator::replace_jwks`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ws_lifecycle::auth::{JwkSet, JwtAlgorithm, JwtAuthenticator};
+    ///
+    /// let jwks: JwkSet = serde_json::from_str(r#"{"keys": [
+    ///     {"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": "2026-01",
+    ///      "x": "x6mXOh65nNYOtL1S8g5mmN5KrJBBNxTTwrDZpj58aUc",
+    ///      "y": "pk-6uXvSozTDYRPnnsJjkye3V8iNOEXG34wS9CbVJro"}
+    /// ]}"#)?;
+    /// let auth = JwtAuthenticator::builder()
+    ///     .algorithms(&[JwtAlgorithm::ES256])
+    ///     .jwks(&jwks)
+    ///     .issuer("https://auth.example")
+    ///     .audience("chat")
+    ///     .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn jwks(mut self, jwks: &JwkSet) -> Self {
+        self.keys = KeySource::Jwks(jwks.clone());
+        self
+    }
+
+    /// Shorthand: allow HS256 with one shared secret, as the default key
+    /// (so for tokens without a `kid`: a token with one is refused, see
+    /// [`JwtKeySet`]).
     pub fn hs256(self, secret: impl AsRef<[u8]>) -> Self {
         self.algorithms(&[JwtAlgorithm::HS256])
             .keys(JwtKeySet::new().with_default(JwtKey::hmac(secret)))
     }
 
     /// Require `iss` to be this issuer (callable more than once: any of
-    /// them). Default: `iss` is not checked.
+    /// them). A policy for `iss` is required: this, or
+    /// [`any_issuer`](Self::any_issuer).
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.settings.issuers.push(issuer.into());
         self
     }
 
+    /// Waive the `iss` check: tokens from any issuer (or with no `iss`) are
+    /// accepted. Only when the keys are yours alone, as with a secret no
+    /// other issuer holds.
+    pub fn any_issuer(mut self) -> Self {
+        self.settings.any_issuer = true;
+        self
+    }
+
     /// Require `aud` to contain this audience (callable more than once: any
-    /// of them). Default: `aud` is not checked.
+    /// of them). A policy for `aud` is required: this, or
+    /// [`any_audience`](Self::any_audience).
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.settings.audiences.push(audience.into());
+        self
+    }
+
+    /// Waive the `aud` check: tokens minted for any service (or with no
+    /// `aud`) are accepted. Only when no token meant for another service
+    /// is signed with these keys.
+    pub fn any_audience(mut self) -> Self {
+        self.settings.any_audience = true;
         self
     }
 
@@ -376,26 +777,29 @@ impl JwtAuthenticatorBuilder {
     ///
     /// A [`JwtConfigError`] naming what is wrong.
     pub fn build(self) -> Result<JwtAuthenticator, JwtConfigError> {
-        let family = match self.settings.algorithms.first() {
-            None => return Err(JwtConfigError::NoAlgorithms),
-            Some(first) => first.family(),
+        check_algorithms(&self.settings.algorithms)?;
+        let keys = match self.keys {
+            KeySource::Set(keys) => keys,
+            KeySource::Jwks(jwks) => JwtKeySet::from_jwks(&jwks, &self.settings.algorithms)?,
         };
-        if self
-            .settings
-            .algorithms
-            .iter()
-            .any(|a| a.family() != family)
-        {
-            return Err(JwtConfigError::MixedFamilies);
-        }
-        if self.keys.keys().next().is_none() {
-            return Err(JwtConfigError::NoKeys);
-        }
-        if self.keys.keys().any(|k| k.family != family) {
-            return Err(JwtConfigError::KeyFamilyMismatch);
-        }
+        check_keys(&self.settings.algorithms, &keys)?;
         if self.settings.user_claim.is_empty() {
             return Err(JwtConfigError::EmptyUserClaim);
+        }
+        let settings = &self.settings;
+        let issuer_missing = settings.issuers.is_empty() && !settings.any_issuer;
+        let audience_missing = settings.audiences.is_empty() && !settings.any_audience;
+        if issuer_missing || audience_missing {
+            return Err(JwtConfigError::ClaimPolicyMissing {
+                issuer: issuer_missing,
+                audience: audience_missing,
+            });
+        }
+        if !settings.issuers.is_empty() && settings.any_issuer {
+            return Err(JwtConfigError::ClaimPolicyConflict { claim: "issuer" });
+        }
+        if !settings.audiences.is_empty() && settings.any_audience {
+            return Err(JwtConfigError::ClaimPolicyConflict { claim: "audience" });
         }
         // Err means a provider is already installed: the application chose.
         let _ = jsonwebtoken::crypto::CryptoProvider::install_default(
@@ -404,10 +808,37 @@ impl JwtAuthenticatorBuilder {
         Ok(JwtAuthenticator {
             inner: Arc::new(Inner {
                 settings: self.settings,
-                keys: RwLock::new(Arc::new(self.keys)),
+                keys: RwLock::new(Arc::new(keys)),
             }),
         })
     }
+}
+
+/// Checks `keys` against the allowed `algorithms` (one family, checked
+/// before): at least one key, every key of that family, and every HMAC key
+/// at least as long as the longest hash output allowed.
+fn check_keys(algorithms: &[JwtAlgorithm], keys: &JwtKeySet) -> Result<(), JwtConfigError> {
+    let family = algorithms.first().map(|a| a.family());
+    if keys.keys().next().is_none() {
+        return Err(JwtConfigError::NoKeys);
+    }
+    if keys.keys().any(|k| Some(k.family) != family) {
+        return Err(JwtConfigError::KeyFamilyMismatch);
+    }
+    let strictest = algorithms
+        .iter()
+        .filter_map(|a| a.min_hmac_key_len().map(|min| (min, a.name())))
+        .max();
+    if let Some((min, algorithm)) = strictest
+        && let Some(actual) = keys.keys().filter_map(|k| k.hmac_len).find(|&l| l < min)
+    {
+        return Err(JwtConfigError::HmacKeyTooShort {
+            algorithm,
+            min,
+            actual,
+        });
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -430,6 +861,7 @@ struct Inner {
 /// let auth = JwtAuthenticator::builder()
 ///     .hs256("a secret of at least 32 bytes, from config!")
 ///     .issuer("https://auth.example")
+///     .audience("chat")
 ///     .build()?;
 ///
 /// // A browser-style offer whose token is not a JWT at all.
@@ -453,20 +885,27 @@ struct Verified {
 }
 
 impl JwtAuthenticator {
-    /// A builder: set the algorithms and keys (or [`hs256`](JwtAuthenticatorBuilder::hs256)).
+    /// A builder: set the algorithms and keys (or
+    /// [`hs256`](JwtAuthenticatorBuilder::hs256)), and what `iss` and `aud`
+    /// must be ([`issuer`](JwtAuthenticatorBuilder::issuer) and
+    /// [`audience`](JwtAuthenticatorBuilder::audience), or the explicit
+    /// waivers [`any_issuer`](JwtAuthenticatorBuilder::any_issuer) and
+    /// [`any_audience`](JwtAuthenticatorBuilder::any_audience)).
     pub fn builder() -> JwtAuthenticatorBuilder {
         JwtAuthenticatorBuilder {
             settings: Settings {
                 algorithms: Vec::new(),
                 issuers: Vec::new(),
+                any_issuer: false,
                 audiences: Vec::new(),
+                any_audience: false,
                 leeway: Duration::from_secs(60),
                 user_claim: "sub".into(),
                 sources: TokenSources::default(),
                 origin: OriginPolicy::default(),
                 subprotocol_failures_after_upgrade: true,
             },
-            keys: JwtKeySet::new(),
+            keys: KeySource::Set(JwtKeySet::new()),
         }
     }
 
@@ -475,18 +914,26 @@ impl JwtAuthenticator {
     ///
     /// # Errors
     ///
-    /// [`JwtConfigError::NoKeys`] or [`JwtConfigError::KeyFamilyMismatch`];
-    /// the old set stays in place.
+    /// [`JwtConfigError::NoKeys`], [`JwtConfigError::KeyFamilyMismatch`]
+    /// or [`JwtConfigError::HmacKeyTooShort`]; the old set stays in place.
     pub fn replace_keys(&self, keys: JwtKeySet) -> Result<(), JwtConfigError> {
-        let family = self.inner.settings.algorithms.first().map(|a| a.family());
-        if keys.keys().next().is_none() {
-            return Err(JwtConfigError::NoKeys);
-        }
-        if keys.keys().any(|k| Some(k.family) != family) {
-            return Err(JwtConfigError::KeyFamilyMismatch);
-        }
+        check_keys(&self.inner.settings.algorithms, &keys)?;
         *self.inner.keys.write() = Arc::new(keys);
         Ok(())
+    }
+
+    /// Replaces the keys with those of `jwks` usable with the configured
+    /// algorithms ([`JwtKeySet::from_jwks`]): the rotation of keys
+    /// published as a JWK set. Call it with the identity provider's current
+    /// set whenever the application refreshes it (the crate fetches
+    /// nothing; see `docs/auth.md`).
+    ///
+    /// # Errors
+    ///
+    /// As [`JwtKeySet::from_jwks`] and [`replace_keys`](Self::replace_keys);
+    /// the keys in place stay.
+    pub fn replace_jwks(&self, jwks: &JwkSet) -> Result<(), JwtConfigError> {
+        self.replace_keys(JwtKeySet::from_jwks(jwks, &self.inner.settings.algorithms)?)
     }
 
     /// The token sources this authenticator reads.
@@ -531,6 +978,9 @@ impl JwtAuthenticator {
         };
         let keys = Arc::clone(&inner.keys.read());
         let key = keys.select(kid).ok_or(AuthError::SignatureInvalid)?;
+        if key.algorithm.is_some_and(|pinned| pinned != algorithm) {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
 
         let mut validation = Validation::new(algorithm.jsonwebtoken());
         validation.leeway = inner.settings.leeway.as_secs();
@@ -596,7 +1046,6 @@ impl JwtAuthenticator {
         outcome.claims = verified.claims;
         outcome.expires_at = Some(verified.expires_at);
         outcome.selected_subprotocol = marker;
-        outcome.verifier = Some(Arc::new(self.clone()));
         outcome
     }
 }
@@ -713,8 +1162,18 @@ impl Authenticator for JwtAuthenticator {
     }
 }
 
-impl TokenVerifier for JwtAuthenticator {
-    fn verify_token(&self, token: &str) -> Result<AuthOutcome, AuthError> {
+impl JwtAuthenticator {
+    /// Verifies one token, as the JWT alone says: signature, algorithm,
+    /// key, claims. No origin check, and none of an application's own
+    /// checks when it wraps this authenticator: the hub never uses it for
+    /// re-authentication (that goes through
+    /// [`Authenticator::reauthenticate`]). For tokens that arrive outside a
+    /// WebSocket handshake.
+    ///
+    /// # Errors
+    ///
+    /// The [`AuthError`] saying why the token is not valid.
+    pub fn verify_token(&self, token: &str) -> Result<AuthOutcome, AuthError> {
         let token = self
             .inner
             .settings

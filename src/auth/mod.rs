@@ -26,6 +26,12 @@ mod request;
 
 pub use error::{AuthError, AuthFailure, Surface};
 pub use extract::{Credentials, Token, TokenSource, TokenSources};
+/// A JWK set (RFC 7517) as identity providers publish it: jsonwebtoken's
+/// type, re-exported so an application can deserialize one without
+/// depending on jsonwebtoken itself. See [`JwtKeySet::from_jwks`].
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use jsonwebtoken::jwk::JwkSet;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use jwt::{
@@ -51,10 +57,6 @@ pub struct AuthOutcome {
     /// hub's [`HubConfig::wire_mode`](crate::config::HubConfig::wire_mode).
     /// Lets one server keep old clients on numeric codes.
     pub wire_mode: Option<WireMode>,
-    /// Verifies a fresh token sent in-band (`{"type":"reauth","token":…}`)
-    /// before `expires_at`, so a live connection can be extended for the
-    /// same user. `None`: the connection is closed (4401) at expiry.
-    pub verifier: Option<Arc<dyn TokenVerifier>>,
 }
 
 impl fmt::Debug for AuthOutcome {
@@ -66,7 +68,6 @@ impl fmt::Debug for AuthOutcome {
             .field("expires_at", &self.expires_at)
             .field("selected_subprotocol", &self.selected_subprotocol)
             .field("wire_mode", &self.wire_mode)
-            .field("verifier", &self.verifier.is_some())
             .finish()
     }
 }
@@ -92,12 +93,14 @@ impl AuthOutcome {
             expires_at: None,
             selected_subprotocol: None,
             wire_mode: None,
-            verifier: None,
         }
     }
 
     /// Sets when the credentials expire: the hub asks the client to
-    /// re-authenticate ahead of it and closes with 4401 once it passes.
+    /// re-authenticate ahead of it (through the [`Authenticator`] the
+    /// connection was admitted with, see
+    /// [`Authenticator::reauthenticate`]) and closes with 4401 once it
+    /// passes.
     #[must_use]
     pub fn with_expiry(mut self, expires_at: SystemTime) -> Self {
         self.expires_at = Some(expires_at);
@@ -183,18 +186,133 @@ pub trait Authenticator: Send + Sync {
         let _ = (request, token);
         async { Err(AuthError::TokenMissing.into()) }
     }
-}
 
-/// Verifies a token sent in-band on a live connection (re-authentication).
-///
-/// Synchronous on purpose: it runs on the connection's reader, and token
-/// verification is CPU work. [`JwtAuthenticator`] implements it and puts
-/// itself in every [`AuthOutcome::verifier`] it returns.
-pub trait TokenVerifier: Send + Sync + 'static {
-    /// Verifies `token`.
+    /// Decides a re-authentication: a fresh `token` sent in-band
+    /// (`{"type":"reauth","token":"…"}`) on a live connection this
+    /// authenticator admitted. The hub calls it (within
+    /// [`HubConfig::auth_timeout`](crate::config::HubConfig::auth_timeout))
+    /// for every connection whose credentials expire, on every path that
+    /// knows the authenticator: [`Hub::serve_with_auth`](crate::Hub::serve_with_auth),
+    /// the adapters and [`upgrade::serve_upgraded`](crate::upgrade::serve_upgraded).
+    ///
+    /// `request` is the handshake the connection was admitted with, without
+    /// its credentials: the `Authorization` and `Sec-WebSocket-Protocol`
+    /// headers, the WebSocket handshake headers and the query string are
+    /// removed (the rest, `Origin`, `Cookie`, the peer address …, is kept).
+    ///
+    /// The default makes the **whole** decision again: it calls
+    /// [`authenticate`](Authenticator::authenticate) on `request` with
+    /// `Authorization: Bearer <token>` added, so whatever an implementation
+    /// checks there (a ban or revocation list, an account state) is checked
+    /// on every re-authentication too. Override it only to decide
+    /// differently, never to skip those checks; an authenticator that needs
+    /// the query string to decide must override it.
+    ///
+    /// What the hub does with the result: an outcome for the connection's
+    /// user extends the connection (`reauth_ok`, with the new expiry); an
+    /// outcome for another user closes it with 4403 `user_mismatch`; an
+    /// error whose close code is 4403 ([`AuthError::Forbidden`],
+    /// [`AuthError::OriginNotAllowed`]) closes it with that frame; any other
+    /// error is answered `reauth_failed` and the expiry stands.
     ///
     /// # Errors
     ///
-    /// The [`AuthError`] saying why it is not valid.
-    fn verify_token(&self, token: &str) -> Result<AuthOutcome, AuthError>;
+    /// An [`AuthFailure`]; only its [`error`](AuthFailure::error) is used
+    /// (the connection is upgraded already).
+    ///
+    /// # Examples
+    ///
+    /// A wrapper adding a ban list needs nothing for re-authentication: the
+    /// default runs its `authenticate`, ban list included.
+    ///
+    /// ```
+    /// use std::collections::HashSet;
+    /// use std::sync::{Arc, Mutex};
+    /// use ws_lifecycle::auth::{AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
+    ///
+    /// struct Banning<A> {
+    ///     inner: A,
+    ///     banned: Arc<Mutex<HashSet<String>>>,
+    /// }
+    ///
+    /// impl<A: Authenticator> Authenticator for Banning<A> {
+    ///     async fn authenticate(&self, request: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
+    ///         let outcome = self.inner.authenticate(request).await?;
+    ///         let banned = self.banned.lock().map_or(true, |b| b.contains(outcome.user.as_str()));
+    ///         if banned {
+    ///             return Err(AuthFailure::after_upgrade(AuthError::Forbidden, outcome.selected_subprotocol));
+    ///         }
+    ///         Ok(outcome)
+    ///     }
+    /// }
+    /// ```
+    fn reauthenticate(
+        &self,
+        request: &HandshakeRequest,
+        token: &str,
+    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
+        let request = request.for_reauthentication(token);
+        async move { self.authenticate(&request).await }
+    }
+}
+
+impl<A: Authenticator + ?Sized> Authenticator for &A {
+    fn authenticate(
+        &self,
+        request: &HandshakeRequest,
+    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
+        (**self).authenticate(request)
+    }
+
+    fn first_message_auth(&self) -> bool {
+        (**self).first_message_auth()
+    }
+
+    fn authenticate_message(
+        &self,
+        request: &HandshakeRequest,
+        token: &str,
+    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
+        (**self).authenticate_message(request, token)
+    }
+
+    fn reauthenticate(
+        &self,
+        request: &HandshakeRequest,
+        token: &str,
+    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
+        (**self).reauthenticate(request, token)
+    }
+}
+
+/// An authenticator shared behind an [`Arc`] (the adapters keep one per
+/// connection for re-authentication, so one that is not [`Clone`] can be
+/// passed as `&Arc<_>`).
+impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
+    fn authenticate(
+        &self,
+        request: &HandshakeRequest,
+    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
+        (**self).authenticate(request)
+    }
+
+    fn first_message_auth(&self) -> bool {
+        (**self).first_message_auth()
+    }
+
+    fn authenticate_message(
+        &self,
+        request: &HandshakeRequest,
+        token: &str,
+    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
+        (**self).authenticate_message(request, token)
+    }
+
+    fn reauthenticate(
+        &self,
+        request: &HandshakeRequest,
+        token: &str,
+    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
+        (**self).reauthenticate(request, token)
+    }
 }

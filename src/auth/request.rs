@@ -102,7 +102,54 @@ impl HandshakeRequest {
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer_addr
     }
+
+    /// This request without its credentials and the WebSocket handshake's
+    /// own headers: what a connection keeps for re-authentication (see
+    /// [`Authenticator::reauthenticate`](super::Authenticator::reauthenticate)).
+    /// No token stays in memory for the connection's life, and no
+    /// subprotocol: nothing is echoed any more.
+    pub(crate) fn without_credentials(&self) -> HandshakeRequest {
+        let headers = self
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                !DROPPED_FOR_REAUTHENTICATION
+                    .iter()
+                    .any(|dropped| name.eq_ignore_ascii_case(dropped))
+            })
+            .cloned()
+            .collect();
+        HandshakeRequest {
+            headers,
+            subprotocols: Vec::new(),
+            query: None,
+            peer_addr: self.peer_addr,
+        }
+    }
+
+    /// [`without_credentials`](Self::without_credentials), carrying `token`
+    /// as `Authorization: Bearer <token>`: the request the default
+    /// re-authentication decides on.
+    pub(crate) fn for_reauthentication(&self, token: &str) -> HandshakeRequest {
+        let mut request = self.without_credentials();
+        request
+            .headers
+            .push(("authorization".to_owned(), format!("Bearer {token}")));
+        request
+    }
 }
+
+/// Headers a connection does not keep for re-authentication: the
+/// credentials it was admitted with and the upgrade's mechanics.
+const DROPPED_FOR_REAUTHENTICATION: [&str; 7] = [
+    "authorization",
+    "sec-websocket-protocol",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "connection",
+    "upgrade",
+];
 
 /// Builds a [`HandshakeRequest`].
 #[derive(Debug, Default)]
@@ -207,6 +254,30 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn reauthentication_requests_carry_only_the_fresh_token() {
+        let request = HandshakeRequest::builder()
+            .header("Authorization", "Bearer old")
+            .header("Sec-WebSocket-Protocol", "jwt-auth, jwt.old")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("Origin", "https://app.example")
+            .header("Cookie", "session=1")
+            .query("access_token=old&room=1")
+            .build()
+            .unwrap_or_default();
+        let reauth = request.for_reauthentication("fresh");
+        assert_eq!(
+            reauth.header_values("authorization").collect::<Vec<_>>(),
+            ["Bearer fresh"]
+        );
+        assert!(reauth.subprotocols().is_empty());
+        assert_eq!(reauth.header("sec-websocket-protocol"), None);
+        assert_eq!(reauth.header("sec-websocket-key"), None);
+        assert_eq!(reauth.query(), None);
+        assert_eq!(reauth.origin(), Some("https://app.example"));
+        assert_eq!(reauth.header("cookie"), Some("session=1"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::support::tokens::b64url;
 use crate::ws_client::{self, Connected, Outcome};
 
 /// The secret every adapter test server trusts.
-pub const SECRET: &str = "adapter test secret";
+pub const SECRET: &str = "adapter test secret, 32 bytes or more";
 
 pub fn token(user: &str) -> String {
     crate::server::demo_token(SECRET, &UserId::new(user).unwrap()).unwrap()
