@@ -85,7 +85,6 @@ impl Hub {
     ) -> CloseReport {
         let mut conn = self.connect().accept(transport);
         let config = &self.env().config;
-        let deadline = tokio::time::Instant::now() + config.auth_timeout;
         let span = conn.span().clone();
         let authenticated = async {
             match authenticator.authenticate(request).await {
@@ -93,15 +92,57 @@ impl Hub {
                     if failure.error == AuthError::TokenMissing
                         && authenticator.first_message_auth() =>
                 {
-                    let token = first_message_token(&mut conn, config.max_message_size).await?;
+                    let token = first_message_token(&mut conn, config).await?;
                     authenticator.authenticate_message(request, &token).await
                 }
                 other => other,
             }
         };
-        let outcome = tokio::time::timeout_at(deadline, authenticated.instrument(span))
+        let outcome = tokio::time::timeout(config.auth_timeout, authenticated.instrument(span))
             .await
             .unwrap_or_else(|_| Err(AuthError::Timeout.into()));
+        self.serve_authenticated(conn, request, authenticator, outcome, handler)
+            .await
+    }
+
+    /// The adapters' first-message path ([`upgrade::decide`](crate::upgrade::decide)
+    /// found no credentials in the handshake and the authenticator allows
+    /// them in-band): reads the first message within `auth_timeout`, with
+    /// control frames counted against the inbound burst, and holds the
+    /// upgrade permit until it is decided.
+    pub(crate) async fn serve_first_message<T: Transport, A: Authenticator, H: Handler>(
+        &self,
+        mut conn: Connection<AcceptedStage<T>>,
+        request: &HandshakeRequest,
+        authenticator: &A,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        handler: &H,
+    ) -> CloseReport {
+        let config = &self.env().config;
+        let span = conn.span().clone();
+        let authenticated = async {
+            let token = first_message_token(&mut conn, config).await?;
+            authenticator.authenticate_message(request, &token).await
+        };
+        let outcome = tokio::time::timeout(config.auth_timeout, authenticated.instrument(span))
+            .await
+            .unwrap_or_else(|_| Err(AuthError::Timeout.into()));
+        drop(permit);
+        self.serve_authenticated(conn, request, authenticator, outcome, handler)
+            .await
+    }
+
+    /// Binds the user of an in-band authentication and serves the
+    /// connection (re-authenticating through `authenticator`), or closes it
+    /// with the failure's close frame (4401, 4403, 4408 …), counted.
+    async fn serve_authenticated<T: Transport, A: Authenticator, H: Handler>(
+        &self,
+        conn: Connection<AcceptedStage<T>>,
+        request: &HandshakeRequest,
+        authenticator: &A,
+        outcome: Result<AuthOutcome, AuthFailure>,
+        handler: &H,
+    ) -> CloseReport {
         let admission = Admission::keep(authenticator, request, &outcome);
         match outcome {
             Ok(outcome) => match Box::pin(conn.authenticate(outcome)).await {
@@ -126,7 +167,7 @@ impl Hub {
     /// connection (4401) at expiry plus the grace. In-band
     /// re-authentication needs the path that admitted the connection:
     /// [`serve_with_auth`](Hub::serve_with_auth), an adapter, or
-    /// [`upgrade::serve_upgraded`](crate::upgrade::serve_upgraded).
+    /// [`upgrade::Admitted::serve`](crate::upgrade::Admitted::serve).
     pub fn run<'a, T: Transport, H: Handler>(
         &'a self,
         conn: Connection<Authenticated<T>>,
@@ -300,16 +341,27 @@ fn notify_close<H: Handler>(handler: &H, handle: &ConnectionHandle, report: &Clo
 }
 
 /// Reads the first data message of a connection that authenticates in-band
-/// and returns its token. Pings and pongs are skipped; anything else fails.
+/// and returns its token. Pings and pongs before it are skipped, but count
+/// against the inbound burst (a socket that never authenticates cannot make
+/// the server answer pongs without limit); anything else fails.
 async fn first_message_token<T: Transport>(
     conn: &mut Connection<AcceptedStage<T>>,
-    max_len: usize,
+    config: &crate::config::HubConfig,
 ) -> Result<String, AuthFailure> {
     let malformed = || AuthError::ProtocolInvalid("the first message is not an auth message");
+    let mut bucket = config.inbound_rate.map(Bucket::new);
     loop {
         match conn.stage.stream.next().await {
+            Some(Ok(Message::Ping(_) | Message::Pong(_)))
+                if bucket.as_mut().is_some_and(|b| !b.take()) =>
+            {
+                return Err(AuthError::ProtocolInvalid(
+                    "control frames faster than the inbound rate before authenticating",
+                )
+                .into());
+            }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Text(text))) if text.len() <= max_len => {
+            Some(Ok(Message::Text(text))) if text.len() <= config.max_message_size => {
                 return crate::reauth::auth_token(&text).ok_or_else(|| malformed().into());
             }
             Some(Ok(_)) => return Err(malformed().into()),

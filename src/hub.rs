@@ -38,7 +38,7 @@ pub(crate) struct Env {
     /// are asked to close with this frame too.
     pub(crate) closing: parking_lot::Mutex<Option<CloseFrame>>,
     /// Upgrades in progress (admission control).
-    pub(crate) upgrades: tokio::sync::Semaphore,
+    pub(crate) upgrades: Arc<tokio::sync::Semaphore>,
 }
 
 impl Env {
@@ -56,7 +56,9 @@ impl Env {
             live: AtomicUsize::new(0),
             idle: Notify::new(),
             closing: parking_lot::Mutex::new(None),
-            upgrades: tokio::sync::Semaphore::new(config.max_upgrades_in_flight.max(1)),
+            upgrades: Arc::new(tokio::sync::Semaphore::new(
+                config.max_upgrades_in_flight.max(1),
+            )),
             config,
         }
     }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::auth::{AuthError, AuthOutcome, Authenticator, HandshakeRequest, Surface};
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::connection::Connection;
 use crate::hub::Env;
 use crate::reauth::{Admission, Reauthenticate};
@@ -91,15 +93,33 @@ pub enum Decision {
 #[must_use = "an admitted upgrade holds a connection place until it is served or dropped"]
 pub struct Admitted {
     subprotocol: Option<String>,
-    auth: Result<AuthOutcome, AuthError>,
+    auth: Admit,
     slot: Slot,
+}
+
+/// How an admitted upgrade authenticates.
+enum Admit {
+    /// Decided at the upgrade: who, or why the connection closes at once.
+    Decided(Result<AuthOutcome, AuthError>),
+    /// The handshake carried no credentials and the authenticator allows
+    /// them in the first message. The upgrade permit stays held until that
+    /// message is decided, so sockets that never authenticate count against
+    /// [`max_upgrades_in_flight`](crate::config::HubConfig::max_upgrades_in_flight)
+    /// (and their place against `max_connections`) for at most
+    /// [`auth_timeout`](crate::config::HubConfig::auth_timeout).
+    FirstMessage(OwnedSemaphorePermit),
 }
 
 impl std::fmt::Debug for Admitted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            Admit::Decided(Ok(_)) => "authenticated",
+            Admit::Decided(Err(_)) => "refused after the upgrade",
+            Admit::FirstMessage(_) => "first message",
+        };
         f.debug_struct("Admitted")
             .field("subprotocol", &self.subprotocol)
-            .field("authenticated", &self.auth.is_ok())
+            .field("auth", &auth)
             .finish_non_exhaustive()
     }
 }
@@ -111,16 +131,13 @@ impl Admitted {
         self.subprotocol.as_deref()
     }
 
-    /// Who the connection belongs to, or why it will be closed right after
-    /// the upgrade (a token that failed validation, surfaced as a close
-    /// frame so a browser learns why).
-    pub fn auth(&self) -> Result<&AuthOutcome, &AuthError> {
-        self.auth.as_ref()
-    }
-
     /// Serves the upgraded socket on `hub` (the hub [`decide`] admitted it
-    /// on): the connection's whole life for an authenticated upgrade, or an
-    /// immediate close with the error's close frame (counted, never routed).
+    /// on): the connection's whole life for an authenticated upgrade, an
+    /// immediate close with the error's close frame (counted, never routed)
+    /// for one refused after the upgrade, or first-message authentication
+    /// (within [`auth_timeout`](crate::config::HubConfig::auth_timeout),
+    /// then 4408) when the handshake carried no credentials and
+    /// `authenticator` allows it.
     ///
     /// `request` and `authenticator` are the ones [`decide`] was given: a
     /// connection whose credentials expire re-authenticates in-band through
@@ -135,36 +152,93 @@ impl Admitted {
         authenticator: &A,
         handler: &H,
     ) -> CloseReport {
-        let admission = self.keep_for_reauth(authenticator, request);
-        let (conn, auth) = self.accept(hub, transport);
-        let reauth = admission.as_ref().map(|a| a as &dyn Reauthenticate);
-        hub.serve_accepted(conn, auth, reauth, handler).await
+        self.prepare(authenticator, request)
+            .accept(hub, transport)
+            .serve(hub, handler)
+            .await
     }
 
-    /// What a connection admitted with credentials that expire keeps for
-    /// in-band re-authentication: `authenticator` and `request` without
-    /// its credentials (`None` when nothing expires).
-    pub(crate) fn keep_for_reauth<A: Authenticator>(
-        &self,
+    /// Keeps what serving will need from the authenticator and the request:
+    /// for credentials that expire, the authenticator and the request
+    /// without its credentials (re-authentication); for first-message
+    /// authentication, both whole; otherwise nothing.
+    pub(crate) fn prepare<A: Authenticator>(
+        self,
         authenticator: A,
         request: &HandshakeRequest,
-    ) -> Option<Admission<A>> {
-        Admission::keep(authenticator, request, &self.auth)
+    ) -> Prepared<A> {
+        let mode = match self.auth {
+            // Boxed: the connection's future carries this for its whole
+            // life, and most connections never re-authenticate.
+            Admit::Decided(auth) => Mode::Decided {
+                reauth: Admission::keep(authenticator, request, &auth).map(Box::new),
+                auth,
+            },
+            Admit::FirstMessage(permit) => Mode::FirstMessage {
+                authenticator,
+                request: Box::new(request.clone()),
+                permit,
+            },
+        };
+        Prepared {
+            slot: self.slot,
+            mode,
+        }
     }
+}
 
+/// An admitted upgrade with what serving it needs, waiting for its socket.
+pub(crate) struct Prepared<A> {
+    slot: Slot,
+    mode: Mode<A>,
+}
+
+enum Mode<A> {
+    Decided {
+        auth: Result<AuthOutcome, AuthError>,
+        reauth: Option<Box<Admission<A>>>,
+    },
+    FirstMessage {
+        authenticator: A,
+        request: Box<HandshakeRequest>,
+        permit: OwnedSemaphorePermit,
+    },
+}
+
+impl<A: Authenticator> Prepared<A> {
     /// Mints the connection in the admitted place and takes the transport;
     /// the adapters do this before they build the connection's future, so
     /// the socket is not carried in its state.
-    pub(crate) fn accept<T: Transport>(
-        self,
-        hub: &Hub,
-        transport: T,
-    ) -> (
-        Connection<crate::connection::Accepted<T>>,
-        Result<AuthOutcome, AuthError>,
-    ) {
-        let conn = hub.connect_in(self.slot).accept(transport);
-        (conn, self.auth)
+    pub(crate) fn accept<T: Transport>(self, hub: &Hub, transport: T) -> Upgraded<T, A> {
+        Upgraded {
+            conn: hub.connect_in(self.slot).accept(transport),
+            mode: self.mode,
+        }
+    }
+}
+
+/// An admitted connection with its transport, ready to be served.
+pub(crate) struct Upgraded<T: Transport, A> {
+    conn: Connection<crate::connection::Accepted<T>>,
+    mode: Mode<A>,
+}
+
+impl<T: Transport, A: Authenticator> Upgraded<T, A> {
+    pub(crate) async fn serve<H: Handler>(self, hub: &Hub, handler: &H) -> CloseReport {
+        match self.mode {
+            Mode::Decided { auth, reauth } => {
+                let reauth = reauth.as_deref().map(|a| a as &dyn Reauthenticate);
+                hub.serve_accepted(self.conn, auth, reauth, handler).await
+            }
+            Mode::FirstMessage {
+                authenticator,
+                request,
+                permit,
+            } => {
+                hub.serve_first_message(self.conn, &request, &authenticator, permit, handler)
+                    .await
+            }
+        }
     }
 }
 
@@ -271,7 +345,7 @@ pub async fn decide<A: Authenticator>(
     // upgrades in progress, an optional cap on connections, and none while
     // shutting down. Refused fast, so overload sheds load.
     let env = hub.env();
-    let Ok(_in_flight) = env.upgrades.try_acquire() else {
+    let Ok(in_flight) = Arc::clone(&env.upgrades).try_acquire_owned() else {
         return Decision::Refuse(hub.count_busy());
     };
     // The place is taken here, atomically against the cap: a burst of
@@ -289,13 +363,25 @@ pub async fn decide<A: Authenticator>(
     match outcome {
         Ok(outcome) => Decision::Upgrade(Admitted {
             subprotocol: outcome.selected_subprotocol.clone(),
-            auth: Ok(outcome),
+            auth: Admit::Decided(Ok(outcome)),
             slot,
         }),
+        // No credentials in the handshake, and the authenticator takes them
+        // in the first message: upgrade, and authenticate in band, still
+        // under admission control.
+        Err(failure)
+            if failure.error == AuthError::TokenMissing && authenticator.first_message_auth() =>
+        {
+            Decision::Upgrade(Admitted {
+                subprotocol: None,
+                auth: Admit::FirstMessage(in_flight),
+                slot,
+            })
+        }
         Err(failure) => match failure.surface {
             Surface::AfterUpgrade { subprotocol } => Decision::Upgrade(Admitted {
                 subprotocol,
-                auth: Err(failure.error),
+                auth: Admit::Decided(Err(failure.error)),
                 slot,
             }),
             // `Surface` is non-exhaustive: anything else is refused.

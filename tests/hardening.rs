@@ -215,3 +215,137 @@ fn an_oversized_subprotocol_offer_is_refused_with_400_before_any_token_is_parsed
         .unwrap();
     assert_eq!(request.subprotocols().len(), 2);
 }
+
+/// Takes no credentials from the handshake, only `{"type":"auth","token":"good"}`
+/// as the first message.
+struct FirstMessage;
+
+impl ws_lifecycle::auth::Authenticator for FirstMessage {
+    async fn authenticate(
+        &self,
+        _: &HandshakeRequest,
+    ) -> Result<ws_lifecycle::auth::AuthOutcome, ws_lifecycle::auth::AuthFailure> {
+        Err(ws_lifecycle::auth::AuthError::TokenMissing.into())
+    }
+
+    fn first_message_auth(&self) -> bool {
+        true
+    }
+
+    async fn authenticate_message(
+        &self,
+        _: &HandshakeRequest,
+        token: &str,
+    ) -> Result<ws_lifecycle::auth::AuthOutcome, ws_lifecycle::auth::AuthFailure> {
+        match token {
+            "good" => Ok(ws_lifecycle::auth::AuthOutcome::new(user("alice"))),
+            _ => Err(ws_lifecycle::auth::AuthError::SignatureInvalid.into()),
+        }
+    }
+}
+
+/// First-message authentication used to exist only on `Hub::serve_with_auth`,
+/// outside admission control: sockets that never authenticated were held
+/// with no cap. Through `decide` it is admitted like any upgrade, holds its
+/// upgrade permit until the first message is decided, and is bounded by the
+/// auth timeout.
+#[tokio::test(start_paused = true)]
+async fn first_message_auth_goes_through_admission_and_is_bounded() {
+    let hub = hub_with(|c| {
+        c.max_upgrades_in_flight = 2;
+        c.auth_timeout = Duration::from_secs(15);
+    });
+    let request = upgrade_request();
+    let admit = || async {
+        match decide(&hub, "GET", &request, &FirstMessage).await {
+            Decision::Upgrade(admitted) => Some(admitted),
+            Decision::Refuse(r) => {
+                assert_eq!((r.status, r.code), (503, "server_busy"));
+                None
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let (quiet, good) = (admit().await.unwrap(), admit().await.unwrap());
+    assert_eq!(good.subprotocol(), None);
+    // Both unauthenticated sockets hold their upgrade permits.
+    assert!(admit().await.is_none(), "a third in-band auth was admitted");
+
+    // One authenticates with its first message and becomes Ready.
+    let (transport, client) = memory::pair(16);
+    let (tx, mut bound) = tokio::sync::mpsc::unbounded_channel();
+    let served = tokio::spawn({
+        let (hub, request) = (hub.clone(), request.clone());
+        async move {
+            let handler = Scripted {
+                on_ready: OnReady::Signal(tx),
+                ..Default::default()
+            };
+            good.serve(&hub, transport, &request, &FirstMessage, &handler)
+                .await
+        }
+    });
+    client
+        .send_text(r#"{"type":"auth","token":"good"}"#)
+        .await
+        .unwrap();
+    let handle = tokio::time::timeout(Duration::from_secs(5), bound.recv())
+        .await
+        .expect("the first-message authentication did not bind the user")
+        .unwrap();
+    assert_eq!(handle.user(), &user("alice"));
+    // Its permit is back: another upgrade is admitted.
+    let third = admit().await.expect("the permit was not given back");
+    drop(third);
+
+    // The silent one is closed at the auth timeout with 4408.
+    let (transport, mut silent) = memory::pair(16);
+    let quiet = tokio::spawn({
+        let (hub, request) = (hub.clone(), request.clone());
+        async move {
+            let handler = Scripted::default();
+            quiet
+                .serve(&hub, transport, &request, &FirstMessage, &handler)
+                .await
+        }
+    });
+    let closed = tokio::time::timeout(Duration::from_secs(30), read_to_close(&mut silent))
+        .await
+        .expect("the silent socket was not closed");
+    assert_eq!(closed.1.map(|f| f.code.as_u16()), Some(4408));
+    let report = quiet.await.unwrap();
+    assert_eq!(report.user, None);
+    served.abort();
+}
+
+/// Pings before the first message count against the inbound burst.
+#[tokio::test]
+async fn a_ping_flood_before_first_message_auth_is_cut_off() {
+    let hub = hub_with(|c| c.inbound_rate = Some(ws_lifecycle::limits::RateLimit::new(1.0, 5.0)));
+    let request = upgrade_request();
+    let Decision::Upgrade(admitted) = decide(&hub, "GET", &request, &FirstMessage).await else {
+        panic!("not admitted");
+    };
+    let (transport, mut client) = memory::pair(64);
+    let served = tokio::spawn({
+        let (hub, request) = (hub.clone(), request.clone());
+        async move {
+            let handler = Scripted::default();
+            admitted
+                .serve(&hub, transport, &request, &FirstMessage, &handler)
+                .await
+        }
+    });
+    for _ in 0..20 {
+        if client
+            .send(Message::Ping(bytes::Bytes::new()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert!(close_code(&mut client).await.is_some());
+    let report = served.await.unwrap();
+    assert_eq!(report.user, None, "never authenticated");
+}

@@ -67,7 +67,6 @@ use super::ServeConfig;
 use super::http::{self, WithExtension};
 use crate::auth::{Authenticator, HandshakeRequest};
 use crate::close::CloseFrame;
-use crate::reauth::Reauthenticate;
 use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
 use crate::upgrade::{self, Decision, Refusal};
 use crate::{Handler, Hub};
@@ -179,18 +178,15 @@ impl WsUpgrade {
         if let Some(protocol) = admitted.subprotocol() {
             upgrade = upgrade.protocols([protocol.to_owned()]);
         }
-        let reauth = admitted
-            .keep_for_reauth(authenticator.clone(), &self.request)
-            .map(Box::new);
+        let prepared = admitted.prepare(authenticator.clone(), &self.request);
         let hub = hub.clone();
         upgrade.on_upgrade(move |socket| {
             // Accepted before the task's future is built: the socket moves
             // into the connection's two halves instead of staying in the
             // future's state for the connection's whole life.
-            let (conn, auth) = admitted.accept(&hub, AxumTransport::new(socket, max));
+            let upgraded = prepared.accept(&hub, AxumTransport::new(socket, max));
             async move {
-                let reauth = reauth.as_deref().map(|a| a as &dyn Reauthenticate);
-                let _report = hub.serve_accepted(conn, auth, reauth, &*handler).await;
+                let _report = upgraded.serve(&hub, &*handler).await;
             }
         })
     }

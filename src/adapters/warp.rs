@@ -72,7 +72,6 @@ use super::ServeConfig;
 use super::http::{self, WithExtension};
 use crate::auth::{Authenticator, HandshakeRequest};
 use crate::close::CloseFrame;
-use crate::reauth::Reauthenticate;
 use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
 use crate::upgrade::{self, Decision, Refusal};
 use crate::{Handler, Hub};
@@ -210,9 +209,7 @@ impl WarpUpgrade {
         };
         let subprotocol = admitted.subprotocol().map(str::to_owned);
         let max = hub.config().max_message_size;
-        let reauth = admitted
-            .keep_for_reauth(authenticator.clone(), &request)
-            .map(Box::new);
+        let prepared = admitted.prepare(authenticator.clone(), &request);
         let hub = hub.clone();
         let reply = ws
             .max_message_size(max)
@@ -220,10 +217,9 @@ impl WarpUpgrade {
             .on_upgrade(move |socket| {
                 // Accepted before the future is built (see the axum
                 // adapter): the socket does not stay in its state.
-                let (conn, auth) = admitted.accept(&hub, WarpTransport::new(socket, max));
+                let upgraded = prepared.accept(&hub, WarpTransport::new(socket, max));
                 async move {
-                    let reauth = reauth.as_deref().map(|a| a as &dyn Reauthenticate);
-                    let _report = hub.serve_accepted(conn, auth, reauth, &*handler).await;
+                    let _report = upgraded.serve(&hub, &*handler).await;
                 }
             });
         let mut response = reply.into_response();

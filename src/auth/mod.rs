@@ -193,7 +193,7 @@ pub trait Authenticator: Send + Sync {
     /// [`HubConfig::auth_timeout`](crate::config::HubConfig::auth_timeout))
     /// for every connection whose credentials expire, on every path that
     /// knows the authenticator: [`Hub::serve_with_auth`](crate::Hub::serve_with_auth),
-    /// the adapters and [`upgrade::serve_upgraded`](crate::upgrade::serve_upgraded).
+    /// the adapters and [`upgrade::Admitted::serve`](crate::upgrade::Admitted::serve).
     ///
     /// `request` is the handshake the connection was admitted with, without
     /// its credentials: the `Authorization` and `Sec-WebSocket-Protocol`
