@@ -56,6 +56,7 @@ macro_rules! adapter_suite {
             a_trickled_and_a_silent_upgrade_request_are_closed_at_the_deadline,
             aborted_and_malformed_upgrades_are_not_logged_as_errors,
             a_peer_gone_without_a_close_frame_ends_as_peer_gone_not_a_protocol_error,
+            an_oversized_subprotocol_offer_is_refused_before_the_upgrade,
         );
     };
     (@cases $start:path; $($case:ident,)*) => {
@@ -207,6 +208,30 @@ pub async fn malformed_upgrades_get_400_or_426(_hub: Hub, addr: SocketAddr) {
             request.lines().next().unwrap_or_default()
         );
     }
+}
+
+/// More than 16 offered subprotocols, or more than 12 KiB of them, is
+/// refused before the upgrade: 400 on every stack (the tungstenite adapter
+/// refuses a request head over 16 KiB on its own, with 431). The token is
+/// valid: only the offer's size refuses it.
+pub async fn an_oversized_subprotocol_offer_is_refused_before_the_upgrade(
+    hub: Hub,
+    addr: SocketAddr,
+) {
+    let head = |offer: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: {offer}\r\n\r\n"
+        )
+    };
+    let token = token("alice");
+    let seventeen: String = (0..16).map(|i| format!("p{i}, ")).collect();
+    let seventeen = format!("{seventeen}jwt.{token}");
+    assert_eq!(ws_client::raw_status(addr, head(&seventeen)).await, 400);
+    let huge: String = (0..10_000).map(|i| format!("p{i}, ")).collect();
+    let huge = format!("{huge}jwt.{token}");
+    let status = ws_client::raw_status(addr, head(&huge)).await;
+    assert!(matches!(status, 400 | 431), "{status}");
+    assert_eq!(hub.connection_count(), 0);
 }
 
 pub async fn an_agent_run_arrives_as_five_events_in_order_with_gap_free_seqs(
