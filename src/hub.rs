@@ -64,6 +64,45 @@ impl Env {
     }
 }
 
+/// One place among the hub's live connections, taken at the decision:
+/// counted in `live` from then on, given back on drop unless a connection
+/// took it over.
+pub(crate) struct Slot {
+    env: Option<Arc<Env>>,
+}
+
+impl Slot {
+    /// Takes a place, unless `max` live connections (or places) exist.
+    pub(crate) fn take(env: &Arc<Env>, max: Option<usize>) -> Option<Slot> {
+        env.live
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |live| match max {
+                    Some(max) if live >= max => None,
+                    _ => Some(live + 1),
+                },
+            )
+            .ok()?;
+        Some(Slot {
+            env: Some(Arc::clone(env)),
+        })
+    }
+
+    /// A connection takes the place over (its end gives it back).
+    pub(crate) fn transfer(mut self) {
+        self.env = None;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(env) = self.env.take() {
+            env.release_live();
+        }
+    }
+}
+
 pub(crate) struct Inner {
     env: Arc<Env>,
     router: Router,
@@ -328,7 +367,7 @@ impl Hub {
 
     /// Starts a connection in a place [`upgrade::decide`](crate::upgrade::decide)
     /// already counted.
-    pub(crate) fn connect_in(&self, slot: crate::upgrade::Slot) -> Connection<Connecting> {
+    pub(crate) fn connect_in(&self, slot: Slot) -> Connection<Connecting> {
         slot.transfer();
         let id = self.inner.ids.mint_connection_id();
         Connection::new(self.clone(), id)

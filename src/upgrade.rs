@@ -8,13 +8,12 @@
 //! that.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use crate::auth::{AuthError, AuthOutcome, Authenticator, HandshakeRequest, Surface};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::connection::Connection;
-use crate::hub::Env;
+use crate::hub::Slot;
 use crate::reauth::{Admission, Reauthenticate};
 use crate::transport::Transport;
 use crate::{CloseReport, Handler, Hub};
@@ -238,41 +237,6 @@ impl<T: Transport, A: Authenticator> Upgraded<T, A> {
                 hub.serve_first_message(self.conn, &request, &authenticator, permit, handler)
                     .await
             }
-        }
-    }
-}
-
-/// One place among the hub's live connections, taken at the decision:
-/// counted in `live` from then on, given back on drop unless a connection
-/// took it over.
-pub(crate) struct Slot {
-    env: Option<Arc<Env>>,
-}
-
-impl Slot {
-    /// Takes a place, unless `max` live connections (or places) exist.
-    fn take(env: &Arc<Env>, max: Option<usize>) -> Option<Slot> {
-        env.live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| match max {
-                Some(max) if live >= max => None,
-                _ => Some(live + 1),
-            })
-            .ok()?;
-        Some(Slot {
-            env: Some(Arc::clone(env)),
-        })
-    }
-
-    /// A connection takes the place over (its end gives it back).
-    pub(crate) fn transfer(mut self) {
-        self.env = None;
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Some(env) = self.env.take() {
-            env.release_live();
         }
     }
 }
