@@ -349,12 +349,29 @@ impl EncodedEvent {
     /// `a<code>\n<tail>` for an agent event, `c<name>\n<tail>` for a
     /// custom one. The tail is the payload serialised once, shared as is.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg(test)]
     pub(crate) fn to_wire(&self) -> String {
         let mut out = String::with_capacity(self.tail.len() + 70);
+        self.write_wire(&mut out);
+        out
+    }
+
+    /// About how long [`to_wire`](EncodedEvent::to_wire)'s form is, to size
+    /// a buffer once.
+    pub(crate) fn wire_len(&self) -> usize {
+        let tag = match &self.tag {
+            TypeTag::Agent(_) => 4,
+            TypeTag::Custom(name) => name.as_str().len() + 1,
+        };
+        tag + 1 + self.tail.len()
+    }
+
+    /// Appends [`to_wire`](EncodedEvent::to_wire)'s form to `out`.
+    pub(crate) fn write_wire(&self, out: &mut String) {
         match &self.tag {
             TypeTag::Agent(kind) => {
                 out.push('a');
-                push_u64(&mut out, u64::from(kind.legacy_code()));
+                push_u64(out, u64::from(kind.legacy_code()));
             }
             TypeTag::Custom(name) => {
                 out.push('c');
@@ -363,7 +380,6 @@ impl EncodedEvent {
         }
         out.push('\n');
         out.push_str(&self.tail);
-        out
     }
 
     /// Parses [`to_wire`](EncodedEvent::to_wire)'s form, checking it as

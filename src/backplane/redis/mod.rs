@@ -357,12 +357,26 @@ impl RedisBackplane {
             .await
     }
 
-    fn enqueue(&self, user: &UserId, kind: Kind, body: String) -> Result<(), BackplaneError> {
-        let result = if self.shared.is_healthy() {
+    /// Signs a message for `user`'s channel (its body written by `body`)
+    /// and queues it for the publisher.
+    fn enqueue(
+        &self,
+        user: &UserId,
+        kind: Kind,
+        body_len: usize,
+        body: impl FnOnce(&mut String),
+    ) -> Result<(), BackplaneError> {
+        let shared = &self.shared;
+        let result = if shared.is_healthy() {
+            let channel = wire::user_channel(&shared.config.prefix, user);
+            let payload = shared
+                .signer
+                .seal(&channel, &shared.node, kind, body_len, body);
             let item = Outgoing {
                 user: user.clone(),
                 kind,
-                body,
+                channel,
+                payload,
             };
             match self.queue_tx.try_send(item) {
                 Ok(()) => Ok(()),
@@ -411,7 +425,9 @@ impl Backplane for RedisBackplane {
     }
 
     fn publish(&self, user: &UserId, event: &EncodedEvent) -> Result<(), BackplaneError> {
-        self.enqueue(user, Kind::Event, event.to_wire())
+        self.enqueue(user, Kind::Event, event.wire_len(), |out| {
+            event.write_wire(out);
+        })
     }
 
     fn user_joined(&self, user: &UserId) {
@@ -454,7 +470,9 @@ impl Backplane for RedisBackplane {
 
     fn disconnect_user(&self, user: &UserId, frame: &CloseFrame) -> Result<(), BackplaneError> {
         let body = format!("{}\n{}", frame.code.as_u16(), frame.reason.as_str());
-        self.enqueue(user, Kind::Disconnect, body)
+        self.enqueue(user, Kind::Disconnect, body.len(), |out| {
+            out.push_str(&body)
+        })
     }
 
     fn is_online<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<bool, BackplaneError>> {

@@ -14,12 +14,15 @@ use super::wire::{self, Kind};
 use crate::backplane::NodeLink;
 use crate::id::UserId;
 
-/// One message waiting for the publishing connection: signed there, off the
-/// caller's path.
+/// One message waiting for the publishing connection, signed already (on
+/// the sender's thread: its buffer is allocated and freed there's no lock
+/// between).
 pub(super) struct Outgoing {
+    /// Whom it is for: told of a gap if the message is lost.
     pub(super) user: UserId,
     pub(super) kind: Kind,
-    pub(super) body: String,
+    pub(super) channel: String,
+    pub(super) payload: String,
 }
 
 /// Users whose events this node accepted (or was asked to publish) and the
@@ -167,20 +170,23 @@ async fn serve(
         let prefix = &shared.config.prefix;
         if gaps.everyone {
             let channel = wire::control_channel(prefix);
-            let payload = shared.signer.seal(&channel, &shared.node, Kind::Gap, "");
+            let payload = shared
+                .signer
+                .seal(&channel, &shared.node, Kind::Gap, 0, |_| {});
             pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
         }
         for user in &gaps.users {
             let channel = wire::user_channel(prefix, user);
-            let payload = shared.signer.seal(&channel, &shared.node, Kind::Gap, "");
+            let payload = shared
+                .signer
+                .seal(&channel, &shared.node, Kind::Gap, 0, |_| {});
             pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
         }
         for item in &batch {
-            let channel = wire::user_channel(prefix, &item.user);
-            let payload = shared
-                .signer
-                .seal(&channel, &shared.node, item.kind, &item.body);
-            pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+            pipe.cmd("PUBLISH")
+                .arg(&item.channel)
+                .arg(&item.payload)
+                .ignore();
         }
         if shared.within(pipe.query_async::<()>(conn)).await.is_err() {
             // Some of the pipeline may have landed: the users of all of it

@@ -92,19 +92,41 @@ impl Signer {
         mac
     }
 
-    /// The payload to publish on `channel`.
-    pub(super) fn seal(&self, channel: &str, node: &str, kind: Kind, body: &str) -> String {
-        let tag = self.mac(channel, node, kind, body).finalize().into_bytes();
-        let mut out = String::with_capacity(VERSION.len() + node.len() + body.len() + 72);
+    /// The payload to publish on `channel`, its body written by `body`
+    /// straight into it: one allocation per message, sized once.
+    pub(super) fn seal(
+        &self,
+        channel: &str,
+        node: &str,
+        kind: Kind,
+        body_len: usize,
+        body: impl FnOnce(&mut String),
+    ) -> String {
+        const PLACEHOLDER: &str =
+            "0000000000000000000000000000000000000000000000000000000000000000";
+        let mut out = String::with_capacity(VERSION.len() + node.len() + body_len + 72);
         out.push_str(VERSION);
         out.push('\n');
         out.push_str(node);
         out.push('\n');
         out.push_str(kind.tag());
         out.push('\n');
-        push_hex(&mut out, &tag);
+        let tag_at = out.len();
+        out.push_str(PLACEHOLDER);
         out.push('\n');
-        out.push_str(body);
+        let body_at = out.len();
+        body(&mut out);
+        let tag = self
+            .mac(channel, node, kind, out.get(body_at..).unwrap_or_default())
+            .finalize()
+            .into_bytes();
+        let mut hex = String::with_capacity(PLACEHOLDER.len());
+        push_hex(&mut hex, &tag);
+        // The placeholder is ASCII of the same length: this cannot split a
+        // character or move the body.
+        if out.is_char_boundary(tag_at) && out.is_char_boundary(tag_at + hex.len()) {
+            out.replace_range(tag_at..tag_at + hex.len(), &hex);
+        }
         out
     }
 
@@ -127,7 +149,11 @@ impl Signer {
             return Err(Rejected::Malformed);
         };
         let kind = Kind::from_tag(kind).ok_or(Rejected::Malformed)?;
-        let tag = unhex(tag).ok_or(Rejected::Malformed)?;
+        let mut decoded = [0u8; 32];
+        if tag.len() != 64 || !unhex_into(tag, &mut decoded) {
+            return Err(Rejected::Malformed);
+        }
+        let tag = decoded;
         self.mac(channel, node, kind, body)
             .verify_slice(&tag)
             .map_err(|_| Rejected::BadSignature)?;
@@ -181,6 +207,17 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// Decodes `text` (exactly twice `out`'s length) into `out`.
+fn unhex_into(text: &str, out: &mut [u8]) -> bool {
+    text.len() == out.len() * 2
+        && out.iter_mut().enumerate().all(|(i, byte)| {
+            text.get(2 * i..2 * i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .map(|b| *byte = b)
+                .is_some()
+        })
+}
+
 fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
@@ -199,6 +236,10 @@ mod tests {
     use super::*;
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn seal(signer: &Signer, channel: &str, node: &str, kind: Kind, body: &str) -> String {
+        signer.seal(channel, node, kind, body.len(), |out| out.push_str(body))
+    }
 
     #[test]
     fn channel_names_are_injective() {
@@ -221,7 +262,7 @@ mod tests {
     #[test]
     fn a_sealed_message_opens_on_its_channel_only() {
         let signer = Signer::new(KEY);
-        let sealed = signer.seal("wsl:u:61", "node1", Kind::Event, "a0\n,\"x\":1}");
+        let sealed = seal(&signer, "wsl:u:61", "node1", Kind::Event, "a0\n,\"x\":1}");
         assert_eq!(
             signer.open("wsl:u:61", sealed.as_bytes()),
             Ok(Message {
@@ -241,12 +282,12 @@ mod tests {
     fn forged_altered_and_malformed_messages_are_refused() {
         let signer = Signer::new(KEY);
         let other = Signer::new(b"another key of thirty-two bytes!");
-        let forged = other.seal("c", "n", Kind::Disconnect, "4403\nx");
+        let forged = seal(&other, "c", "n", Kind::Disconnect, "4403\nx");
         assert_eq!(
             signer.open("c", forged.as_bytes()),
             Err(Rejected::BadSignature)
         );
-        let good = signer.seal("c", "n", Kind::Event, "body");
+        let good = seal(&signer, "c", "n", Kind::Event, "body");
         let altered = good.replace("body", "bodz");
         assert_eq!(
             signer.open("c", altered.as_bytes()),
