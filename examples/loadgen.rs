@@ -1,4 +1,4 @@
-//! A load generator speaking `shared/bench-protocol.md`, so it can drive this
+//! A load generator speaking the demo protocol of `docs/protocol.md`, so it can drive this
 //! crate's example servers and any other server side by side.
 //!
 //! Run with (release, against a running server):

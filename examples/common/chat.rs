@@ -1,5 +1,5 @@
 //! The demo application every example serves, speaking the protocol in
-//! `shared/bench-protocol.md`:
+//! `docs/protocol.md` (its last section):
 //!
 //! * on ready: `{"type":"ready","connection_id":"…","user":"…"}`;
 //! * `{"type":"publish","to":"<user>","payload":"<text>"}` delivers
