@@ -21,15 +21,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis_server::{Proxy, RedisServer};
+use redis_server::{Proxy, RedisServer, connect, healthy};
 use serde_json::{Value, json};
-use support::{OnReady, Scripted, bind, event, frame, next_json, read_to_close, user};
-use tokio::sync::{mpsc, watch};
+use support::{event, frame, next_json, read_to_close, user};
+use tokio::sync::watch;
+use ws_lifecycle::Hub;
 use ws_lifecycle::backplane::redis::RedisBackplane;
 use ws_lifecycle::backplane::{BackplaneError, Remote};
-use ws_lifecycle::id::UserId;
-use ws_lifecycle::transport::memory::MemoryClient;
-use ws_lifecycle::{ConnectionHandle, Hub};
 
 /// A node: a hub on a Redis backplane at `url`, returned once the backplane
 /// is up. Short timeouts keep the outage tests quick.
@@ -41,29 +39,6 @@ async fn node(url: &str, presence_ttl: Duration) -> (Hub, watch::Receiver<bool>,
     let hub = Hub::builder().backplane(backplane).build().unwrap();
     healthy(&mut health).await;
     (hub, health, id)
-}
-
-async fn healthy(health: &mut watch::Receiver<bool>) {
-    tokio::time::timeout(Duration::from_secs(20), health.wait_for(|h| *h))
-        .await
-        .expect("backplane not healthy within 20 s")
-        .unwrap();
-}
-
-/// Connects `user` on `hub` and waits until the connection is Ready (so the
-/// node listens for the user and has published their presence).
-async fn connect(hub: &Hub, user: &UserId) -> (MemoryClient, ConnectionHandle) {
-    let (conn, client) = bind(hub, user, 1024).await;
-    let handle = conn.handle();
-    let (tx, _ready) = mpsc::unbounded_channel();
-    let handler = Scripted {
-        on_ready: OnReady::Signal(tx),
-        ..Default::default()
-    };
-    let hub = hub.clone();
-    tokio::spawn(async move { hub.run(conn, &handler).await });
-    handle.wait_ready(Duration::from_secs(20)).await.unwrap();
-    (client, handle)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,8 +31,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use redis_server::{Proxy, RedisServer, admin, config, until_count};
 use serde_json::json;
-use support::{OnReady, Scripted, bind, event, user};
-use tokio::sync::{Notify, mpsc};
+use support::{event, user};
+use tokio::sync::Notify;
 use ws_lifecycle::Hub;
 use ws_lifecycle::backplane::redis::RedisBackplane;
 use ws_lifecycle::config::HubConfig;
@@ -63,27 +63,17 @@ struct Conn {
 }
 
 async fn healthy(backplane: &RedisBackplane) {
-    let mut health = backplane.health();
-    tokio::time::timeout(WAIT, health.wait_for(|h| *h))
-        .await
-        .expect("a node did not become healthy again")
-        .unwrap();
+    redis_server::healthy(&mut backplane.health()).await;
 }
 
 async fn start_node(port: u16) -> Node {
     let proxy = Proxy::to(port).await;
     let mut cfg = config(&proxy.url());
     cfg.presence_ttl = Duration::from_secs(3);
-    let backplane = Arc::new(RedisBackplane::new(cfg).unwrap());
     let mut hub_config = HubConfig::default();
     hub_config.cluster_connection_limit = true;
     hub_config.max_connections_per_user = 16;
-    let hub = Hub::builder()
-        .config(hub_config)
-        .backplane(Arc::clone(&backplane))
-        .build()
-        .unwrap();
-    healthy(&backplane).await;
+    let (hub, backplane) = redis_server::node_with(cfg, hub_config).await;
     Node {
         hub,
         backplane,
@@ -93,17 +83,7 @@ async fn start_node(port: u16) -> Node {
 
 /// Connects `user` on `node` and reads its frames into a [`Seen`].
 async fn open(nodes: &[Node], node: usize, user: &UserId) -> Conn {
-    let hub = &nodes[node].hub;
-    let (conn, mut client) = bind(hub, user, 4096).await;
-    let handle = conn.handle();
-    let (tx, _ready) = mpsc::unbounded_channel();
-    let handler = Scripted {
-        on_ready: OnReady::Signal(tx),
-        ..Default::default()
-    };
-    let runner = hub.clone();
-    tokio::spawn(async move { runner.run(conn, &handler).await });
-    handle.wait_ready(WAIT).await.unwrap();
+    let (mut client, _handle) = redis_server::connect(&nodes[node].hub, user).await;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let fence = Arc::new(Notify::new());
     let (sink, wake) = (Arc::clone(&seen), Arc::clone(&fence));

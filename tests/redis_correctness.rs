@@ -20,65 +20,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis_server::{Flow, Proxy, RedisServer, admin, config, until_count};
+use redis_server::{
+    Flow, Proxy, RedisServer, admin, config, connect, healthy, node_with, start, until_count,
+};
 use serde_json::json;
-use support::{OnReady, Scripted, bind, event, next_json, user};
-use tokio::sync::{mpsc, oneshot, watch};
+use support::{bind, event, next_json, user};
+use tokio::sync::oneshot;
+use ws_lifecycle::Hub;
 use ws_lifecycle::backplane::redis::{ClusterKey, RedisBackplane, RedisConfig, RedisConfigError};
 use ws_lifecycle::backplane::{Backplane, BackplaneError, BoxFuture, NodeLink};
 use ws_lifecycle::close::CloseFrame;
 use ws_lifecycle::config::HubConfig;
 use ws_lifecycle::event::EncodedEvent;
 use ws_lifecycle::id::UserId;
-use ws_lifecycle::transport::memory::MemoryClient;
-use ws_lifecycle::{ConnectionHandle, Hub};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn healthy(health: &mut watch::Receiver<bool>) {
-    tokio::time::timeout(WAIT, health.wait_for(|h| *h))
-        .await
-        .expect("backplane not healthy within 20 s")
-        .unwrap();
-}
-
-/// A node on `config`, once its backplane is up, with a handle on the
-/// backplane.
-async fn node_with(config: RedisConfig, hub_config: HubConfig) -> (Hub, Arc<RedisBackplane>) {
-    let backplane = Arc::new(RedisBackplane::new(config).unwrap());
-    let mut health = backplane.health();
-    let hub = Hub::builder()
-        .config(hub_config)
-        .backplane(Arc::clone(&backplane))
-        .build()
-        .unwrap();
-    healthy(&mut health).await;
-    (hub, backplane)
-}
-
 async fn node(url: &str) -> (Hub, Arc<RedisBackplane>) {
     node_with(config(url), HubConfig::default()).await
-}
-
-/// Runs an authenticated connection; returns its client and handle once
-/// the hub has started it (not necessarily Ready).
-async fn start(hub: &Hub, user: &UserId) -> (MemoryClient, ConnectionHandle) {
-    let (conn, client) = bind(hub, user, 1024).await;
-    let handle = conn.handle();
-    let (tx, _ready) = mpsc::unbounded_channel();
-    let handler = Scripted {
-        on_ready: OnReady::Signal(tx),
-        ..Default::default()
-    };
-    let hub = hub.clone();
-    tokio::spawn(async move { hub.run(conn, &handler).await });
-    (client, handle)
-}
-
-async fn connect(hub: &Hub, user: &UserId) -> (MemoryClient, ConnectionHandle) {
-    let (client, handle) = start(hub, user).await;
-    handle.wait_ready(WAIT).await.unwrap();
-    (client, handle)
 }
 
 /// Forwards to a Redis backplane, but can stall the next `user_left` call:

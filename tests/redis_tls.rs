@@ -24,7 +24,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis_server::{RedisServer, TestPki};
+use redis_server::{RedisServer, TestPki, healthy};
 use serde_json::{Value, json};
 use support::{OnReady, Scripted, bind, event, next_json, user};
 use tokio::sync::{mpsc, watch};
@@ -51,13 +51,6 @@ fn node(config: RedisConfig) -> (Hub, watch::Receiver<bool>) {
     let backplane = RedisBackplane::new(config).unwrap();
     let health = backplane.health();
     (Hub::builder().backplane(backplane).build().unwrap(), health)
-}
-
-async fn healthy(health: &mut watch::Receiver<bool>) {
-    tokio::time::timeout(Duration::from_secs(20), health.wait_for(|h| *h))
-        .await
-        .expect("backplane not healthy within 20 s")
-        .unwrap();
 }
 
 /// Waits `wait` and checks the backplane was never healthy meanwhile.

@@ -95,6 +95,72 @@ pub async fn until_count(
     );
 }
 
+/// Waits (at most 20 s) until a backplane's health watch says up.
+pub async fn healthy(health: &mut watch::Receiver<bool>) {
+    tokio::time::timeout(Duration::from_secs(20), health.wait_for(|h| *h))
+        .await
+        .expect("backplane not healthy within 20 s")
+        .unwrap();
+}
+
+/// A hub on a Redis backplane built from `config` (and `hub_config`),
+/// returned with a handle on the backplane once it is up.
+pub async fn node_with(
+    config: ws_lifecycle::backplane::redis::RedisConfig,
+    hub_config: ws_lifecycle::config::HubConfig,
+) -> (
+    ws_lifecycle::Hub,
+    std::sync::Arc<ws_lifecycle::backplane::redis::RedisBackplane>,
+) {
+    let backplane =
+        std::sync::Arc::new(ws_lifecycle::backplane::redis::RedisBackplane::new(config).unwrap());
+    let mut health = backplane.health();
+    let hub = ws_lifecycle::Hub::builder()
+        .config(hub_config)
+        .backplane(std::sync::Arc::clone(&backplane))
+        .build()
+        .unwrap();
+    healthy(&mut health).await;
+    (hub, backplane)
+}
+
+/// Runs an authenticated connection of `user` on `hub` (its frames buffered
+/// up to 4,096 in the client); returns the client and the handle once the
+/// hub has started it, not necessarily Ready.
+pub async fn start(
+    hub: &ws_lifecycle::Hub,
+    user: &ws_lifecycle::id::UserId,
+) -> (
+    ws_lifecycle::transport::memory::MemoryClient,
+    ws_lifecycle::ConnectionHandle,
+) {
+    use crate::support::{OnReady, Scripted, bind};
+    let (conn, client) = bind(hub, user, 4096).await;
+    let handle = conn.handle();
+    let (tx, _ready) = tokio::sync::mpsc::unbounded_channel();
+    let handler = Scripted {
+        on_ready: OnReady::Signal(tx),
+        ..Default::default()
+    };
+    let hub = hub.clone();
+    tokio::spawn(async move { hub.run(conn, &handler).await });
+    (client, handle)
+}
+
+/// [`start`], then waits until the connection is Ready (so its node
+/// listens for the user).
+pub async fn connect(
+    hub: &ws_lifecycle::Hub,
+    user: &ws_lifecycle::id::UserId,
+) -> (
+    ws_lifecycle::transport::memory::MemoryClient,
+    ws_lifecycle::ConnectionHandle,
+) {
+    let (client, handle) = start(hub, user).await;
+    handle.wait_ready(Duration::from_secs(20)).await.unwrap();
+    (client, handle)
+}
+
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
