@@ -484,3 +484,37 @@ fn a_counted_connection_dropped_outside_a_runtime_does_not_panic() {
     assert_eq!(hub.connection_count(), 0);
     drop(runtime);
 }
+
+/// The publish queue was bounded in messages only: large events waiting for
+/// a slow Redis could pile up without a bound in bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_queue_is_bounded_in_bytes() {
+    let server = RedisServer::start().await;
+    let proxy = Proxy::to(server.port).await;
+    let mut small = config(&proxy.url());
+    small.publish_queue_bytes = 1024;
+    small.command_timeout = Duration::from_secs(2);
+    small.presence_ttl = Duration::from_secs(30);
+    let (x, _) = node_with(small, HubConfig::default()).await;
+    let rita = user("rita");
+    // Redis stops answering X: the publisher holds one batch in flight and
+    // the rest waits in the queue.
+    proxy.set(Flow::Hold, Flow::Hold);
+    let big = "x".repeat(400);
+    let outcomes: Vec<_> = (0..10)
+        .map(|i| {
+            x.send_to_user(&rita, &event("big", json!([i, big])))
+                .unwrap()
+                .remote
+        })
+        .collect();
+    let overloaded = outcomes
+        .iter()
+        .filter(|r| **r == ws_lifecycle::backplane::Remote::Failed(BackplaneError::Overloaded))
+        .count();
+    assert!(
+        (1..10).contains(&(10 - overloaded)) && overloaded >= 6,
+        "{outcomes:?}"
+    );
+    proxy.set(Flow::Forward, Flow::Forward);
+}

@@ -38,6 +38,13 @@ pub struct RedisConfig {
     /// fail with [`BackplaneError::Overloaded`](crate::backplane::BackplaneError::Overloaded).
     /// Default: 4,096; at least 1.
     pub publish_queue: usize,
+    /// Bytes of signed messages waiting for the publishing connection, all
+    /// together; past it, publishes fail with
+    /// [`BackplaneError::Overloaded`](crate::backplane::BackplaneError::Overloaded),
+    /// whatever [`publish_queue`](RedisConfig::publish_queue) says: a count
+    /// alone lets large events pile up without bound in memory. Default:
+    /// 16 MiB; at least 1.
+    pub publish_queue_bytes: usize,
     /// Longest wait between reconnection attempts. Default: 5 s; at least
     /// 1 ms.
     pub max_backoff: Duration,
@@ -72,6 +79,7 @@ impl RedisConfig {
             command_timeout: Duration::from_secs(2),
             presence_ttl: Duration::from_secs(30),
             publish_queue: 4096,
+            publish_queue_bytes: 16 << 20,
             max_backoff: Duration::from_secs(5),
             #[cfg(feature = "redis-tls")]
             tls: None,
@@ -100,6 +108,9 @@ impl RedisConfig {
         if self.publish_queue == 0 {
             return invalid("publish_queue", "must be at least 1");
         }
+        if self.publish_queue_bytes == 0 {
+            return invalid("publish_queue_bytes", "must be at least 1");
+        }
         Ok(())
     }
 }
@@ -113,6 +124,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("command_timeout", &self.command_timeout)
             .field("presence_ttl", &self.presence_ttl)
             .field("publish_queue", &self.publish_queue)
+            .field("publish_queue_bytes", &self.publish_queue_bytes)
             .field("max_backoff", &self.max_backoff);
         #[cfg(feature = "redis-tls")]
         d.field("tls", &self.tls);

@@ -160,6 +160,8 @@ struct Shared {
     /// A connection for presence queries, once one is up.
     queries: Mutex<Option<MultiplexedConnection>>,
     losses: Losses,
+    /// Bytes of the messages in the publish queue.
+    queued_bytes: std::sync::atomic::AtomicUsize,
     admission: admission::Admission,
     stats: Stats,
 }
@@ -259,6 +261,7 @@ impl RedisBackplane {
                 presence_up: watch::Sender::new(false),
                 queries: Mutex::new(None),
                 losses: Losses::default(),
+                queued_bytes: std::sync::atomic::AtomicUsize::new(0),
                 admission: admission::Admission::default(),
                 stats: Stats::default(),
             }),
@@ -372,16 +375,28 @@ impl RedisBackplane {
             let payload = shared
                 .signer
                 .seal(&channel, &shared.node, kind, body_len, body);
-            let item = Outgoing {
-                user: user.clone(),
-                kind,
-                channel,
-                payload,
-            };
-            match self.queue_tx.try_send(item) {
-                Ok(()) => Ok(()),
-                Err(mpsc::error::TrySendError::Full(_)) => Err(BackplaneError::Overloaded),
-                Err(mpsc::error::TrySendError::Closed(_)) => Err(BackplaneError::Down),
+            let size = payload.len();
+            let before = shared.queued_bytes.fetch_add(size, Ordering::AcqRel);
+            if before.saturating_add(size) > shared.config.publish_queue_bytes {
+                shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                Err(BackplaneError::Overloaded)
+            } else {
+                let item = Outgoing {
+                    user: user.clone(),
+                    kind,
+                    channel,
+                    payload,
+                };
+                match self.queue_tx.try_send(item) {
+                    Ok(()) => Ok(()),
+                    Err(refused) => {
+                        shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                        Err(match refused {
+                            mpsc::error::TrySendError::Full(_) => BackplaneError::Overloaded,
+                            mpsc::error::TrySendError::Closed(_) => BackplaneError::Down,
+                        })
+                    }
+                }
             }
         } else {
             Err(BackplaneError::Down)

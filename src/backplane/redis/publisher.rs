@@ -76,6 +76,14 @@ impl Losses {
     }
 }
 
+/// Gives back the queue's byte budget for messages taken out of it.
+fn dequeued(shared: &Shared, items: &[Outgoing]) {
+    let bytes: usize = items.iter().map(|item| item.payload.len()).sum();
+    shared
+        .queued_bytes
+        .fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
+}
+
 /// Most messages sent in one pipeline.
 const PUBLISH_BATCH: usize = 256;
 
@@ -114,6 +122,7 @@ pub(super) async fn run(
         // What was queued behind the failure cannot be trusted to arrive in
         // order after a reconnect: it is dropped, and its users told.
         while let Ok(item) = queue.try_recv() {
+            dequeued(&shared, std::slice::from_ref(&item));
             lost_events += u64::from(item.kind == Kind::Event);
             shared
                 .losses
@@ -158,6 +167,7 @@ async fn serve(
                 if received == 0 {
                     return None;
                 }
+                dequeued(shared, &batch);
             }
         }
         // Gaps first, then whatever is queued, in order: one pipeline per
