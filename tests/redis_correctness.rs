@@ -285,7 +285,47 @@ async fn the_cluster_count_returns_to_the_truth_after_lost_replies_cancels_and_d
 /// Defect: `where:<user>` sets never expired and kept dead nodes' ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_claims_expire_and_dead_nodes_are_pruned() {
+    use futures_util::StreamExt;
     let server = RedisServer::start().await;
+    let key = format!(
+        "wsl:where:{}",
+        "nina"
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    // Every change of the claim set wakes the test: no polling.
+    let mut admin = admin(&server.url()).await;
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Kz")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut changes = client.get_async_pubsub().await.unwrap();
+    changes
+        .subscribe(format!("__keyspace@0__:{key}"))
+        .await
+        .unwrap();
+    let mut changes = changes.into_on_message();
+    let members = |admin: &redis::aio::MultiplexedConnection| {
+        let mut admin = admin.clone();
+        let key = key.clone();
+        async move {
+            let mut members: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            members.sort();
+            members
+        }
+    };
+
     let mut short = config(&server.url());
     short.presence_ttl = Duration::from_secs(1);
     let (y, y_backplane) = node_with(short, HubConfig::default()).await;
@@ -294,30 +334,20 @@ async fn presence_claims_expire_and_dead_nodes_are_pruned() {
     let proxy = Proxy::to(server.port).await;
     let mut via_proxy = config(&proxy.url());
     via_proxy.presence_ttl = Duration::from_secs(1);
-    let (x, _) = node_with(via_proxy, HubConfig::default()).await;
+    let (x, x_backplane) = node_with(via_proxy, HubConfig::default()).await;
     let (_on_x, _) = connect(&x, &nina).await;
-    let key = format!(
-        "wsl:where:{}",
-        "nina"
-            .bytes()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    let mut admin = admin(&server.url()).await;
-    let members = |admin: &mut redis::aio::MultiplexedConnection| {
-        let mut admin = admin.clone();
-        let key = key.clone();
-        async move {
-            redis::cmd("ZRANGE")
-                .arg(&key)
-                .arg(0)
-                .arg(-1)
-                .query_async::<Vec<String>>(&mut admin)
-                .await
-                .unwrap()
+    let mut both = vec![
+        y_backplane.node_id().to_owned(),
+        x_backplane.node_id().to_owned(),
+    ];
+    both.sort();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while members(&admin).await != both {
+            changes.next().await;
         }
-    };
-    assert_eq!(members(&mut admin).await.len(), 2);
+    })
+    .await
+    .expect("both nodes never claimed nina");
     let ttl: i64 = redis::cmd("PTTL")
         .arg(&key)
         .query_async(&mut admin)
@@ -327,14 +357,10 @@ async fn presence_claims_expire_and_dead_nodes_are_pruned() {
     // X vanishes without cleaning up (a crash, a partition); Y's refreshes
     // prune X's claim once it has expired.
     proxy.cut();
-    let y_node = y_backplane.node_id().to_owned();
+    let y_only = vec![y_backplane.node_id().to_owned()];
     tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if members(&mut admin).await == vec![y_node.clone()] {
-                return;
-            }
-            // Refreshes come every third of the TTL.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        while members(&admin).await != y_only {
+            changes.next().await;
         }
     })
     .await
