@@ -104,7 +104,13 @@ async fn two_nodes_deliver_across_nodes_over_tls() {
     assert!(server.url().starts_with("rediss://"));
     let tls = TlsOptions::new().root_ca_pem(pki.pem("ca.crt"));
     let (a, mut a_health) = node(config(&server.url(), Some(tls.clone())));
-    let (b, mut b_health) = node(config(&server.url(), Some(tls)));
+    let b_backplane =
+        std::sync::Arc::new(RedisBackplane::new(config(&server.url(), Some(tls))).unwrap());
+    let mut b_health = b_backplane.health();
+    let b = Hub::builder()
+        .backplane(std::sync::Arc::clone(&b_backplane))
+        .build()
+        .unwrap();
     healthy(&mut a_health).await;
     healthy(&mut b_health).await;
 
@@ -120,6 +126,10 @@ async fn two_nodes_deliver_across_nodes_over_tls() {
     let hub = b.clone();
     tokio::spawn(async move { hub.run(conn, &handler).await });
     handle.wait_ready(Duration::from_secs(20)).await.unwrap();
+    // Presence follows Ready within a round trip (it does not gate it).
+    tokio::time::timeout(Duration::from_secs(20), b_backplane.claimed(&alice))
+        .await
+        .expect("node B never wrote alice's presence");
     assert!(a.is_online_anywhere(&alice).await.unwrap());
 
     let delivery = a

@@ -157,6 +157,9 @@ struct Shared {
     health: watch::Sender<bool>,
     /// Whether the last presence refresh landed.
     presence_up: watch::Sender<bool>,
+    /// The users whose presence claim the last refresh wrote (changes bump
+    /// `generation`).
+    claimed: Mutex<std::collections::HashSet<UserId>>,
     /// A connection for presence queries, once one is up.
     queries: Mutex<Option<MultiplexedConnection>>,
     losses: Losses,
@@ -259,6 +262,7 @@ impl RedisBackplane {
                 subscriber_losses: watch::Sender::new(0),
                 health: watch::Sender::new(false),
                 presence_up: watch::Sender::new(false),
+                claimed: Mutex::new(std::collections::HashSet::new()),
                 queries: Mutex::new(None),
                 losses: Losses::default(),
                 queued_bytes: std::sync::atomic::AtomicUsize::new(0),
@@ -328,6 +332,20 @@ impl RedisBackplane {
                     return;
                 }
             }
+            if generation.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Resolves once this node's presence claim for `user` is written, so
+    /// [`is_online`](Backplane::is_online) on any node sees it. Presence
+    /// follows a connection within a round trip but does not gate its
+    /// Ready; this is for tests and for code that must know.
+    pub async fn claimed(&self, user: &UserId) {
+        let shared = &self.shared;
+        let mut generation = shared.generation.subscribe();
+        while !shared.claimed.lock().contains(user) {
             if generation.changed().await.is_err() {
                 return;
             }

@@ -50,6 +50,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             *shared.queries.lock() = conn.clone();
             // A restarted Redis has lost everything: write it all again.
             written.clear();
+            shared.claimed.lock().clear();
         }
         let Some(c) = conn.as_mut() else {
             failed(&shared, "no connection");
@@ -61,6 +62,8 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         match shared.within(pipe.query_async::<()>(c)).await {
             Ok(()) => {
                 written = desired;
+                shared.claimed.lock().clone_from(&written);
+                shared.generation.send_modify(|g| *g += 1);
                 if !shared.presence_up.send_replace(true) {
                     tracing::info!("Redis backplane: presence written again");
                 }
