@@ -127,23 +127,13 @@ async fn presence_spans_nodes_and_a_vanished_node_goes_offline_within_its_ttl() 
     // Presence is written right after the join, but no longer gates Ready
     // (a Redis refusing writes must not hold connections): watch the claim
     // land instead of assuming it.
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("notify-keyspace-events")
-        .arg("Ezx")
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
-    let mut claims = client.get_async_pubsub().await.unwrap();
-    claims.subscribe("__keyevent@0__:zadd").await.unwrap();
+    let claims = redis_server::notifications(&server.url(), "Ezx", "__keyevent@0__:zadd").await;
+    let mut claims = std::pin::pin!(claims);
     let (_client, _handle) = connect(&b, &bob).await;
     assert!(!a.is_online(&bob), "not on node A itself");
     tokio::time::timeout(Duration::from_secs(10), async {
-        let mut events = claims.on_message();
         while !a.is_online_anywhere(&bob).await.unwrap() {
-            events.next().await;
+            claims.next().await;
         }
     })
     .await
@@ -152,13 +142,12 @@ async fn presence_spans_nodes_and_a_vanished_node_goes_offline_within_its_ttl() 
 
     // Watch for node B's heartbeat key to expire, then cut B off from Redis
     // without any cleanup, as a crash or a partition would.
-    let mut expired = client.get_async_pubsub().await.unwrap();
-    expired.subscribe("__keyevent@0__:expired").await.unwrap();
+    let expired = redis_server::notifications(&server.url(), "Ezx", "__keyevent@0__:expired").await;
+    let mut expired = std::pin::pin!(expired);
     proxy.cut();
     let key = format!("wsl:node:{b_id}");
     tokio::time::timeout(Duration::from_secs(10), async {
-        let mut messages = expired.on_message();
-        while let Some(message) = messages.next().await {
+        while let Some(message) = expired.next().await {
             if message.get_payload::<String>().unwrap() == key {
                 return;
             }

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis_server::{Proxy, RedisServer, admin, config, until_count};
+use redis_server::{Proxy, RedisServer, config, config_set, until_count};
 use serde_json::json;
 use support::{event, user};
 use tokio::sync::Notify;
@@ -195,24 +195,10 @@ async fn every_event_arrives_once_or_with_a_gap_through_every_fault_and_the_book
             Fault::CutPublisher => nodes[0].proxy.cut_where(b"PUBLISH"),
             Fault::CutSubscriber => nodes[1].proxy.cut_where(b"SUBSCRIBE"),
             Fault::RefuseWrites => {
-                let mut admin = admin(&server.url()).await;
-                for (name, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", "1")] {
-                    redis::cmd("CONFIG")
-                        .arg("SET")
-                        .arg(name)
-                        .arg(value)
-                        .query_async::<()>(&mut admin)
-                        .await
-                        .unwrap();
-                }
+                let refuse = [("maxmemory-policy", "noeviction"), ("maxmemory", "1")];
+                config_set(&server.url(), &refuse).await;
                 tokio::time::sleep(Duration::from_millis(1500)).await;
-                redis::cmd("CONFIG")
-                    .arg("SET")
-                    .arg("maxmemory")
-                    .arg("0")
-                    .query_async::<()>(&mut admin)
-                    .await
-                    .unwrap();
+                config_set(&server.url(), &[("maxmemory", "0")]).await;
             }
         }
         for node in nodes.iter() {

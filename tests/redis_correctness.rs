@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis_server::{
-    Flow, Proxy, RedisServer, admin, config, connect, healthy, node_with, start, until_count,
+    Flow, Proxy, RedisServer, admin, config, config_set, connect, healthy, node_with,
+    notifications, start, until_count,
 };
 use serde_json::json;
 use support::{bind, event, next_json, user};
@@ -295,21 +296,9 @@ async fn presence_claims_expire_and_dead_nodes_are_pruned() {
             .collect::<String>()
     );
     // Every change of the claim set wakes the test: no polling.
+    let changes = notifications(&server.url(), "Kz", &format!("__keyspace@0__:{key}")).await;
+    let mut changes = std::pin::pin!(changes);
     let mut admin = admin(&server.url()).await;
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("notify-keyspace-events")
-        .arg("Kz")
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut changes = client.get_async_pubsub().await.unwrap();
-    changes
-        .subscribe(format!("__keyspace@0__:{key}"))
-        .await
-        .unwrap();
-    let mut changes = changes.into_on_message();
     let members = |admin: &redis::aio::MultiplexedConnection| {
         let mut admin = admin.clone();
         let key = key.clone();
@@ -377,16 +366,11 @@ async fn a_redis_that_refuses_writes_degrades_presence_not_readiness() {
     hub_config.services_ready_timeout = Duration::from_secs(60);
     let (x, x_backplane) = node_with(config(&server.url()), hub_config).await;
     let (y, _) = node(&server.url()).await;
-    let mut admin = admin(&server.url()).await;
-    for (name, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", "1")] {
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .query_async::<()>(&mut admin)
-            .await
-            .unwrap();
-    }
+    config_set(
+        &server.url(),
+        &[("maxmemory-policy", "noeviction"), ("maxmemory", "1")],
+    )
+    .await;
     let olga = user("olga");
     let (_client, handle) = start(&x, &olga).await;
     handle

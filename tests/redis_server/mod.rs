@@ -50,22 +50,10 @@ pub async fn until_count(
     within: Duration,
 ) {
     use futures_util::StreamExt;
-    let client = redis::Client::open(url).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("notify-keyspace-events")
-        .arg("Kgh")
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
-    let mut changes = client.get_async_pubsub().await.unwrap();
     let hex: String = user.as_str().bytes().map(|b| format!("{b:02x}")).collect();
-    changes
-        .subscribe(format!("__keyspace@0__:wsl:count:{hex}"))
-        .await
-        .unwrap();
-    let mut changes = changes.into_on_message();
+    let changes = notifications(url, "Kgh", &format!("__keyspace@0__:wsl:count:{hex}")).await;
+    let mut changes = std::pin::pin!(changes);
+    let mut admin = admin(url).await;
     let mut last = None;
     let outcome = tokio::time::timeout(within, async {
         loop {
@@ -93,6 +81,38 @@ pub async fn until_count(
         outcome.is_ok(),
         "the cluster count of {user} did not return to {expected} within {within:?} (last {last:?})"
     );
+}
+
+/// `CONFIG SET` each of `settings` on the server at `url`.
+pub async fn config_set(url: &str, settings: &[(&str, &str)]) {
+    let mut admin = admin(url).await;
+    for (name, value) in settings {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(*name)
+            .arg(*value)
+            .query_async::<()>(&mut admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// Turns on keyspace notifications of `flags` and subscribes to `channel`
+/// (`__keyspace@0__:<key>` or `__keyevent@0__:<event>`): each message
+/// wakes a test waiting for Redis to reach a state, so nothing polls.
+pub async fn notifications(
+    url: &str,
+    flags: &str,
+    channel: &str,
+) -> impl futures_util::Stream<Item = redis::Msg> + use<> {
+    config_set(url, &[("notify-keyspace-events", flags)]).await;
+    let mut pubsub = redis::Client::open(url)
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub.subscribe(channel).await.unwrap();
+    pubsub.into_on_message()
 }
 
 /// Waits (at most 20 s) until a backplane's health watch says up.
