@@ -358,6 +358,7 @@ impl EncodedEvent {
 
     /// About how long [`to_wire`](EncodedEvent::to_wire)'s form is, to size
     /// a buffer once.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn wire_len(&self) -> usize {
         let tag = match &self.tag {
             TypeTag::Agent(_) => 4,
@@ -367,6 +368,7 @@ impl EncodedEvent {
     }
 
     /// Appends [`to_wire`](EncodedEvent::to_wire)'s form to `out`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn write_wire(&self, out: &mut String) {
         match &self.tag {
             TypeTag::Agent(kind) => {

@@ -315,20 +315,8 @@ impl TransportStream for AxumStream {
 /// Tells an oversized message (the socket's limit) from other failures.
 fn classify(error: axum::Error, limit: usize) -> TransportError {
     let inner = error.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => TransportError::MessageTooBig { limit },
-        // The peer went away without a close frame: 1006, not a protocol
-        // error of ours.
-        Some(
-            tungstenite::Error::Protocol(
-                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-            )
-            | tungstenite::Error::ConnectionClosed
-            | tungstenite::Error::AlreadyClosed
-            | tungstenite::Error::Io(_),
-        ) => TransportError::Closed,
-        Some(tungstenite::Error::Protocol(_)) => TransportError::Protocol(inner.to_string()),
-        Some(tungstenite::Error::Utf8(_)) => TransportError::InvalidPayload,
-        _ => TransportError::Other(inner),
-    }
+    inner
+        .downcast_ref::<tungstenite::Error>()
+        .and_then(|e| super::transport_error(e, limit))
+        .unwrap_or(TransportError::Other(inner))
 }

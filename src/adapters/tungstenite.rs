@@ -315,20 +315,7 @@ pub struct TungsteniteSink<S>(SplitSink<WebSocketStream<Replay<S>>, tungstenite:
 pub struct TungsteniteStream<S>(SplitStream<WebSocketStream<Replay<S>>>, usize);
 
 fn classify(error: tungstenite::Error, limit: usize) -> TransportError {
-    match error {
-        tungstenite::Error::Capacity(_) => TransportError::MessageTooBig { limit },
-        // The peer went away without a close frame: 1006, not a protocol
-        // error of ours.
-        tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        )
-        | tungstenite::Error::ConnectionClosed
-        | tungstenite::Error::AlreadyClosed
-        | tungstenite::Error::Io(_) => TransportError::Closed,
-        tungstenite::Error::Protocol(e) => TransportError::Protocol(e.to_string()),
-        tungstenite::Error::Utf8(_) => TransportError::InvalidPayload,
-        other => TransportError::Other(Box::new(other)),
-    }
+    super::transport_error(&error, limit).unwrap_or_else(|| TransportError::Other(Box::new(error)))
 }
 
 fn ws_close(frame: CloseFrame) -> tungstenite::protocol::CloseFrame {

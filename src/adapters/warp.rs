@@ -300,24 +300,10 @@ pub struct WarpSink(SplitSink<WebSocket, WarpMessage>);
 pub struct WarpStream(SplitStream<WebSocket>, usize);
 
 fn classify(error: warp::Error, limit: usize) -> TransportError {
-    let tungstenite = std::error::Error::source(&error)
-        .and_then(|source| source.downcast_ref::<tungstenite::Error>());
-    match tungstenite {
-        Some(tungstenite::Error::Capacity(_)) => TransportError::MessageTooBig { limit },
-        Some(tungstenite::Error::Utf8(_)) => TransportError::InvalidPayload,
-        // The peer went away without a close frame: 1006, not a protocol
-        // error of ours.
-        Some(
-            tungstenite::Error::Protocol(
-                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-            )
-            | tungstenite::Error::ConnectionClosed
-            | tungstenite::Error::AlreadyClosed
-            | tungstenite::Error::Io(_),
-        ) => TransportError::Closed,
-        Some(tungstenite::Error::Protocol(e)) => TransportError::Protocol(e.to_string()),
-        _ => TransportError::Other(Box::new(error)),
-    }
+    std::error::Error::source(&error)
+        .and_then(|source| source.downcast_ref::<tungstenite::Error>())
+        .and_then(|e| super::transport_error(e, limit))
+        .unwrap_or_else(|| TransportError::Other(Box::new(error)))
 }
 
 fn close_message(frame: Option<CloseFrame>) -> WarpMessage {
