@@ -97,32 +97,25 @@
 
 #[cfg(any(feature = "axum", feature = "tungstenite", feature = "warp"))]
 pub mod adapters;
+mod app;
 pub mod auth;
 pub mod backplane;
 pub mod close;
 pub mod config;
 pub mod connection;
-mod driver;
-mod emitter;
 pub mod event;
-mod handle;
-mod handler;
 mod hub;
 pub mod id;
 pub mod limits;
 #[cfg(all(test, loom))]
 mod loom_models;
 pub mod metrics;
-mod reauth;
 mod router;
-mod shutdown;
 pub mod state;
 mod sync;
 pub mod transport;
 pub mod upgrade;
-mod writer;
 
-pub use handle::{ConnectionHandle, SendError};
-pub use handler::{CloseReport, Handler, Inbound};
-pub use hub::{Delivery, FanOut, Hub, HubBuilder};
-pub use shutdown::{ShutdownKind, ShutdownReport};
+pub use app::{Handler, Inbound};
+pub use connection::{CloseReport, ConnectionHandle, SendError};
+pub use hub::{Delivery, FanOut, Hub, HubBuilder, ShutdownKind, ShutdownReport};

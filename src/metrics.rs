@@ -113,6 +113,10 @@ counters! {
     /// Upgrades refused with 503 (too many in flight, connection cap, or
     /// shutting down).
     upgrades_refused,
+    /// State transitions the crate attempted that the state machine
+    /// refused. Always a bug in the crate (debug builds assert): any
+    /// non-zero value is worth reporting.
+    illegal_transitions,
 }
 
 /// The hub's live metrics.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::sync::RwLock;
 
 use crate::config::ConnectionLimitPolicy;
-use crate::handle::ConnShared;
+use crate::connection::ConnShared;
 use crate::id::{ConnectionId, UserId};
 
 /// What [`Router::insert`] did.

@@ -7,14 +7,12 @@
 //! and upgrade calls. Writing an adapter for another stack means doing only
 //! that.
 
-use std::sync::Arc;
-
 use crate::auth::{AuthError, AuthOutcome, Authenticator, HandshakeRequest, Surface};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::auth::reauth::{Admission, Reauthenticate};
 use crate::connection::Connection;
 use crate::hub::Slot;
-use crate::reauth::{Admission, Reauthenticate};
 use crate::transport::Transport;
 use crate::{CloseReport, Handler, Hub};
 
@@ -308,16 +306,16 @@ pub async fn decide<A: Authenticator>(
     // Admission, before any work on the request: a bounded number of
     // upgrades in progress, an optional cap on connections, and none while
     // shutting down. Refused fast, so overload sheds load.
-    let env = hub.env();
-    let Ok(in_flight) = Arc::clone(&env.upgrades).try_acquire_owned() else {
+    let admission = hub.admission();
+    let Some(in_flight) = admission.upgrade_permit() else {
         return Decision::Refuse(hub.count_busy());
     };
     // The place is taken here, atomically against the cap: a burst of
     // parallel upgrades cannot all see room and overshoot it.
-    let Some(slot) = Slot::take(env, hub.config().max_connections) else {
+    let Some(slot) = Slot::take(admission, hub.config().max_connections) else {
         return Decision::Refuse(hub.count_busy());
     };
-    if env.closing.lock().is_some() {
+    if admission.closing().is_some() {
         return Decision::Refuse(hub.count_busy());
     }
     let deadline = hub.config().auth_timeout;

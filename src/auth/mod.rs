@@ -22,6 +22,7 @@ mod extract;
 #[cfg(feature = "jwt")]
 mod jwt;
 mod origin;
+pub(crate) mod reauth;
 mod request;
 
 pub use error::{AuthError, AuthFailure, Surface};

@@ -23,9 +23,8 @@ use std::sync::{Arc, Weak};
 
 use crate::close::CloseFrame;
 use crate::event::EncodedEvent;
-use crate::hub::Inner;
+use crate::event::control::GapReason;
 use crate::id::UserId;
-use crate::{Delivery, Hub};
 
 /// A boxed future, so [`Backplane`] stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -134,11 +133,25 @@ pub trait Backplane: Send + Sync + 'static {
     }
 }
 
+/// What a backplane may ask of the hub it serves; the hub implements it,
+/// so this module never names the hub (imports run one way: `hub` →
+/// `backplane`).
+pub(crate) trait Node: Send + Sync {
+    fn deliver(&self, user: &UserId, event: EncodedEvent) -> usize;
+    fn disconnect_local(&self, user: &UserId, frame: &CloseFrame) -> usize;
+    fn notify_gap(&self, reason: GapReason) -> usize;
+    fn notify_gap_to(&self, user: &UserId, reason: GapReason) -> usize;
+    fn record_lost(&self, n: u64);
+    fn record_rejected(&self);
+    fn local_users(&self) -> Vec<UserId>;
+}
+
 /// The backplane's way back into its hub. Holds the hub weakly, so a
-/// backplane never keeps a dropped hub alive.
+/// backplane never keeps a dropped hub alive: once the hub is gone every
+/// call does nothing (and returns 0 or `None`).
 #[derive(Clone)]
 pub struct NodeLink {
-    pub(crate) inner: Weak<Inner>,
+    node: Weak<dyn Node>,
 }
 
 impl std::fmt::Debug for NodeLink {
@@ -148,36 +161,42 @@ impl std::fmt::Debug for NodeLink {
 }
 
 impl NodeLink {
-    fn hub(&self) -> Option<Hub> {
-        self.inner.upgrade().map(Hub::from_inner)
+    pub(crate) fn new(node: Weak<dyn Node>) -> Self {
+        NodeLink { node }
     }
 
     /// Delivers a remote `event` for `user` to this node's connections of
-    /// that user (checked and counted like a local send). `None` once the
-    /// hub is gone.
-    pub fn deliver(&self, user: &UserId, event: EncodedEvent) -> Option<Delivery> {
-        self.hub().map(|hub| hub.deliver_encoded(user, event))
+    /// that user, through the same checked path as a local send (the
+    /// isolation checks apply). Returns how many connections took it;
+    /// `None` once the hub is gone.
+    pub fn deliver(&self, user: &UserId, event: EncodedEvent) -> Option<usize> {
+        self.node.upgrade().map(|node| node.deliver(user, event))
     }
 
     /// Closes this node's connections of `user` with `frame`; returns how
     /// many were asked.
     pub fn disconnect_local(&self, user: &UserId, frame: &CloseFrame) -> usize {
-        self.hub()
-            .map_or(0, |hub| hub.close_user_locally(user, frame))
+        self.node
+            .upgrade()
+            .map_or(0, |node| node.disconnect_local(user, frame))
     }
 
     /// Tells every local connection that remote events may have been missed
     /// (the backplane was down): each gets a `gap` event, so clients resync
-    /// instead of trusting a silent hole.
-    pub fn notify_gap(&self, reason: &'static str) -> usize {
-        self.hub().map_or(0, |hub| hub.notify_gap(reason))
+    /// instead of trusting a silent hole. Returns how many took it.
+    pub fn notify_gap(&self, reason: GapReason) -> usize {
+        self.node
+            .upgrade()
+            .map_or(0, |node| node.notify_gap(reason))
     }
 
     /// Like [`notify_gap`](NodeLink::notify_gap), for `user`'s local
     /// connections only: another node lost events it had accepted for
     /// them. Returns how many connections took the `gap` event.
-    pub fn notify_gap_to(&self, user: &UserId, reason: &'static str) -> usize {
-        self.hub().map_or(0, |hub| hub.notify_gap_to(user, reason))
+    pub fn notify_gap_to(&self, user: &UserId, reason: GapReason) -> usize {
+        self.node
+            .upgrade()
+            .map_or(0, |node| node.notify_gap_to(user, reason))
     }
 
     /// Counts `n` events this node's backplane had accepted for the other
@@ -186,8 +205,8 @@ impl NodeLink {
     /// example with a message that makes the other nodes call
     /// [`notify_gap_to`](NodeLink::notify_gap_to).
     pub fn record_lost(&self, n: u64) {
-        if let Some(hub) = self.hub() {
-            hub.record_backplane_lost(n);
+        if let Some(node) = self.node.upgrade() {
+            node.record_lost(n);
         }
     }
 
@@ -195,14 +214,17 @@ impl NodeLink {
     /// authentic (bad signature) or malformed (in
     /// [`MetricsSnapshot::backplane_rejected`](crate::metrics::MetricsSnapshot::backplane_rejected)).
     pub fn record_rejected(&self) {
-        if let Some(hub) = self.hub() {
-            hub.record_backplane_rejected();
+        if let Some(node) = self.node.upgrade() {
+            node.record_rejected();
         }
     }
 
     /// The users with a connection on this node.
     pub fn local_users(&self) -> Vec<UserId> {
-        self.hub().map(|hub| hub.local_users()).unwrap_or_default()
+        self.node
+            .upgrade()
+            .map(|node| node.local_users())
+            .unwrap_or_default()
     }
 }
 

@@ -14,6 +14,7 @@ use super::wire::{self, Kind, Rejected};
 use crate::backplane::{BackplaneError, NodeLink};
 use crate::close::{CloseCode, CloseFrame, CloseReason};
 use crate::event::EncodedEvent;
+use crate::event::control::GapReason;
 use crate::id::UserId;
 
 /// Which users this node wants to hear about, and which it is subscribed
@@ -145,7 +146,7 @@ async fn tell_gap_once_healthy(shared: &Shared, link: &NodeLink, missed: &Notify
     missed.notified().await;
     let mut health = shared.health.subscribe();
     if health.wait_for(|up| *up).await.is_ok() {
-        let told = link.notify_gap("backplane_reconnected");
+        let told = link.notify_gap(GapReason::BackplaneReconnected);
         tracing::warn!(
             told,
             "Redis backplane: reconnected; local connections told of a possible gap"
@@ -231,16 +232,16 @@ fn receive(shared: &Shared, link: &NodeLink, message: &redis::Msg) {
     }
     let Some(user) = wire::user_of(&shared.config.prefix, channel) else {
         if message.kind == Kind::Gap {
-            link.notify_gap("backplane_lost_events");
+            link.notify_gap(GapReason::BackplaneLostEvents);
         }
         return;
     };
     match message.kind {
         Kind::Event => match EncodedEvent::from_wire(message.body) {
-            Some(event) => {
+            Ok(event) => {
                 let _ = link.deliver(&user, event);
             }
-            None => {
+            Err(_) => {
                 shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 link.record_rejected();
                 tracing::warn!("Redis backplane: dropped a malformed event");
@@ -256,7 +257,7 @@ fn receive(shared: &Shared, link: &NodeLink, message: &redis::Msg) {
             }
         }
         Kind::Gap => {
-            link.notify_gap_to(&user, "backplane_lost_events");
+            link.notify_gap_to(&user, GapReason::BackplaneLostEvents);
         }
     }
 }

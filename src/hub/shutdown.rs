@@ -1,14 +1,12 @@
 //! Ending a hub's connections: [`Hub::close_all`], [`Hub::shutdown`] and
 //! [`Hub::idle`].
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::close::{CloseCause, CloseCode, CloseFrame, CloseReason};
 use crate::hub::Hub;
-use crate::metrics::Metrics;
 
 /// What a shutdown tells clients, in its close frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,20 +62,14 @@ impl Hub {
     /// soon as it is bound, so [`idle`](Hub::idle) is reached.
     pub fn close_all(&self, frame: CloseFrame) -> usize {
         // The latch first, the scan second (see `Connection::authenticate`).
-        *self.env().closing.lock() = Some(frame.clone());
-        let conns = self.router().all();
+        self.inner.admission.start_closing(frame.clone());
+        let conns = self.inner.router.all();
         let asked = conns
             .iter()
             .filter(|c| c.outbox.request_close(CloseCause::Requested(frame.clone())))
             .count();
         tracing::info!(asked, code = %frame.code, "closing every connection");
         asked
-    }
-
-    /// Counts an upgrade refused with 503, and returns the refusal.
-    pub(crate) fn count_busy(&self) -> crate::upgrade::Refusal {
-        Metrics::inc(&self.env().metrics.c.upgrades_refused);
-        crate::upgrade::Refusal::busy()
     }
 
     /// Shuts the hub down gracefully for a restart, within `deadline`: as
@@ -124,17 +116,17 @@ impl Hub {
     /// # }
     /// ```
     pub async fn shutdown_as(&self, kind: ShutdownKind, deadline: Duration) -> ShutdownReport {
-        let env = &self.env();
+        let (config, metrics) = (&self.inner.ctx.config, &self.inner.ctx.metrics);
         let started = Instant::now();
         let restart = kind.frame();
-        *env.closing.lock() = Some(restart.clone());
-        let dropped_before = env.metrics.snapshot().dropped_on_close;
-        let conns = self.router().all();
-        let batch = env.config.shutdown_batch.max(1);
+        self.inner.admission.start_closing(restart.clone());
+        let dropped_before = metrics.snapshot().dropped_on_close;
+        let conns = self.inner.router.all();
+        let batch = config.shutdown_batch.max(1);
         let batches = conns.len().div_ceil(batch);
         let pause = if batches > 1 {
             (deadline / 2 / u32::try_from(batches - 1).unwrap_or(u32::MAX))
-                .min(env.config.shutdown_batch_interval)
+                .min(config.shutdown_batch_interval)
         } else {
             Duration::ZERO
         };
@@ -159,14 +151,14 @@ impl Hub {
                     forced += 1;
                 }
             }
-            let grace = env.config.write_timeout + env.config.write_timeout;
+            let grace = config.write_timeout + config.write_timeout;
             let _ = tokio::time::timeout(grace, self.idle()).await;
         }
         let report = ShutdownReport {
             connections: conns.len(),
             closed_cleanly: conns.len() - forced,
             forced,
-            undelivered: env.metrics.snapshot().dropped_on_close - dropped_before,
+            undelivered: metrics.snapshot().dropped_on_close - dropped_before,
         };
         tracing::info!(?report, "shut down");
         report
@@ -180,15 +172,6 @@ impl Hub {
     ///
     /// Cancel safe.
     pub async fn idle(&self) {
-        let env = &self.env();
-        loop {
-            let notified = env.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if env.live.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
+        self.inner.admission.idle().await;
     }
 }

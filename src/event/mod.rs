@@ -25,6 +25,12 @@ use serde::Serialize;
 
 use crate::id::RunId;
 
+mod codec;
+pub mod control;
+
+pub(crate) use codec::TypeTag;
+pub use codec::{EncodedEvent, WireError, WireMode};
+
 /// The envelope version written in every frame's `v` field.
 pub const WIRE_VERSION: u32 = 1;
 
@@ -278,7 +284,7 @@ impl Event {
         out.push(b'}');
         // serde_json writes UTF-8; the check only guards that promise.
         let tail = String::from_utf8(out).map_err(|e| EncodeError(e.to_string()))?;
-        Ok(EncodedEvent { tag, tail })
+        Ok(EncodedEvent::from_parts(tag, tail))
     }
 }
 
@@ -292,203 +298,3 @@ impl EncodeError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("event could not be serialised: {0}")]
 pub struct EncodeError(String);
-
-/// How a connection's frames spell the event type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WireMode {
-    /// `"type":"agent_started"` (the default).
-    #[default]
-    Named,
-    /// `"type":1` … `"type":5` for agent events, for clients written before
-    /// the names existed. Custom events keep their names.
-    LegacyNumeric,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum TypeTag {
-    Agent(AgentEventKind),
-    Custom(EventName),
-}
-
-/// An event serialised once; [`EncodedEvent::write_frame`] splices in a
-/// connection's sequence number.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodedEvent {
-    tag: TypeTag,
-    /// Everything after the type field, starting with `,`.
-    tail: String,
-}
-
-impl EncodedEvent {
-    /// Bytes this event adds to a connection's buffer, for byte limits:
-    /// what its shared bytes occupy (their allocation, not just their
-    /// length) plus an allowance for the frame's prefix.
-    pub fn weight(&self) -> usize {
-        // prefix + seq digits + type: a fixed allowance keeps this O(1).
-        self.tail.capacity() + 48
-    }
-
-    /// Appends the full frame for `seq` in `mode` to `out`.
-    pub fn write_frame(&self, seq: u64, mode: WireMode, out: &mut String) {
-        out.reserve(self.weight());
-        out.push_str("{\"v\":1,\"seq\":");
-        push_u64(out, seq);
-        out.push_str(",\"type\":");
-        match (&self.tag, mode) {
-            (TypeTag::Agent(kind), WireMode::LegacyNumeric) => {
-                push_u64(out, u64::from(kind.legacy_code()));
-            }
-            (TypeTag::Agent(kind), WireMode::Named) => push_quoted(out, kind.name()),
-            (TypeTag::Custom(name), _) => push_quoted(out, name.as_str()),
-        }
-        out.push_str(&self.tail);
-    }
-
-    /// The form another node receives through a backplane (only a
-    /// backplane feature calls it, and the unit tests):
-    /// `a<code>\n<tail>` for an agent event, `c<name>\n<tail>` for a
-    /// custom one. The tail is the payload serialised once, shared as is.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    #[cfg(test)]
-    pub(crate) fn to_wire(&self) -> String {
-        let mut out = String::with_capacity(self.tail.len() + 70);
-        self.write_wire(&mut out);
-        out
-    }
-
-    /// About how long [`to_wire`](EncodedEvent::to_wire)'s form is, to size
-    /// a buffer once.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn wire_len(&self) -> usize {
-        let tag = match &self.tag {
-            TypeTag::Agent(_) => 4,
-            TypeTag::Custom(name) => name.as_str().len() + 1,
-        };
-        tag + 1 + self.tail.len()
-    }
-
-    /// Appends [`to_wire`](EncodedEvent::to_wire)'s form to `out`.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn write_wire(&self, out: &mut String) {
-        match &self.tag {
-            TypeTag::Agent(kind) => {
-                out.push('a');
-                push_u64(out, u64::from(kind.legacy_code()));
-            }
-            TypeTag::Custom(name) => {
-                out.push('c');
-                out.push_str(name.as_str());
-            }
-        }
-        out.push('\n');
-        out.push_str(&self.tail);
-    }
-
-    /// Parses [`to_wire`](EncodedEvent::to_wire)'s form, checking it as
-    /// untrusted input: a known tag and a tail that completes a JSON object,
-    /// so a corrupt message can never become a broken frame.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn from_wire(wire: &str) -> Option<EncodedEvent> {
-        let (tag, tail) = wire.split_once('\n')?;
-        let tag = match tag.split_at_checked(1)? {
-            ("a", code) => {
-                let code: u8 = code.parse().ok()?;
-                TypeTag::Agent(
-                    AgentEventKind::ALL
-                        .into_iter()
-                        .find(|k| k.legacy_code() == code)?,
-                )
-            }
-            ("c", name) => TypeTag::Custom(EventName::new(name).ok()?),
-            _ => return None,
-        };
-        let body = tail.strip_prefix(',')?;
-        let object = format!("{{{body}");
-        serde_json::from_str::<serde::de::IgnoredAny>(&object).ok()?;
-        object.ends_with('}').then(|| EncodedEvent {
-            tag,
-            tail: tail.to_owned(),
-        })
-    }
-
-    /// The frame for `seq` in `mode`.
-    pub fn frame(&self, seq: u64, mode: WireMode) -> String {
-        let mut out = String::new();
-        self.write_frame(seq, mode, &mut out);
-        out
-    }
-}
-
-fn push_quoted(out: &mut String, s: &str) {
-    out.push('"');
-    out.push_str(s);
-    out.push('"');
-}
-
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        if let Some(d) = digits.get_mut(i) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written, so this is always valid UTF-8.
-    out.push_str(std::str::from_utf8(digits.get(i..).unwrap_or_default()).unwrap_or_default());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wire_form_round_trips_and_refuses_corruption() {
-        let run: RunId = "run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3"
-            .parse()
-            .unwrap();
-        let events = [
-            Event::agent(
-                AgentEventKind::ToolCompleted,
-                &run,
-                serde_json::json!({"ok": true}),
-            ),
-            Event::custom(
-                EventName::new("chat.message").unwrap(),
-                serde_json::json!("hi"),
-            )
-            .with_field("from", "alice")
-            .unwrap(),
-        ];
-        for event in events {
-            let encoded = event.encode().unwrap();
-            let back = EncodedEvent::from_wire(&encoded.to_wire());
-            assert_eq!(back.as_ref(), Some(&encoded));
-        }
-        for corrupt in [
-            "",
-            "a9\n,\"payload\":1}",
-            "cBad\n,\"payload\":1}",
-            "cok\n\"payload\":1}",
-            "cok\n,\"payload\":1",
-            "cok\n,\"payload\":1}}",
-            "cok\n,\"payload\":1},\"x\":{",
-            "x\n,\"payload\":1}",
-        ] {
-            assert_eq!(EncodedEvent::from_wire(corrupt), None, "{corrupt:?}");
-        }
-    }
-
-    #[test]
-    fn u64_digits() {
-        for n in [0u64, 1, 9, 10, 12345, u64::MAX] {
-            let mut v = String::new();
-            push_u64(&mut v, n);
-            assert_eq!(v, n.to_string());
-        }
-    }
-}

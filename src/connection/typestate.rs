@@ -1,34 +1,5 @@
-//! The owning side of one connection, as a typestate.
-//!
-//! [`Connection<S>`] moves through [`Connecting`], [`Accepted`],
-//! [`Authenticated`], [`ServicesReady`] and [`Ready`]; each step consumes the
-//! previous value. Only `Connection<Ready<T>>` has [`send`](Connection::send),
-//! and the transport's write half only leaves the connection (for its writer
-//! task) in [`Connection::ready`], so writing an event before Ready does not
-//! compile on this path. Handles held by other tasks
-//! ([`ConnectionHandle`]) check at run time instead.
-//!
-//! Most servers never touch this: [`Hub::serve`] drives the whole life.
-//!
-//! # Types
-//!
-//! A wrong chain is a type error, for example:
-//!
-//! ```compile_fail,E0599
-//! use ws_lifecycle::{Hub, event::{Event, EventName}, id::UserId, transport::memory};
-//! # async fn f() {
-//! let hub = Hub::new();
-//! let (transport, _client) = memory::pair(8);
-//! let conn = hub.connect().accept(transport);
-//! let conn = conn.authenticate(UserId::new("u").unwrap()).await.unwrap();
-//! // error[E0599]: no method named `send` found for struct `Connection<Authenticated<…>>`
-//! conn.send(Event::custom(EventName::new("x").unwrap(), serde_json::json!(null)));
-//! # }
-//! ```
-//!
-//! Closing works in every stage with a transport and returns the
-//! [`CloseReport`]. Dropping a connection at any stage runs the same cleanup
-//! (routing entry removed, queued events counted as dropped, state `Failed`).
+//! [`Connection<S>`]: the owning side of one connection, as a typestate
+//! (see the [module docs](super)).
 
 use std::sync::Arc;
 
@@ -36,18 +7,18 @@ use tracing::Instrument;
 
 use crate::auth::{AuthError, AuthOutcome};
 use crate::close::{CloseCause, CloseCode, CloseFrame, CloseReason};
-use crate::emitter::Outbox;
+use crate::connection::expiry::Expiry;
+use crate::connection::handle::{ConnectionHandle, SendError};
+use crate::connection::outbox::Outbox;
+use crate::connection::owner::{EnterError, Owner};
+use crate::connection::report::CloseReport;
+use crate::connection::shared::{ConnShared, Context};
+use crate::connection::writer;
 use crate::event::Event;
-use crate::handle::{ConnShared, ConnectionHandle, SendError};
-use crate::handler::CloseReport;
-use crate::hub::Hub;
 use crate::id::{ConnectionId, UserId};
 use crate::metrics::Metrics;
-use crate::reauth::Expiry;
-use crate::router::InsertError;
-use crate::state::{ConnectionState, StateMachine, StateWatch, Transition, TransitionError};
+use crate::state::{ConnectionState, StateMachine, StateWatch, Transition};
 use crate::transport::{Transport, TransportSink};
-use crate::writer;
 
 mod sealed {
     pub trait Sealed {}
@@ -63,7 +34,7 @@ pub struct Connecting;
 /// The transport is open; no user bound yet.
 pub struct Accepted<T: Transport> {
     sink: T::Sink,
-    pub(crate) stream: T::Stream,
+    pub(super) stream: T::Stream,
 }
 
 /// A user is bound and the connection is in the routing table; events
@@ -71,20 +42,20 @@ pub struct Accepted<T: Transport> {
 pub struct Authenticated<T: Transport> {
     shared: Arc<ConnShared>,
     sink: T::Sink,
-    pub(crate) stream: T::Stream,
+    stream: T::Stream,
 }
 
 /// The application's on-ready hook finished; events are still buffered.
 pub struct ServicesReady<T: Transport> {
     shared: Arc<ConnShared>,
     sink: T::Sink,
-    pub(crate) stream: T::Stream,
+    stream: T::Stream,
 }
 
 /// Events flow: the writer task owns the write half.
 pub struct Ready<T: Transport> {
     shared: Arc<ConnShared>,
-    pub(crate) stream: T::Stream,
+    pub(super) stream: T::Stream,
 }
 
 impl sealed::Sealed for Connecting {}
@@ -99,10 +70,10 @@ impl<T: Transport> sealed::Sealed for Ready<T> {}
 impl<T: Transport> Stage for Ready<T> {}
 
 /// One connection, owned by the code driving it. See the [module
-/// docs](self).
+/// docs](crate::connection).
 pub struct Connection<S: Stage> {
-    core: Core,
-    pub(crate) stage: S,
+    pub(super) core: Core,
+    pub(super) stage: S,
 }
 
 impl<S: Stage> std::fmt::Debug for Connection<S> {
@@ -115,8 +86,9 @@ impl<S: Stage> std::fmt::Debug for Connection<S> {
 }
 
 /// What every stage carries. Its `Drop` is the exit path of last resort.
-struct Core {
-    hub: Hub,
+pub(super) struct Core {
+    pub(super) owner: Arc<dyn Owner>,
+    pub(super) ctx: Arc<Context>,
     id: ConnectionId,
     sm: StateMachine,
     span: tracing::Span,
@@ -128,22 +100,27 @@ struct Core {
 }
 
 impl Core {
-    fn transition(
-        &mut self,
-        to: ConnectionState,
-        reason: &'static str,
-    ) -> Result<(), TransitionError> {
-        let from = self.sm.transition(to, reason)?;
-        self.hub.env().metrics.transition(Some(from), to);
-        tracing::debug!(parent: &self.span, %from, %to, reason, "state transition");
-        Ok(())
+    /// Moves the state machine on. Every call site only asks for a
+    /// transition its stage makes legal, so a refusal is a bug in the
+    /// crate: asserted in debug builds, counted and logged in release (the
+    /// state is left as it was, as the machine guarantees).
+    fn advance(&mut self, to: ConnectionState, reason: &'static str) {
+        match self.sm.transition(to, reason) {
+            Ok(from) => {
+                self.ctx.metrics.transition(Some(from), to);
+                tracing::debug!(parent: &self.span, %from, %to, reason, "state transition");
+            }
+            Err(error) => {
+                Metrics::inc(&self.ctx.metrics.c.illegal_transitions);
+                tracing::error!(parent: &self.span, %error, reason, "illegal state transition");
+                debug_assert!(false, "illegal state transition: {error}");
+            }
+        }
     }
 
     fn unroute(&self) {
         if let Some(shared) = &self.shared {
-            self.hub
-                .router()
-                .remove(shared, |user| self.hub.user_left(user));
+            self.owner.leave(shared);
         }
     }
 
@@ -152,28 +129,28 @@ impl Core {
     fn finish(&mut self, cause: &CloseCause) -> CloseReport {
         self.unroute();
         if let Some(user) = self.counted.take() {
-            self.hub.release_cluster(&user);
+            self.owner.release(&user);
         }
         if let Some(writer) = self.writer.take() {
             writer.abort();
         }
         let undelivered = match &self.shared {
-            Some(shared) => shared.outbox.discard(&self.hub.env().metrics),
+            Some(shared) => shared.outbox.discard(&self.ctx.metrics),
             None => 0,
         };
         if !self.sm.state().is_terminal() {
             // Both targets are legal from every non-terminal state (Closed
-            // via Closing), so these cannot fail.
+            // via Closing).
             if cause.is_failure() {
-                let _ = self.transition(ConnectionState::Failed, cause.as_str());
+                self.advance(ConnectionState::Failed, cause.as_str());
             } else {
                 if self.sm.state() != ConnectionState::Closing {
-                    let _ = self.transition(ConnectionState::Closing, cause.as_str());
+                    self.advance(ConnectionState::Closing, cause.as_str());
                 }
-                let _ = self.transition(ConnectionState::Closed, cause.as_str());
+                self.advance(ConnectionState::Closed, cause.as_str());
             }
-            self.hub.env().metrics.closed(cause.as_str());
-            self.hub.env().release_live();
+            self.ctx.metrics.closed(cause.as_str());
+            self.owner.ended();
         }
         tracing::info!(parent: &self.span, cause = cause.as_str(), undelivered, "connection ended");
         CloseReport {
@@ -202,9 +179,9 @@ impl Core {
             .unwrap_or(cause);
         self.unroute();
         if !cause.is_failure() {
-            let _ = self.transition(ConnectionState::Closing, cause.as_str());
+            self.advance(ConnectionState::Closing, cause.as_str());
         }
-        let timeout = self.hub.env().config.write_timeout;
+        let timeout = self.ctx.config.write_timeout;
         let _ = tokio::time::timeout(timeout, sink.close(cause.frame())).await;
         self.finish(&cause)
     }
@@ -248,19 +225,19 @@ impl<S: Stage> Connection<S> {
 }
 
 impl Connection<Connecting> {
-    pub(crate) fn new(hub: Hub, id: ConnectionId) -> Self {
+    /// A connection of `owner`'s, which already counts it as live.
+    pub(crate) fn new(owner: Arc<dyn Owner>, id: ConnectionId) -> Self {
         let span = tracing::info_span!(
             "ws_connection",
             connection_id = %id,
             user_id = tracing::field::Empty
         );
-        // `live` already counts it (`Hub::connect`, or the admitted place).
-        hub.env()
-            .metrics
-            .transition(None, ConnectionState::Connecting);
+        let ctx = Arc::clone(owner.context());
+        ctx.metrics.transition(None, ConnectionState::Connecting);
         Connection {
             core: Core {
-                hub,
+                owner,
+                ctx,
                 id,
                 sm: StateMachine::new(),
                 span,
@@ -276,8 +253,7 @@ impl Connection<Connecting> {
     /// The upgrade completed: take the transport.
     pub fn accept<T: Transport>(mut self, transport: T) -> Connection<Accepted<T>> {
         let (sink, stream) = transport.split();
-        // Connecting -> Accepted is always legal from a fresh connection.
-        let _ = self.core.transition(ConnectionState::Accepted, "upgraded");
+        self.core.advance(ConnectionState::Accepted, "upgraded");
         Connection {
             core: self.core,
             stage: Accepted { sink, stream },
@@ -289,7 +265,7 @@ impl Connection<Connecting> {
     /// counted under its code. The adapter answers with
     /// [`AuthError::http_status`].
     pub fn refuse(mut self, error: &AuthError) -> CloseReport {
-        self.core.hub.env().metrics.auth_failure(error.code());
+        self.core.ctx.metrics.auth_failure(error.code());
         let cause = CloseCause::AuthFailed(error.close_frame());
         self.core.finish(&cause)
     }
@@ -309,10 +285,10 @@ impl<T: Transport> Connection<Accepted<T>> {
         mut self,
         outcome: AuthOutcome,
     ) -> Result<Connection<Authenticated<T>>, CloseReport> {
-        let env = Arc::clone(self.core.hub.env());
-        match self.core.hub.admit_cluster(&outcome.user).await {
+        let ctx = Arc::clone(&self.core.ctx);
+        match self.core.owner.admit(&outcome.user).await {
             Some(false) => {
-                Metrics::inc(&env.metrics.c.connection_limit_closes);
+                Metrics::inc(&ctx.metrics.c.connection_limit_closes);
                 let cause = CloseCause::ConnectionLimit;
                 return Err(self.core.close_with(&mut self.stage.sink, cause).await);
             }
@@ -322,37 +298,19 @@ impl<T: Transport> Connection<Accepted<T>> {
         let shared = Arc::new(ConnShared {
             id: self.core.id.clone(),
             user: outcome.user,
-            wire_mode: outcome.wire_mode.unwrap_or(env.config.wire_mode),
+            wire_mode: outcome.wire_mode.unwrap_or(ctx.config.wire_mode),
             outbox: Outbox::new(),
             state: self.core.sm.watch(),
-            env: Arc::clone(&env),
+            ctx: Arc::clone(&ctx),
         });
-        let hub = &self.core.hub;
-        let inserted = hub.router().insert(
-            &shared,
-            env.config.max_connections_per_user,
-            env.config.connection_limit_policy,
-            |user| hub.user_joined(user),
-        );
-        match inserted {
-            Ok(inserted) => {
-                // Inserted first, checked second: `Hub::close_all` sets the
-                // latch before it scans, so a connection racing it is caught
-                // by one side or the other.
-                if let Some(frame) = env.closing.lock().clone() {
-                    shared.outbox.request_close(CloseCause::Requested(frame));
-                }
-                if let Some(old) = inserted.evicted {
-                    Metrics::inc(&env.metrics.c.connection_limit_closes);
-                    old.outbox.request_close(CloseCause::ConnectionLimit);
-                }
-            }
-            Err(InsertError::LimitReached) => {
-                Metrics::inc(&env.metrics.c.connection_limit_closes);
+        match self.core.owner.enter(&shared) {
+            Ok(()) => {}
+            Err(EnterError::LimitReached) => {
+                Metrics::inc(&ctx.metrics.c.connection_limit_closes);
                 let cause = CloseCause::ConnectionLimit;
                 return Err(self.core.close_with(&mut self.stage.sink, cause).await);
             }
-            Err(InsertError::DuplicateId) => {
+            Err(EnterError::DuplicateId) => {
                 // The id generator repeated an id: routing by it could cross
                 // users, so the connection is refused (1011: a server bug).
                 tracing::error!(parent: &self.core.span, "the id generator minted a connection id already in use");
@@ -369,10 +327,7 @@ impl<T: Transport> Connection<Accepted<T>> {
             .span
             .record("user_id", tracing::field::display(&shared.user));
         self.core.shared = Some(Arc::clone(&shared));
-        // Accepted -> Authenticated is legal; we hold the only `&mut`.
-        let _ = self
-            .core
-            .transition(ConnectionState::Authenticated, "auth_ok");
+        self.core.advance(ConnectionState::Authenticated, "auth_ok");
         Ok(Connection {
             core: self.core,
             stage: Authenticated {
@@ -388,7 +343,7 @@ impl<T: Transport> Connection<Accepted<T>> {
     /// so a browser learns why. The connection never entered the routing
     /// table.
     pub async fn reject(self, error: &AuthError) -> CloseReport {
-        self.core.hub.env().metrics.auth_failure(error.code());
+        self.core.ctx.metrics.auth_failure(error.code());
         self.close(CloseCause::AuthFailed(error.close_frame()))
             .await
     }
@@ -409,9 +364,8 @@ impl<T: Transport> Connection<Authenticated<T>> {
 
     /// The application's services are ready.
     pub fn services_ready(mut self) -> Connection<ServicesReady<T>> {
-        let _ = self
-            .core
-            .transition(ConnectionState::ServicesReady, "services_ready");
+        self.core
+            .advance(ConnectionState::ServicesReady, "services_ready");
         Connection {
             core: self.core,
             stage: ServicesReady {
@@ -448,7 +402,7 @@ impl<T: Transport> Connection<ServicesReady<T>> {
         let task =
             writer::run(Arc::clone(&shared), self.stage.sink).instrument(self.core.span.clone());
         self.core.writer = Some(tokio::spawn(task));
-        let _ = self.core.transition(ConnectionState::Ready, "ready");
+        self.core.advance(ConnectionState::Ready, "ready");
         shared.outbox.open();
         Connection {
             core: self.core,
@@ -473,8 +427,8 @@ impl<T: Transport> Connection<Ready<T>> {
         }
     }
 
-    /// The credentials' expiry, for the driver's reader loop.
-    pub(crate) fn take_expiry(&mut self) -> Option<Expiry> {
+    /// The credentials' expiry, for the reader loop.
+    pub(super) fn take_expiry(&mut self) -> Option<Expiry> {
         self.core.expiry.take()
     }
 
@@ -496,13 +450,11 @@ impl<T: Transport> Connection<Ready<T>> {
         outbox.request_close(cause.clone());
         let cause = outbox.close_cause().unwrap_or(cause);
         self.core.unroute();
-        let _ = self
-            .core
-            .transition(ConnectionState::Closing, cause.as_str());
+        self.core.advance(ConnectionState::Closing, cause.as_str());
         // The handle stays in `core` while we wait: if this future is
         // dropped, `Core::drop` -> `finish` aborts the writer.
         if let Some(writer) = self.core.writer.as_mut() {
-            let timeout = self.core.hub.env().config.close_timeout;
+            let timeout = self.core.ctx.config.close_timeout;
             let drained = tokio::select! {
                 finished = tokio::time::timeout(timeout, &mut *writer) => finished.is_ok(),
                 // A forced close (shutdown past its deadline) stops waiting

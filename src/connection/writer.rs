@@ -1,9 +1,9 @@
 //! The one task per connection that writes to its transport.
 //!
-//! It drains the outbox in batches (one lock per batch, one flush per batch,
-//! so a burst of events costs one write), checks each event's addressee once
-//! more, splices in the sequence number, and stops after sending the close
-//! frame. Nothing else ever touches the sink.
+//! It drains the outbox in batches (one lock per batch, one deadline and
+//! one flush per batch, so a burst of events costs one write), checks each
+//! event's addressee once more, frames it with the sequence number, and
+//! stops after sending the close frame. Nothing else ever touches the sink.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -12,8 +12,8 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 
 use crate::close::CloseCause;
-use crate::emitter::{Drain, Queued};
-use crate::handle::ConnShared;
+use crate::connection::outbox::{Drain, Queued};
+use crate::connection::shared::ConnShared;
 use crate::metrics::Metrics;
 use crate::transport::{Message, TransportSink};
 
@@ -29,7 +29,7 @@ impl Drop for Batch {
     fn drop(&mut self) {
         let n = self.items.len() as u64;
         if n > 0 {
-            Metrics::add(&self.shared.env.metrics.c.dropped_on_close, n);
+            Metrics::add(&self.shared.ctx.metrics.c.dropped_on_close, n);
             self.shared.outbox.writer_lost(n);
         }
     }
@@ -39,8 +39,8 @@ impl Drop for Batch {
 const BATCH: usize = 64;
 
 /// The batch keeps at most this much room while the writer waits. The
-/// buffer grows to [`BATCH`] under a burst; an idle connection (most of
-/// them, at scale) should not keep 1.5 KiB for the next one.
+/// buffer grows to [`BATCH`] under a burst; an idle connection should not
+/// keep 1.5 KiB for the next one.
 const IDLE_CAPACITY: usize = 8;
 
 /// Writes until the connection closes. A panic in the transport's sink
@@ -59,7 +59,7 @@ pub(crate) async fn run<S: TransportSink>(shared: Arc<ConnShared>, mut sink: S) 
         tracing::error!("the transport's sink panicked: closing the connection (1011)");
         shared.outbox.request_close(CloseCause::TransportPanicked);
         let frame = CloseCause::TransportPanicked.frame();
-        let write_timeout = shared.env.config.write_timeout;
+        let write_timeout = shared.ctx.config.write_timeout;
         let close = tokio::time::timeout(write_timeout, sink.close(frame));
         // The sink may panic again: nothing more to do then.
         let _ = AssertUnwindSafe(close).catch_unwind().await;
@@ -67,14 +67,13 @@ pub(crate) async fn run<S: TransportSink>(shared: Arc<ConnShared>, mut sink: S) 
 }
 
 async fn write_all<S: TransportSink>(shared: &Arc<ConnShared>, batch: &mut Batch, sink: &mut S) {
-    let write_timeout = shared.env.config.write_timeout;
+    let write_timeout = shared.ctx.config.write_timeout;
     loop {
-        match shared.outbox.drain(&mut batch.items, BATCH) {
-            Drain::Wait => {
-                batch.items.shrink_to(IDLE_CAPACITY);
-                shared.outbox.writer_wake().await;
-                continue;
-            }
+        let written = match shared
+            .outbox
+            .next(&mut batch.items, BATCH, IDLE_CAPACITY)
+            .await
+        {
             Drain::Close(frame) => {
                 // Best effort: the peer may already be gone.
                 let _ = tokio::time::timeout(write_timeout, sink.close(frame)).await;
@@ -85,40 +84,38 @@ async fn write_all<S: TransportSink>(shared: &Arc<ConnShared>, batch: &mut Batch
                     sink.feed(Message::Ping(bytes::Bytes::new())).await?;
                     sink.flush().await
                 };
-                match tokio::time::timeout(write_timeout, ping).await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(_)) => {
-                        shared.outbox.request_close(CloseCause::TransportError);
-                        return;
-                    }
-                    Err(_) => {
-                        shared.outbox.request_close(CloseCause::SlowConsumer);
-                        return;
-                    }
-                }
+                tokio::time::timeout(write_timeout, ping).await
             }
-            Drain::Items => {}
-        }
-        if let Err(cause) = write_batch(shared, batch, sink).await {
-            tracing::debug!(cause = cause.as_str(), "writer stopping");
-            shared.outbox.request_close(cause.clone());
-            if cause == CloseCause::SlowConsumer {
-                let _ = tokio::time::timeout(write_timeout, sink.close(cause.frame())).await;
+            Drain::Items | Drain::Wait => {
+                tokio::time::timeout(write_timeout, write_batch(shared, batch, sink)).await
             }
-            return;
+        };
+        let cause = match written {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => CloseCause::TransportError,
+            // The peer does not read: it is a slow consumer, told so if the
+            // close frame still gets through.
+            Err(_) => CloseCause::SlowConsumer,
+        };
+        tracing::debug!(cause = cause.as_str(), "writer stopping");
+        shared.outbox.request_close(cause.clone());
+        if cause == CloseCause::SlowConsumer {
+            let _ = tokio::time::timeout(write_timeout, sink.close(cause.frame())).await;
         }
+        return;
     }
 }
 
+/// Frames and feeds the batch, then flushes it: one deadline for the whole
+/// write, set by the caller.
 async fn write_batch<S: TransportSink>(
     shared: &ConnShared,
     batch: &mut Batch,
     sink: &mut S,
-) -> Result<(), CloseCause> {
-    let metrics = &shared.env.metrics;
-    let write_timeout = shared.env.config.write_timeout;
+) -> Result<(), crate::transport::TransportError> {
+    let metrics = &shared.ctx.metrics;
     while let Some(q) = batch.items.front() {
-        // Second isolation check, on the write path itself: the outbox
+        // Second isolation check, on the write path itself: the connection
         // already refused misaddressed events, so this only fires on a bug,
         // and then refuses rather than writes.
         if !q.event.is_for(&shared.id, &shared.user) {
@@ -127,40 +124,28 @@ async fn write_batch<S: TransportSink>(
             batch.items.pop_front();
             continue;
         }
-        let mut text = String::new();
-        q.event
-            .event
-            .write_frame(q.seq, shared.wire_mode, &mut text);
-        match tokio::time::timeout(write_timeout, sink.feed(Message::Text(text))).await {
-            Ok(Ok(())) => {
-                batch.items.pop_front();
-                Metrics::inc(&metrics.c.events_written);
-            }
-            Ok(Err(_)) => return Err(CloseCause::TransportError),
-            Err(_) => return Err(CloseCause::SlowConsumer),
-        }
+        let frame = q.event.event.frame(q.seq, shared.wire_mode);
+        sink.feed(Message::Text(frame)).await?;
+        batch.items.pop_front();
+        Metrics::inc(&metrics.c.events_written);
     }
-    match tokio::time::timeout(write_timeout, sink.flush()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(CloseCause::TransportError),
-        Err(_) => Err(CloseCause::SlowConsumer),
-    }
+    sink.flush().await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::HubConfig;
-    use crate::emitter::{Addressee, Outbox, Routed};
+    use crate::connection::outbox::{Addressee, Outbox, Routed};
+    use crate::connection::shared::Context;
     use crate::event::{Event, EventName, WireMode};
-    use crate::hub::Env;
     use crate::id::{IdGenerator, UlidGenerator, UserId};
     use crate::state::StateMachine;
     use crate::transport::{Transport, memory};
 
     #[tokio::test]
     async fn the_write_path_refuses_an_event_for_another_user() {
-        let env = Arc::new(Env::new(HubConfig::default()));
+        let ctx = Arc::new(Context::new(HubConfig::default()));
         let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
         let bob = UserId::new("bob").unwrap_or_else(|e| panic!("{e}"));
         let shared = Arc::new(ConnShared {
@@ -169,7 +154,7 @@ mod tests {
             wire_mode: WireMode::Named,
             outbox: Outbox::new(),
             state: StateMachine::new().watch(),
-            env: Arc::clone(&env),
+            ctx: Arc::clone(&ctx),
         });
         let routed = |to: UserId, n: i32| {
             let name = EventName::new("e").unwrap_or_else(|e| panic!("{e}"));
@@ -190,13 +175,13 @@ mod tests {
         let (transport, mut client) = memory::pair(4);
         let (mut sink, _stream) = transport.split();
         let written = write_batch(&shared, &mut batch, &mut sink).await;
-        assert_eq!(written, Ok(()));
+        assert!(written.is_ok());
         let Some(Message::Text(frame)) = client.try_recv() else {
             panic!("nothing written")
         };
         assert_eq!(frame, r#"{"v":1,"seq":2,"type":"e","payload":2}"#);
         assert_eq!(client.try_recv(), None, "bob's event reached alice");
-        let m = env.metrics.snapshot();
+        let m = ctx.metrics.snapshot();
         assert_eq!((m.isolation_refusals, m.events_written), (1, 1));
     }
 }

@@ -10,43 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::close::{CloseCause, CloseFrame};
-use crate::emitter::{Accepted, Addressee, Outbox, Refused, Routed};
-use crate::event::{EncodeError, Event, WireMode};
-use crate::hub::Env;
+use crate::connection::outbox::{Addressee, Refused, Routed};
+use crate::connection::shared::ConnShared;
+use crate::event::control::Control;
+use crate::event::{EncodeError, EncodedEvent, Event};
 use crate::id::{ConnectionId, UserId};
-use crate::state::{ConnectionState, StateWatch, WaitError};
-
-/// State shared between a connection's driver, its writer, the router and
-/// handles.
-pub(crate) struct ConnShared {
-    pub(crate) id: ConnectionId,
-    pub(crate) user: UserId,
-    pub(crate) wire_mode: WireMode,
-    pub(crate) outbox: Outbox,
-    pub(crate) state: StateWatch,
-    pub(crate) env: Arc<Env>,
-}
-
-impl fmt::Debug for ConnShared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection")
-            .field("id", &self.id)
-            .field("user", &self.user)
-            .field("state", &self.state.state())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ConnShared {
-    pub(crate) fn push(&self, event: &Arc<Routed>) -> Result<(u64, Accepted), Refused> {
-        self.outbox.push(
-            (&self.id, &self.user),
-            event,
-            &self.env.config,
-            &self.env.metrics,
-        )
-    }
-}
+use crate::state::{ConnectionState, WaitError};
 
 /// An event was not accepted; the event is handed back so nothing is lost.
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -130,7 +99,7 @@ impl ConnectionHandle {
     ///
     /// # Errors
     ///
-    /// See [`StateWatch::wait_ready`].
+    /// See [`StateWatch::wait_ready`](crate::state::StateWatch::wait_ready).
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), WaitError> {
         self.shared.state.wait_ready(timeout).await
     }
@@ -152,14 +121,23 @@ impl ConnectionHandle {
             Ok(encoded) => encoded,
             Err(error) => return Err(SendError::Encode { event, error }),
         };
+        self.emit_encoded(encoded)
+            .map_err(|refused| SendError::from_refused(refused, event))
+    }
+
+    /// Emits one of the crate's control events (counted like any refusal
+    /// when the connection is full or closing: its overflow policy is
+    /// already dealing with it).
+    pub(crate) fn emit_control(&self, control: Control) {
+        let _ = self.emit_encoded(control.encode());
+    }
+
+    fn emit_encoded(&self, event: EncodedEvent) -> Result<u64, Refused> {
         let routed = Arc::new(Routed {
             to: Addressee::Connection(self.shared.id.clone()),
-            event: encoded,
+            event,
         });
-        match self.shared.push(&routed) {
-            Ok((seq, _)) => Ok(seq),
-            Err(refused) => Err(SendError::from_refused(refused, event)),
-        }
+        self.shared.push(&routed).map(|(seq, _)| seq)
     }
 
     /// Asks the connection to close with `frame` after writing what is

@@ -1,13 +1,12 @@
-//! The application's side of a connection.
+//! The application's side of a connection: the [`Handler`] callbacks and
+//! the [`Inbound`] messages they receive.
 
 use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::close::{CloseCause, CloseFrame};
-use crate::handle::ConnectionHandle;
-use crate::id::{ConnectionId, UserId};
-use crate::state::ConnectionState;
+use crate::close::CloseFrame;
+use crate::connection::{CloseReport, ConnectionHandle};
 
 /// An inbound data message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,23 +75,4 @@ pub trait Handler: Send + Sync {
     fn on_close(&self, conn: &ConnectionHandle, report: &CloseReport) {
         let _ = (conn, report);
     }
-}
-
-/// How a connection ended. Also the error of a connection step that ended
-/// it (for example a refused [`authenticate`](crate::connection::Connection::authenticate)).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("connection {connection_id} ended ({state}): {cause}")]
-#[non_exhaustive]
-pub struct CloseReport {
-    /// The connection.
-    pub connection_id: ConnectionId,
-    /// Its user, if authentication got that far.
-    pub user: Option<UserId>,
-    /// Why it ended.
-    pub cause: CloseCause,
-    /// Its final state: `Closed` or `Failed`.
-    pub state: ConnectionState,
-    /// Events still queued when it ended, never written (also counted in
-    /// the hub's `dropped_on_close` metric).
-    pub undelivered: u64,
 }

@@ -1,0 +1,209 @@
+//! The reader loop of a Ready connection: inbound messages to the
+//! application, the heartbeat, the inbound rate limit, credential expiry
+//! and in-band re-authentication; and the first-message read of in-band
+//! authentication.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tokio::time::Instant;
+
+use crate::app::{Handler, Inbound};
+use crate::auth::reauth::Reauthenticate;
+use crate::auth::{AuthError, AuthFailure};
+use crate::close::CloseCause;
+use crate::config::HubConfig;
+use crate::connection::handle::ConnectionHandle;
+use crate::connection::report::CloseReport;
+use crate::connection::typestate::{Accepted, Authenticated, Connection};
+use crate::event::control::ClientControl;
+use crate::limits::Bucket;
+use crate::transport::{Message, Transport, TransportError, TransportStream};
+
+impl<T: Transport> Connection<Authenticated<T>> {
+    /// Drives the connection to its end: the on-ready hook (bounded by
+    /// `services_ready_timeout`), Ready, the reader loop, the close, and
+    /// `on_close`. `reauth`: the authenticator that admitted it, for
+    /// in-band re-authentication (none: `reauth` messages are the
+    /// handler's).
+    pub(crate) async fn drive<H: Handler>(
+        self,
+        handler: &H,
+        reauth: Option<&dyn Reauthenticate>,
+    ) -> CloseReport {
+        let conn = self;
+        let ctx = Arc::clone(&conn.core.ctx);
+        let owner = Arc::clone(&conn.core.owner);
+        let config = &ctx.config;
+        let handle = conn.handle();
+        // The one-off steps (the hook, the backplane, the close) are boxed:
+        // inline, their states would size this future, which lives as long
+        // as the connection, for its whole life (docs/benchmarks.md).
+        let hook = Box::pin(AssertUnwindSafe(handler.on_ready(&handle)).catch_unwind());
+        let early = match tokio::time::timeout(config.services_ready_timeout, hook).await {
+            Err(_) => Some(CloseCause::NotReadyInTime),
+            Ok(Err(_)) => Some(CloseCause::HandlerPanicked),
+            Ok(Ok(Err(frame))) => Some(CloseCause::Requested(frame)),
+            // An orderly close asked for meanwhile (`ConnectionHandle::close`)
+            // still becomes Ready, so what was buffered is written before the
+            // close frame; any other cause ends the connection here.
+            Ok(Ok(Ok(()))) => handle.shared.outbox.close_cause().filter(|c| !c.drains()),
+        };
+        if let Some(cause) = early {
+            let report = Box::pin(conn.close(cause)).await;
+            notify_close(handler, &handle, &report);
+            return report;
+        }
+        // Every event published after Ready must reach this connection, so
+        // the backplane listens for its user first. A backplane that is down
+        // answers at once: local delivery goes on, and the connection gets a
+        // `gap` event once the backplane is back.
+        if !owner.listening(handle.user()).await {
+            tracing::warn!(
+                "backplane not listening for this user yet: remote events may be missed"
+            );
+        }
+        let mut conn = conn.services_ready().ready();
+        let mut expiry = conn.take_expiry();
+        let mut bucket = config.inbound_rate.map(Bucket::new);
+        // Heartbeat: a ping after `ping_interval` of silence, then the peer
+        // has `pong_timeout` to show any sign of life.
+        let mut next_ping = Instant::now() + config.ping_interval;
+        let mut pong_due: Option<Instant> = None;
+        let cause = loop {
+            let deadline = expiry
+                .as_ref()
+                .and_then(|e| e.deadline(config.reauth_ahead, config.expiry_grace));
+            let next = tokio::select! {
+                biased;
+                cause = handle.shared.outbox.closed() => break cause,
+                () = until(deadline) => {
+                    match expiry.as_mut().and_then(|e| e.on_deadline(&handle)) {
+                        Some(cause) => break cause,
+                        None => continue,
+                    }
+                }
+                () = tokio::time::sleep_until(pong_due.unwrap_or(next_ping)) => {
+                    if pong_due.is_some() {
+                        break CloseCause::HeartbeatTimeout;
+                    }
+                    handle.shared.outbox.request_ping();
+                    pong_due = Some(Instant::now() + config.pong_timeout);
+                    continue;
+                }
+                next = conn.stage.stream.next() => next,
+            };
+            // Anything from the peer is a sign of life.
+            pong_due = None;
+            next_ping = Instant::now() + config.ping_interval;
+            // Control frames count against the inbound rate like messages:
+            // a ping flood costs a pong each.
+            let control = matches!(next, Some(Ok(Message::Ping(_) | Message::Pong(_))));
+            if control && bucket.as_mut().is_some_and(|b| !b.take()) {
+                break CloseCause::RateLimited;
+            }
+            let inbound = match next {
+                // The peer went away without a close frame (1006, abnormal
+                // closure): not a protocol error of the server's.
+                None | Some(Err(TransportError::Closed)) => break CloseCause::PeerGone,
+                Some(Err(TransportError::MessageTooBig { .. })) => break CloseCause::MessageTooBig,
+                Some(Err(TransportError::Protocol(_))) => break CloseCause::ProtocolError,
+                Some(Err(TransportError::InvalidPayload)) => break CloseCause::InvalidPayload,
+                Some(Err(_)) => break CloseCause::TransportError,
+                Some(Ok(Message::Close(frame))) => break CloseCause::PeerClosed(frame),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(message)) if message.len() > config.max_message_size => {
+                    break CloseCause::MessageTooBig;
+                }
+                Some(Ok(_)) if bucket.as_mut().is_some_and(|b| !b.take()) => {
+                    break CloseCause::RateLimited;
+                }
+                // A `reauth` message is the hub's when it can decide one:
+                // credentials that expire, and the authenticator that
+                // admitted the connection.
+                Some(Ok(Message::Text(text))) => match (expiry.as_mut(), reauth) {
+                    (Some(expiry), Some(authenticator)) => match ClientControl::parse(&text) {
+                        Some(ClientControl::Reauth { token }) => {
+                            // Boxed: rare, and its state would size this
+                            // future for the connection's whole life.
+                            let decided = Box::pin(expiry.reauthenticate(
+                                &token,
+                                authenticator,
+                                config.auth_timeout,
+                                &handle,
+                                &ctx.metrics,
+                            ));
+                            match decided.await {
+                                Ok(()) => continue,
+                                Err(cause) => break cause,
+                            }
+                        }
+                        _ => Inbound::Text(text),
+                    },
+                    _ => Inbound::Text(text),
+                },
+                Some(Ok(Message::Binary(bytes))) => Inbound::Binary(bytes),
+            };
+            match AssertUnwindSafe(handler.on_message(&handle, inbound))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(frame)) => break CloseCause::Requested(frame),
+                Err(_) => break CloseCause::HandlerPanicked,
+            }
+        };
+        let report = Box::pin(conn.close(cause)).await;
+        notify_close(handler, &handle, &report);
+        report
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn notify_close<H: Handler>(handler: &H, handle: &ConnectionHandle, report: &CloseReport) {
+    let closed = std::panic::catch_unwind(AssertUnwindSafe(|| handler.on_close(handle, report)));
+    if closed.is_err() {
+        tracing::error!("on_close callback panicked");
+    }
+}
+
+/// Reads the first data message of a connection that authenticates in-band
+/// and returns its token. Pings and pongs before it are skipped, but count
+/// against the inbound burst (a socket that never authenticates cannot make
+/// the server answer pongs without limit); anything else fails.
+pub(crate) async fn first_message_token<T: Transport>(
+    conn: &mut Connection<Accepted<T>>,
+    config: &HubConfig,
+) -> Result<String, AuthFailure> {
+    let malformed = || AuthError::ProtocolInvalid("the first message is not an auth message");
+    let mut bucket = config.inbound_rate.map(Bucket::new);
+    loop {
+        match conn.stage.stream.next().await {
+            Some(Ok(Message::Ping(_) | Message::Pong(_)))
+                if bucket.as_mut().is_some_and(|b| !b.take()) =>
+            {
+                return Err(AuthError::ProtocolInvalid(
+                    "control frames faster than the inbound rate before authenticating",
+                )
+                .into());
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Text(text))) if text.len() <= config.max_message_size => {
+                return match ClientControl::parse(&text) {
+                    Some(ClientControl::Auth { token }) => Ok(token),
+                    _ => Err(malformed().into()),
+                };
+            }
+            Some(Ok(_)) => return Err(malformed().into()),
+            None | Some(Err(_)) => return Err(AuthError::TokenMissing.into()),
+        }
+    }
+}

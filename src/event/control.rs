@@ -1,0 +1,218 @@
+//! The crate's own messages on a connection, typed: the control events it
+//! writes (`gap`, `reauth_required`, `reauth_ok`, `reauth_failed`) and the
+//! control messages a client sends (`auth`, `reauth`).
+//!
+//! Outbound control events are built from fixed names and fields, so making
+//! one cannot fail; their bytes are pinned by the golden tests
+//! (`tests/golden_wire.rs`) like every other frame.
+
+use serde::Deserialize;
+
+use crate::event::codec::{EncodedEvent, TypeTag, push_u64};
+
+/// Why a connection may have missed events: the payload of a `gap` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GapReason {
+    /// This node's backplane subscription broke and was restored: events
+    /// published by other nodes meanwhile were not received.
+    BackplaneReconnected,
+    /// Another node (or this one) lost events it had accepted for the user
+    /// before they reached the backplane.
+    BackplaneLostEvents,
+}
+
+impl GapReason {
+    /// The wire spelling (`backplane_reconnected`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::BackplaneReconnected => "backplane_reconnected",
+            GapReason::BackplaneLostEvents => "backplane_lost_events",
+        }
+    }
+}
+
+/// A control event the crate writes to a connection. Each is a frame like
+/// any other (`v`, `seq`, `type`, `payload`); clients tell them apart by
+/// `type`.
+///
+/// ```
+/// use ws_lifecycle::event::{WireMode, control::{Control, GapReason}};
+///
+/// let gap = Control::Gap(GapReason::BackplaneReconnected).encode();
+/// assert_eq!(
+///     gap.frame(9, WireMode::Named),
+///     r#"{"v":1,"seq":9,"type":"gap","payload":{"reason":"backplane_reconnected"}}"#
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Control {
+    /// Events for this connection may have been missed: resync.
+    Gap(GapReason),
+    /// The credentials expire soon (at `expires_at`, Unix seconds): send
+    /// `{"type":"reauth","token":"…"}` with a fresh token.
+    ReauthRequired {
+        /// When they expire.
+        expires_at: Option<u64>,
+    },
+    /// A re-authentication was accepted; the credentials now expire at
+    /// `expires_at` (`None`: never).
+    ReauthOk {
+        /// When the new credentials expire.
+        expires_at: Option<u64>,
+    },
+    /// A re-authentication was refused with `code` (an
+    /// [`AuthError::code`](crate::auth::AuthError::code)); the old
+    /// credentials still hold until they expire.
+    ReauthFailed {
+        /// Why.
+        code: &'static str,
+    },
+}
+
+/// Every control event's name, for the backplane's wire form.
+const NAMES: [&str; 4] = ["gap", "reauth_required", "reauth_ok", "reauth_failed"];
+
+/// The control event name `name`, if it is one.
+pub(crate) fn tag(name: &str) -> Option<&'static str> {
+    NAMES.into_iter().find(|n| *n == name)
+}
+
+impl Control {
+    /// The wire `type`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Control::Gap(_) => "gap",
+            Control::ReauthRequired { .. } => "reauth_required",
+            Control::ReauthOk { .. } => "reauth_ok",
+            Control::ReauthFailed { .. } => "reauth_failed",
+        }
+    }
+
+    /// Serialises it once, for any number of connections.
+    pub fn encode(&self) -> EncodedEvent {
+        let mut tail = String::with_capacity(64);
+        tail.push_str(",\"payload\":{");
+        match self {
+            Control::Gap(reason) => field(&mut tail, "reason", reason.as_str()),
+            Control::ReauthRequired { expires_at } | Control::ReauthOk { expires_at } => {
+                tail.push_str("\"expires_at\":");
+                match expires_at {
+                    Some(secs) => push_u64(&mut tail, *secs),
+                    None => tail.push_str("null"),
+                }
+            }
+            Control::ReauthFailed { code } => field(&mut tail, "code", code),
+        }
+        tail.push_str("}}");
+        EncodedEvent::from_parts(TypeTag::Control(self.name()), tail)
+    }
+}
+
+/// `"key":"value"` for the crate's own identifiers: `[a-z0-9_]` only, so
+/// they need no escaping (checked in debug builds and by the golden tests).
+fn field(out: &mut String, key: &str, value: &str) {
+    debug_assert!(
+        value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    );
+    out.push('"');
+    out.push_str(key);
+    out.push_str("\":\"");
+    out.push_str(value);
+    out.push('"');
+}
+
+/// A control message from a client: `{"type":"auth","token":"…"}` (the
+/// first message, when in-band authentication is on) or
+/// `{"type":"reauth","token":"…"}` (a fresh token for a live connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ClientControl {
+    Auth { token: String },
+    Reauth { token: String },
+}
+
+impl ClientControl {
+    /// Parses `text` if it is a control message; application messages (any
+    /// other `type`, or not JSON) are `None`.
+    pub(crate) fn parse(text: &str) -> Option<ClientControl> {
+        #[derive(Deserialize)]
+        struct Message {
+            #[serde(rename = "type")]
+            kind: String,
+            token: Option<String>,
+        }
+        // Cheap pre-check: most frames are application traffic.
+        if !text.contains("auth\"") {
+            return None;
+        }
+        let message: Message = serde_json::from_str(text).ok()?;
+        match message.kind.as_str() {
+            "auth" => Some(ClientControl::Auth {
+                token: message.token?,
+            }),
+            "reauth" => Some(ClientControl::Reauth {
+                token: message.token.unwrap_or_default(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reauth_token(text: &str) -> Option<String> {
+        match ClientControl::parse(text)? {
+            ClientControl::Reauth { token } => Some(token),
+            ClientControl::Auth { .. } => None,
+        }
+    }
+
+    fn auth_token(text: &str) -> Option<String> {
+        match ClientControl::parse(text)? {
+            ClientControl::Auth { token } => Some(token),
+            ClientControl::Reauth { .. } => None,
+        }
+    }
+
+    #[test]
+    fn only_control_messages_are_intercepted() {
+        assert_eq!(
+            reauth_token(r#"{"type":"reauth","token":"a.b.c"}"#).as_deref(),
+            Some("a.b.c")
+        );
+        assert_eq!(reauth_token(r#"{"type":"chat","text":"\"reauth\""}"#), None);
+        assert_eq!(reauth_token("reauth"), None);
+        assert_eq!(
+            auth_token(r#"{"type":"auth","token":"a.b.c"}"#).as_deref(),
+            Some("a.b.c")
+        );
+        assert_eq!(auth_token(r#"{"type":"auth"}"#), None);
+        assert_eq!(
+            auth_token(r#"{"type":"chat","token":"x","note":"auth\""}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn every_control_name_round_trips_through_the_wire_form() {
+        for control in [
+            Control::Gap(GapReason::BackplaneLostEvents),
+            Control::ReauthRequired { expires_at: None },
+            Control::ReauthOk {
+                expires_at: Some(1),
+            },
+            Control::ReauthFailed {
+                code: "token_expired",
+            },
+        ] {
+            let encoded = control.encode();
+            assert_eq!(tag(control.name()), Some(control.name()));
+            assert_eq!(EncodedEvent::from_wire(&encoded.to_wire()), Ok(encoded));
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The hub's side of its two seams: the services a connection asks of it
+//! ([`Owner`]) and what a backplane may ask of it ([`Node`]). Both are
+//! traits the other side defines, so neither `connection` nor `backplane`
+//! imports the hub.
+
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+use crate::backplane::Node;
+use crate::close::{CloseCause, CloseFrame};
+use crate::connection::outbox::{Addressee, Routed};
+use crate::connection::{ConnShared, Context, EnterError, Owner};
+use crate::event::EncodedEvent;
+use crate::event::control::{Control, GapReason};
+use crate::hub::Inner;
+use crate::id::UserId;
+use crate::metrics::Metrics;
+use crate::router::InsertError;
+
+impl Owner for Inner {
+    fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    fn admit<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Option<bool>> {
+        let config = &self.ctx.config;
+        let Some(backplane) = self
+            .backplane
+            .as_ref()
+            .filter(|_| config.cluster_connection_limit)
+        else {
+            return std::future::ready(None).boxed();
+        };
+        async move {
+            match backplane.admit(user, config.max_connections_per_user).await {
+                Ok(admitted) => Some(admitted),
+                Err(error) => {
+                    // Availability over the limit: the connection is still
+                    // released when it ends.
+                    tracing::warn!(
+                        code = error.code(),
+                        "cluster connection limit not checked: admitting"
+                    );
+                    Some(true)
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn release(&self, user: &UserId) {
+        if let Some(backplane) = &self.backplane {
+            backplane.release(user);
+        }
+    }
+
+    fn enter(&self, conn: &Arc<ConnShared>) -> Result<(), EnterError> {
+        let config = &self.ctx.config;
+        let inserted = self
+            .router
+            .insert(
+                conn,
+                config.max_connections_per_user,
+                config.connection_limit_policy,
+                |user| {
+                    if let Some(backplane) = &self.backplane {
+                        backplane.user_joined(user);
+                    }
+                },
+            )
+            .map_err(|error| match error {
+                InsertError::LimitReached => EnterError::LimitReached,
+                InsertError::DuplicateId => EnterError::DuplicateId,
+            })?;
+        // Inserted first, checked second: a shutdown sets the latch before
+        // it scans the table, so a connection racing it is caught by one
+        // side or the other.
+        if let Some(frame) = self.admission.closing() {
+            conn.outbox.request_close(CloseCause::Requested(frame));
+        }
+        if let Some(old) = inserted.evicted {
+            Metrics::inc(&self.ctx.metrics.c.connection_limit_closes);
+            old.outbox.request_close(CloseCause::ConnectionLimit);
+        }
+        Ok(())
+    }
+
+    fn leave(&self, conn: &Arc<ConnShared>) {
+        self.router.remove(conn, |user| {
+            if let Some(backplane) = &self.backplane {
+                backplane.user_left(user);
+            }
+        });
+    }
+
+    fn listening<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, bool> {
+        let Some(backplane) = &self.backplane else {
+            return std::future::ready(true).boxed();
+        };
+        // A backplane that is down answers at once: local delivery goes
+        // on, and the connection gets a `gap` event once it is back.
+        let deadline = self.ctx.config.services_ready_timeout;
+        tokio::time::timeout(deadline, backplane.ready_for(user))
+            .map(|subscribed| matches!(subscribed, Ok(Ok(()))))
+            .boxed()
+    }
+
+    fn ended(&self) {
+        self.admission.release_live();
+    }
+}
+
+impl Inner {
+    /// Offers `event` to `user`'s local connections; how many took it.
+    fn tell(&self, user: &UserId, event: EncodedEvent) -> usize {
+        let routed = Arc::new(Routed {
+            to: Addressee::User(user.clone()),
+            event,
+        });
+        self.route(user, &routed).accepted() as usize
+    }
+
+    fn tell_gap(&self, user: &UserId, gap: &EncodedEvent) -> usize {
+        let told = self.tell(user, gap.clone());
+        Metrics::add(&self.ctx.metrics.c.gaps_notified, told as u64);
+        told
+    }
+}
+
+impl Node for Inner {
+    fn deliver(&self, user: &UserId, event: EncodedEvent) -> usize {
+        Metrics::inc(&self.ctx.metrics.c.backplane_received);
+        self.tell(user, event)
+    }
+
+    fn disconnect_local(&self, user: &UserId, frame: &CloseFrame) -> usize {
+        self.close_user_locally(user, frame)
+    }
+
+    fn notify_gap(&self, reason: GapReason) -> usize {
+        // Serialised once; each user's copy only differs in its addressee.
+        let gap = Control::Gap(reason).encode();
+        self.router
+            .users()
+            .iter()
+            .map(|user| self.tell_gap(user, &gap))
+            .sum()
+    }
+
+    fn notify_gap_to(&self, user: &UserId, reason: GapReason) -> usize {
+        self.tell_gap(user, &Control::Gap(reason).encode())
+    }
+
+    fn record_lost(&self, n: u64) {
+        Metrics::add(&self.ctx.metrics.c.backplane_lost, n);
+    }
+
+    fn record_rejected(&self) {
+        Metrics::inc(&self.ctx.metrics.c.backplane_rejected);
+    }
+
+    fn local_users(&self) -> Vec<UserId> {
+        self.router.users()
+    }
+}

@@ -1,0 +1,258 @@
+//! The send paths: one event to a user, to many users, to one connection.
+//! Each serialises the event once and goes through one routing helper,
+//! `Inner::route`, then (with a backplane) `Inner::publish`.
+
+use std::sync::Arc;
+
+use crate::backplane::{BackplaneError, Remote};
+use crate::close::{CloseCause, CloseFrame};
+use crate::connection::outbox::{Accepted, Addressee, Refused, Routed};
+use crate::connection::{ConnectionHandle, SendError};
+use crate::event::{EncodeError, EncodedEvent, Event};
+use crate::hub::{Hub, Inner};
+use crate::id::{ConnectionId, UserId};
+use crate::metrics::Metrics;
+
+/// The outcome of [`Hub::send_to_user`]: how many of the user's connections
+/// took the event, and how.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use = "a Delivery says whether anyone got the event"]
+pub struct Delivery {
+    /// Ready connections that queued it for writing.
+    pub queued: u32,
+    /// Connections not ready yet that buffered it (flushed at Ready).
+    pub buffered: u32,
+    /// Connections that refused it (closing, full, too large for their
+    /// buffer, or misaddressed); each refusal is also counted in the hub's
+    /// metrics.
+    pub refused: u32,
+    /// Whether it was handed on to the other nodes.
+    pub remote: Remote,
+}
+
+impl Delivery {
+    /// Connections that accepted the event (queued or buffered).
+    pub fn accepted(&self) -> u32 {
+        self.queued + self.buffered
+    }
+
+    /// Whether the user had no connection on this node at all.
+    pub fn is_miss(&self) -> bool {
+        self.accepted() == 0 && self.refused == 0
+    }
+}
+
+/// The outcome of [`Hub::send_to_users`], summed over the users (each
+/// count saturates at `u32::MAX`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use = "a FanOut says whether anyone got the event"]
+#[non_exhaustive]
+pub struct FanOut {
+    /// Users addressed.
+    pub users: u32,
+    /// Users with no connection on this node (each also counted as a
+    /// routing miss in the metrics).
+    pub missed: u32,
+    /// Ready connections that queued the event for writing.
+    pub queued: u32,
+    /// Connections not ready yet that buffered it (flushed at Ready).
+    pub buffered: u32,
+    /// Connections that refused it (closing, full, or misaddressed); each
+    /// refusal is also counted in the hub's metrics.
+    pub refused: u32,
+    /// Users for whom the backplane could not take the event (their other
+    /// nodes will not see it; counted as backplane failures). Always 0
+    /// without a backplane.
+    pub remote_failed: u32,
+}
+
+impl FanOut {
+    /// Connections that accepted the event (queued or buffered).
+    pub fn accepted(&self) -> u32 {
+        self.queued.saturating_add(self.buffered)
+    }
+}
+
+impl Hub {
+    /// Sends `event` to every connection of `user` on this node. The event
+    /// is serialised once; each connection splices in its own sequence
+    /// number. Never blocks: a full connection applies its overflow policy.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] if the event cannot be serialised (nothing was sent).
+    ///
+    /// With a [`Backplane`](crate::backplane::Backplane), the same bytes are
+    /// also published for the other nodes; [`Delivery::remote`] says whether
+    /// that worked (local delivery never depends on it).
+    pub fn send_to_user(&self, user: &UserId, event: &Event) -> Result<Delivery, EncodeError> {
+        let routed = Arc::new(Routed {
+            to: Addressee::User(user.clone()),
+            event: event.encode()?,
+        });
+        let mut delivery = self.inner.route(user, &routed);
+        delivery.remote = self.inner.publish(user, &routed.event);
+        Ok(delivery)
+    }
+
+    /// Sends `event` to every connection of each of `users` on this node
+    /// (and, with a [`Backplane`](crate::backplane::Backplane), to their
+    /// connections on other nodes): a broadcast to a team or a room. The
+    /// event is serialised once for all of them; each connection splices in
+    /// its own sequence number. Never blocks, like
+    /// [`send_to_user`](Hub::send_to_user).
+    ///
+    /// A user listed twice gets the event twice.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] if the event cannot be serialised (nothing was sent).
+    ///
+    /// ```
+    /// # use ws_lifecycle::{Hub, event::{Event, EventName}, id::UserId};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let hub = Hub::new();
+    /// let team = [UserId::new("alice")?, UserId::new("bob")?];
+    /// let event = Event::custom(EventName::new("standup")?, serde_json::json!("in 5 min"));
+    /// let sent = hub.send_to_users(&team, &event)?;
+    /// assert_eq!((sent.users, sent.missed), (2, 2)); // nobody is connected
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_to_users<'u>(
+        &self,
+        users: impl IntoIterator<Item = &'u UserId>,
+        event: &Event,
+    ) -> Result<FanOut, EncodeError> {
+        let encoded = event.encode()?;
+        let mut out = FanOut::default();
+        for user in users {
+            let routed = Arc::new(Routed {
+                to: Addressee::User(user.clone()),
+                event: encoded.clone(),
+            });
+            let d = self.inner.route(user, &routed);
+            out.users = out.users.saturating_add(1);
+            out.missed = out.missed.saturating_add(u32::from(d.is_miss()));
+            out.queued = out.queued.saturating_add(d.queued);
+            out.buffered = out.buffered.saturating_add(d.buffered);
+            out.refused = out.refused.saturating_add(d.refused);
+            if let Remote::Failed(_) = self.inner.publish(user, &routed.event) {
+                out.remote_failed = out.remote_failed.saturating_add(1);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends `event` to one connection; returns its sequence number there.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] when no such connection is routable (never
+    /// authenticated, or closing), otherwise as [`ConnectionHandle::emit`].
+    pub fn send_to_connection(
+        &self,
+        id: &ConnectionId,
+        event: Event,
+    ) -> Result<u64, SendError<Event>> {
+        match self.connection(id) {
+            Some(handle) => handle.emit(event),
+            None => {
+                Metrics::inc(&self.inner.ctx.metrics.c.routing_misses);
+                Err(SendError::Closed(event))
+            }
+        }
+    }
+
+    /// Closes `user`'s connections on every node with `frame` (revocation:
+    /// for example 4403). Local ones are asked at once; the others through
+    /// the backplane. Returns how many local connections were asked.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError`] when the other nodes could not be told (the local
+    /// connections are closing regardless).
+    pub fn disconnect_user(
+        &self,
+        user: &UserId,
+        frame: CloseFrame,
+    ) -> Result<usize, BackplaneError> {
+        let local = self.inner.close_user_locally(user, &frame);
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.disconnect_user(user, &frame)?;
+        }
+        Ok(local)
+    }
+
+    /// `user`'s routable connections on this node.
+    pub fn connections_of(&self, user: &UserId) -> Vec<ConnectionHandle> {
+        self.inner.router.with_user(user, |conns| {
+            conns
+                .iter()
+                .map(|shared| ConnectionHandle {
+                    shared: Arc::clone(shared),
+                })
+                .collect()
+        })
+    }
+
+    /// A routable connection by id.
+    pub fn connection(&self, id: &ConnectionId) -> Option<ConnectionHandle> {
+        self.inner
+            .router
+            .connection(id)
+            .map(|shared| ConnectionHandle { shared })
+    }
+}
+
+impl Inner {
+    /// The one routing helper: offers `routed` to each of `user`'s
+    /// connections on this node (each checks the addressee and applies its
+    /// own policy) and counts a miss.
+    pub(super) fn route(&self, user: &UserId, routed: &Arc<Routed>) -> Delivery {
+        let delivery = self.router.with_user(user, |conns| {
+            let mut d = Delivery::default();
+            for conn in conns {
+                match conn.push(routed) {
+                    Ok((_, Accepted::Queued)) => d.queued += 1,
+                    Ok((_, Accepted::Buffered)) => d.buffered += 1,
+                    Err(
+                        Refused::Closed | Refused::Full | Refused::Misaddressed | Refused::TooLarge,
+                    ) => d.refused += 1,
+                }
+            }
+            d
+        });
+        if delivery.is_miss() {
+            Metrics::inc(&self.ctx.metrics.c.routing_misses);
+        }
+        delivery
+    }
+
+    /// Hands `event` for `user` to the backplane, counting the outcome.
+    pub(super) fn publish(&self, user: &UserId, event: &EncodedEvent) -> Remote {
+        let Some(backplane) = &self.backplane else {
+            return Remote::LocalOnly;
+        };
+        let c = &self.ctx.metrics.c;
+        match backplane.publish(user, event) {
+            Ok(()) => {
+                Metrics::inc(&c.backplane_published);
+                Remote::Published
+            }
+            Err(error) => {
+                Metrics::inc(&c.backplane_failures);
+                Remote::Failed(error)
+            }
+        }
+    }
+
+    /// Asks this node's connections of `user` to close with `frame`.
+    pub(super) fn close_user_locally(&self, user: &UserId, frame: &CloseFrame) -> usize {
+        let conns = self.router.with_user(user, <[_]>::to_vec);
+        conns
+            .iter()
+            .filter(|c| c.outbox.request_close(CloseCause::Requested(frame.clone())))
+            .count()
+    }
+}
