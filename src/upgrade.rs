@@ -308,15 +308,15 @@ pub async fn decide<A: Authenticator>(
     // shutting down. Refused fast, so overload sheds load.
     let admission = hub.admission();
     let Some(in_flight) = admission.upgrade_permit() else {
-        return Decision::Refuse(hub.count_busy());
+        return Decision::Refuse(busy(hub));
     };
     // The place is taken here, atomically against the cap: a burst of
     // parallel upgrades cannot all see room and overshoot it.
     let Some(slot) = Slot::take(admission, hub.config().max_connections) else {
-        return Decision::Refuse(hub.count_busy());
+        return Decision::Refuse(busy(hub));
     };
     if admission.closing().is_some() {
-        return Decision::Refuse(hub.count_busy());
+        return Decision::Refuse(busy(hub));
     }
     let deadline = hub.config().auth_timeout;
     let outcome = tokio::time::timeout(deadline, authenticator.authenticate(request))
@@ -353,6 +353,12 @@ pub async fn decide<A: Authenticator>(
             }
         },
     }
+}
+
+/// Counts an upgrade refused with 503, and returns the refusal.
+fn busy(hub: &Hub) -> Refusal {
+    hub.count_upgrade_refused();
+    Refusal::busy()
 }
 
 #[cfg(test)]

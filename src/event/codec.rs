@@ -21,6 +21,10 @@ const PREFIX: &str = "{\"v\":1,\"seq\":";
 const _: () = assert!(WIRE_VERSION == 1, "update PREFIX with WIRE_VERSION");
 const TYPE_KEY: &str = ",\"type\":";
 
+/// Every control event's name (see [`Control`](crate::event::control::Control)).
+pub(crate) const CONTROL_NAMES: [&str; 4] =
+    ["gap", "reauth_required", "reauth_ok", "reauth_failed"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TypeTag {
     Agent(AgentEventKind),
@@ -174,7 +178,9 @@ impl EncodedEvent {
             Some(("c", name)) => {
                 TypeTag::Custom(EventName::new(name).map_err(|_| WireError("bad event name"))?)
             }
-            Some(("x", name)) => crate::event::control::tag(name)
+            Some(("x", name)) => CONTROL_NAMES
+                .into_iter()
+                .find(|n| *n == name)
                 .map(TypeTag::Control)
                 .ok_or(WireError("unknown control event"))?,
             _ => return Err(WireError("unknown tag")),

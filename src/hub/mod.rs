@@ -154,10 +154,9 @@ impl Hub {
         )
     }
 
-    /// Counts an upgrade refused with 503, and returns the refusal.
-    pub(crate) fn count_busy(&self) -> crate::upgrade::Refusal {
+    /// Counts an upgrade refused with 503.
+    pub(crate) fn count_upgrade_refused(&self) {
         Metrics::inc(&self.inner.ctx.metrics.c.upgrades_refused);
-        crate::upgrade::Refusal::busy()
     }
 
     /// Whether `user` has a connection on any node (this one only, without
