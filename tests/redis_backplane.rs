@@ -14,16 +14,16 @@
     clippy::indexing_slicing
 )]
 
+mod cluster_cases;
 mod redis_server;
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis_server::{Proxy, RedisServer, connect, healthy};
-use serde_json::{Value, json};
-use support::{event, frame, next_json, read_to_close, user};
+use serde_json::json;
+use support::{event, next_json, read_to_close, user};
 use tokio::sync::watch;
 use ws_lifecycle::Hub;
 use ws_lifecycle::backplane::redis::RedisBackplane;
@@ -39,79 +39,6 @@ async fn node(url: &str, presence_ttl: Duration) -> (Hub, watch::Receiver<bool>,
     let hub = Hub::builder().backplane(backplane).build().unwrap();
     healthy(&mut health).await;
     (hub, health, id)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_deliver_every_message_to_every_connection_of_its_user_once_in_order() {
-    let server = RedisServer::start().await;
-    let ttl = Duration::from_secs(30);
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        let (hub, _, _) = node(&server.url(), ttl).await;
-        nodes.push(hub);
-    }
-    // Six users, each with connections on two different nodes.
-    let mut clients = Vec::new();
-    for u in 0..6 {
-        let name = user(&format!("user-{u}"));
-        for n in [u % 3, (u + 1) % 3] {
-            let (client, _) = connect(&nodes[n], &name).await;
-            clients.push((name.clone(), client));
-        }
-    }
-    const PER_SENDER: u64 = 40;
-    for (sender, hub) in nodes.iter().enumerate() {
-        for u in 0..6 {
-            let to = user(&format!("user-{u}"));
-            for i in 0..PER_SENDER {
-                let payload = json!({ "from": sender, "to": to.as_str(), "i": i });
-                let delivery = hub.send_to_user(&to, &event("m", payload)).unwrap();
-                assert_eq!(delivery.remote, Remote::Published);
-            }
-            let fence = json!({ "from": sender, "to": to.as_str() });
-            let _ = hub.send_to_user(&to, &event("fence", fence)).unwrap();
-        }
-    }
-    for (name, client) in &mut clients {
-        // Read until each sender's fence: a sender's events precede its fence.
-        let mut seen: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-        let mut fences = 0;
-        let mut last_seq = 0;
-        while fences < nodes.len() {
-            let frame: Value = next_json(client).await;
-            assert_eq!(
-                frame["seq"].as_u64(),
-                Some(last_seq + 1),
-                "gap-free seq on {name:?}"
-            );
-            last_seq += 1;
-            assert_eq!(
-                frame["payload"]["to"],
-                name.as_str(),
-                "another user's event reached {name:?}"
-            );
-            let from = frame["payload"]["from"].as_u64().unwrap();
-            match frame["type"].as_str() {
-                Some("fence") => fences += 1,
-                Some("m") => seen
-                    .entry(from)
-                    .or_default()
-                    .push(frame["payload"]["i"].as_u64().unwrap()),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        for sender in 0..nodes.len() as u64 {
-            let got = seen.remove(&sender).unwrap_or_default();
-            assert_eq!(
-                got,
-                (0..PER_SENDER).collect::<Vec<_>>(),
-                "{name:?} from node {sender}: once each, in order"
-            );
-        }
-    }
-    for hub in &nodes {
-        assert_eq!(hub.metrics().isolation_refusals, 0);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,33 +88,6 @@ async fn presence_spans_nodes_and_a_vanished_node_goes_offline_within_its_ttl() 
     );
     assert_eq!(a.online_count().await.unwrap(), 0);
     drop(b);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disconnect_user_on_one_node_closes_the_users_connections_on_the_others_within_1s() {
-    let server = RedisServer::start().await;
-    let ttl = Duration::from_secs(30);
-    let (a, mut a_health, _) = node(&server.url(), ttl).await;
-    let (b, _, _) = node(&server.url(), ttl).await;
-    let (c, _, _) = node(&server.url(), ttl).await;
-    healthy(&mut a_health).await;
-    let carol = user("carol");
-    let (mut on_b, _) = connect(&b, &carol).await;
-    let (mut on_c, _) = connect(&c, &carol).await;
-    let (mut dave, _) = connect(&b, &user("dave")).await;
-
-    assert_eq!(a.disconnect_user(&carol, frame(4403, "revoked")), Ok(0));
-    for client in [&mut on_b, &mut on_c] {
-        let (_, close) = tokio::time::timeout(Duration::from_secs(1), read_to_close(client))
-            .await
-            .expect("not closed within 1 s");
-        assert_eq!(close, Some(frame(4403, "revoked")));
-    }
-    // Dave, on the same node, is untouched.
-    let _ = b
-        .send_to_user(&user("dave"), &event("still.here", json!(1)))
-        .unwrap();
-    assert_eq!(next_json(&mut dave).await["type"], "still.here");
 }
 
 /// A user on nodes A and B, a stream of sends from A while Redis goes away
@@ -328,31 +228,32 @@ async fn the_per_user_connection_limit_can_hold_across_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_deliver_every_message_to_every_connection_of_its_user_once_in_order() {
+    let server = RedisServer::start().await;
+    let nodes = redis_nodes(&server, 3).await;
+    cluster_cases::every_event_reaches_every_connection_of_its_user_once_in_order(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_user_on_one_node_closes_the_users_connections_on_the_others_within_1s() {
+    let server = RedisServer::start().await;
+    let nodes = redis_nodes(&server, 3).await;
+    cluster_cases::disconnect_user_closes_the_users_connections_on_every_node(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_to_users_reaches_the_listed_users_on_other_nodes_and_no_one_else() {
     let server = RedisServer::start().await;
-    let ttl = Duration::from_secs(30);
-    let (a, _, _) = node(&server.url(), ttl).await;
-    let (b, _, _) = node(&server.url(), ttl).await;
-    let (gina, hank, ivan) = (user("gina"), user("hank"), user("ivan"));
-    let (mut gina_b, _g) = connect(&b, &gina).await;
-    let (mut hank_a, _h) = connect(&a, &hank).await;
-    let (mut ivan_b, _i) = connect(&b, &ivan).await;
-    let sent = a
-        .send_to_users([&gina, &hank], &event("team", json!(7)))
-        .unwrap();
-    // Hank is local to A; Gina only remote (on B).
-    assert_eq!((sent.users, sent.queued, sent.missed), (2, 1, 1));
-    assert_eq!(sent.remote_failed, 0);
-    for client in [&mut gina_b, &mut hank_a] {
-        let f = next_json(client).await;
-        assert_eq!(
-            (f["type"].as_str(), f["payload"].as_u64()),
-            (Some("team"), Some(7))
-        );
+    let nodes = redis_nodes(&server, 2).await;
+    cluster_cases::send_to_users_reaches_the_listed_users_and_no_one_else(&nodes).await;
+}
+
+/// `n` nodes on `server`, each returned once its backplane is up.
+async fn redis_nodes(server: &RedisServer, n: usize) -> Vec<Hub> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        let (hub, _, _) = node(&server.url(), Duration::from_secs(30)).await;
+        nodes.push(hub);
     }
-    // A fence to Ivan, sent after: once it arrives, the team event would
-    // have arrived before it had it been misrouted to him.
-    let _ = a.send_to_user(&ivan, &event("fence", json!(0))).unwrap();
-    let f = next_json(&mut ivan_b).await;
-    assert_eq!(f["type"], "fence", "ivan got an event addressed to others");
+    nodes
 }

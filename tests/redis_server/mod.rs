@@ -144,42 +144,8 @@ pub async fn node_with(
     (hub, backplane)
 }
 
-/// Runs an authenticated connection of `user` on `hub` (its frames buffered
-/// up to 4,096 in the client); returns the client and the handle once the
-/// hub has started it, not necessarily Ready.
-pub async fn start(
-    hub: &ws_lifecycle::Hub,
-    user: &ws_lifecycle::id::UserId,
-) -> (
-    ws_lifecycle::transport::memory::MemoryClient,
-    ws_lifecycle::ConnectionHandle,
-) {
-    use crate::support::{OnReady, Scripted, bind};
-    let (conn, client) = bind(hub, user, 4096).await;
-    let handle = conn.handle();
-    let (tx, _ready) = tokio::sync::mpsc::unbounded_channel();
-    let handler = Scripted {
-        on_ready: OnReady::Signal(tx),
-        ..Default::default()
-    };
-    let hub = hub.clone();
-    tokio::spawn(async move { hub.run(conn, &handler).await });
-    (client, handle)
-}
-
-/// [`start`], then waits until the connection is Ready (so its node
-/// listens for the user).
-pub async fn connect(
-    hub: &ws_lifecycle::Hub,
-    user: &ws_lifecycle::id::UserId,
-) -> (
-    ws_lifecycle::transport::memory::MemoryClient,
-    ws_lifecycle::ConnectionHandle,
-) {
-    let (client, handle) = start(hub, user).await;
-    handle.wait_ready(Duration::from_secs(20)).await.unwrap();
-    (client, handle)
-}
+#[allow(unused_imports)]
+pub use crate::support::{connect, start};
 
 pub struct RedisServer {
     child: Option<Child>,

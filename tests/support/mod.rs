@@ -178,3 +178,39 @@ pub fn upgrade_request() -> ws_lifecycle::auth::HandshakeRequest {
         .build()
         .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Runs an authenticated connection of `user` on `hub` (its frames buffered
+/// up to 4,096 in the client); returns the client and the handle once the
+/// hub has started it, not necessarily Ready.
+pub async fn start(
+    hub: &ws_lifecycle::Hub,
+    user: &ws_lifecycle::id::UserId,
+) -> (
+    ws_lifecycle::transport::memory::MemoryClient,
+    ws_lifecycle::ConnectionHandle,
+) {
+    let (conn, client) = bind(hub, user, 4096).await;
+    let handle = conn.handle();
+    let (tx, _ready) = tokio::sync::mpsc::unbounded_channel();
+    let handler = Scripted {
+        on_ready: OnReady::Signal(tx),
+        ..Default::default()
+    };
+    let hub = hub.clone();
+    tokio::spawn(async move { hub.run(conn, &handler).await });
+    (client, handle)
+}
+
+/// [`start`], then waits until the connection is Ready (so its node
+/// listens for the user).
+pub async fn connect(
+    hub: &ws_lifecycle::Hub,
+    user: &ws_lifecycle::id::UserId,
+) -> (
+    ws_lifecycle::transport::memory::MemoryClient,
+    ws_lifecycle::ConnectionHandle,
+) {
+    let (client, handle) = start(hub, user).await;
+    handle.wait_ready(Duration::from_secs(20)).await.unwrap();
+    (client, handle)
+}
