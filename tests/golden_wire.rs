@@ -1,7 +1,7 @@
 //! Golden tests for the JSON wire envelope (design invariant 8: stable wire).
 //!
 //! **These strings are the wire contract.** Every expected frame below was
-//! written by hand from the envelope documented in `src/event.rs`
+//! written by hand from the envelope documented in `docs/protocol.md`
 //! (`v`, `seq`, `type`, then `thread_id`, `run_id`, `payload` for agent
 //! events; `v`, `seq`, `type`, `payload` for custom events), in both
 //! [`WireMode::Named`] and [`WireMode::LegacyNumeric`]. Changing one of them
@@ -387,4 +387,43 @@ fn custom_event_fields_golden() -> TestResult {
         assert!(refused.is_err(), "{reserved:?} accepted");
     }
     Ok(())
+}
+
+/// The crate's own control events, pinned like every other frame: the
+/// same in both wire modes (their names are not agent events).
+#[test]
+fn control_events_are_pinned_byte_for_byte() {
+    use ws_lifecycle::event::control::{Control, GapReason};
+    let cases = [
+        (
+            Control::Gap(GapReason::BackplaneReconnected),
+            r#"{"v":1,"seq":4,"type":"gap","payload":{"reason":"backplane_reconnected"}}"#,
+        ),
+        (
+            Control::Gap(GapReason::BackplaneLostEvents),
+            r#"{"v":1,"seq":4,"type":"gap","payload":{"reason":"backplane_lost_events"}}"#,
+        ),
+        (
+            Control::ReauthRequired {
+                expires_at: Some(1_767_225_600),
+            },
+            r#"{"v":1,"seq":4,"type":"reauth_required","payload":{"expires_at":1767225600}}"#,
+        ),
+        (
+            Control::ReauthOk { expires_at: None },
+            r#"{"v":1,"seq":4,"type":"reauth_ok","payload":{"expires_at":null}}"#,
+        ),
+        (
+            Control::ReauthFailed {
+                code: "token_expired",
+            },
+            r#"{"v":1,"seq":4,"type":"reauth_failed","payload":{"code":"token_expired"}}"#,
+        ),
+    ];
+    for (control, golden) in cases {
+        let encoded = control.encode();
+        assert_eq!(encoded.frame(4, WireMode::Named), golden);
+        assert_eq!(encoded.frame(4, WireMode::LegacyNumeric), golden);
+        assert_eq!(encoded.frame_len(4, WireMode::Named), golden.len());
+    }
 }
