@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Tokens are HS256 with `--secret` (default: the examples' public demo
-//! secret, `DEMO_SECRET` in `examples/common/server.rs`). Each run uses loopback source addresses of its own (see
+//! secret, `DEMO_SECRET` in `examples/common/demo_jwt.rs`). Each run uses loopback source addresses of its own (see
 //! `connect`), 20,000 connections per address; raise the
 //! open-file limit first (`ulimit -n 65536`; `scripts/bench.sh` does). Every
 //! loop is bounded in count and in time. Each scenario prints one JSON line.
@@ -24,10 +24,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
@@ -39,8 +38,13 @@ use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 type Ws = WebSocketStream<TcpStream>;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// The examples' demo secret (`DEMO_SECRET` in `examples/common/server.rs`).
-const DEMO_SECRET: &str = "ws-lifecycle demo secret: public, never use it in production";
+#[path = "common/demo_jwt.rs"]
+mod demo_jwt;
+#[path = "common/proc.rs"]
+mod proc;
+
+use demo_jwt::DEMO_SECRET;
+use proc::rss_kib;
 
 /// Parsed `--name value` options, with defaults.
 struct Options(HashMap<String, String>);
@@ -84,16 +88,6 @@ struct Target {
     secret: String,
 }
 
-fn token(secret: &str, user: &str) -> Result<String, Error> {
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 3600;
-    let claims = json!({ "sub": user, "exp": exp });
-    Ok(jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )?)
-}
-
 /// Connects connection number `n` as `user` and waits for the `ready`
 /// frame. Each run binds its own loopback source addresses, 127.<run>.<k>.2
 /// with `run` from the process id and `k = n / 20,000`: a run never meets
@@ -110,7 +104,7 @@ async fn connect(target: &Target, n: u64, user: &str) -> Result<Ws, Error> {
     socket.set_nodelay(true)?;
     let stream = socket.connect(target.addr).await?;
     let mut request = target.url.as_str().into_client_request()?;
-    let offer = format!("jwt-auth, jwt.{}", token(&target.secret, user)?);
+    let offer = format!("jwt-auth, jwt.{}", demo_jwt::token(&target.secret, user)?);
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(&offer)?);
@@ -364,15 +358,6 @@ fn delivery_sent_at(frame: &str) -> Option<u64> {
         return None;
     }
     frame.payload?.split(':').next()?.parse().ok()
-}
-
-fn rss_kib(pid: u32) -> Result<u64, Error> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
 }
 
 async fn scenario_idle_mem(target: Arc<Target>, o: &Options) -> Result<Value, Error> {

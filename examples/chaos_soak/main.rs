@@ -50,7 +50,11 @@
 mod chaos;
 mod client;
 mod cluster;
+#[path = "../common/demo_jwt.rs"]
+mod demo_jwt;
 mod phase;
+#[path = "../common/proc.rs"]
+mod proc;
 mod publisher;
 mod report;
 mod server;

@@ -1,14 +1,19 @@
 //! What the examples share besides the app: the command line, where to
-//! listen, the demo token endpoint's signing, the demo authenticator, and the
-//! `/metrics` text.
+//! listen, the demo secret and authenticator (tokens are signed in
+//! `demo_jwt.rs`, beside this file), and the `/metrics` text.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use jsonwebtoken::{EncodingKey, Header};
 use ws_lifecycle::auth::{JwtAuthenticator, JwtConfigError};
 use ws_lifecycle::id::UserId;
+
+/// The examples' one JWT signer.
+#[path = "demo_jwt.rs"]
+mod demo_jwt;
+
+pub(crate) use demo_jwt::DEMO_SECRET;
 
 /// The command line: `--NAME VALUE` pairs, each NAME one the example takes.
 pub(crate) struct Args(HashMap<String, String>);
@@ -52,11 +57,6 @@ impl Args {
     }
 }
 
-/// The demo secret when `WS_LIFECYCLE_DEMO_SECRET` is not set: 32 bytes or
-/// more, as HS256 requires (RFC 7518 section 3.2).
-/// EXAMPLE ONLY: it is public, here in the source.
-pub(crate) const DEMO_SECRET: &str = "ws-lifecycle demo secret: public, never use it in production";
-
 /// The demo secret: `WS_LIFECYCLE_DEMO_SECRET`, else [`DEMO_SECRET`].
 /// EXAMPLE ONLY: a real server gets tokens from its identity provider.
 ///
@@ -92,23 +92,13 @@ pub(crate) fn demo_authenticator(secret: &str) -> Result<JwtAuthenticator, JwtCo
         .build()
 }
 
-/// An HS256 demo token for `user`, valid for an hour.
+/// An HS256 demo token for `user`, valid for an hour (`/demo-token`).
 /// EXAMPLE ONLY: anyone can mint one for any user.
 pub(crate) fn demo_token(
     secret: &str,
     user: &UserId,
 ) -> Result<String, jsonwebtoken::errors::Error> {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .saturating_add(Duration::from_secs(3600))
-        .as_secs();
-    let claims = serde_json::json!({ "sub": user.as_str(), "exp": exp });
-    jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
+    demo_jwt::token(secret, user.as_str())
 }
 
 /// The hub's configuration, from the environment where the examples allow
