@@ -47,6 +47,8 @@
 //! it: every message must still arrive exactly once, or its connection must
 //! receive a `gap` frame after the message was sent.
 
+#[path = "../common/args.rs"]
+mod args;
 mod chaos;
 mod client;
 mod cluster;
@@ -66,6 +68,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
+use crate::args::Args;
 use crate::chaos::Plan;
 use crate::client::{Clock, Dialer, Error};
 use crate::cluster::{Freeze, Placement, RedisServer};
@@ -116,35 +119,10 @@ const OPTIONS: [&str; 10] = [
 ];
 
 impl Options {
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Error> {
-        let mut given = std::collections::HashMap::new();
-        let mut ci = false;
-        while let Some(arg) = args.next() {
-            if arg == "--ci" {
-                ci = true;
-                continue;
-            }
-            let name = arg
-                .strip_prefix("--")
-                .filter(|name| OPTIONS.contains(name))
-                .ok_or_else(|| {
-                    format!(
-                        "unknown argument {arg:?}; options: --ci --{}",
-                        OPTIONS.join(" --")
-                    )
-                })?
-                .to_owned();
-            let value = args
-                .next()
-                .ok_or_else(|| format!("--{name} needs a value"))?;
-            given.insert(name, value);
-        }
-        let num = |name: &str, default: f64| -> Result<f64, Error> {
-            given.get(name).map_or(Ok(default), |text| {
-                text.parse()
-                    .map_err(|_| format!("--{name}: cannot parse {text:?}").into())
-            })
-        };
+    fn parse(args: impl Iterator<Item = String>) -> Result<Options, Error> {
+        let given = Args::parse(args, &OPTIONS, &["ci"])?;
+        let ci = given.flag("ci");
+        let num = |name: &str, default: f64| given.parsed(name, default);
         let (connections, users, seconds) = if ci {
             (200.0, 50.0, 10.0)
         } else {
@@ -182,10 +160,7 @@ impl Options {
             server,
             nodes: num("nodes", if sigstop_redis.is_some() { 2.0 } else { 1.0 })? as usize,
             sigstop_redis,
-            redis_server: given
-                .get("redis-server")
-                .cloned()
-                .unwrap_or_else(|| "redis-server".to_owned()),
+            redis_server: given.parsed("redis-server", "redis-server".to_owned())?,
         };
         options.check()?;
         Ok(options)

@@ -55,10 +55,11 @@ where
         tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)
             .init();
-        let mut args = server::Args::parse(&["addr", "redis"])?;
+        let args = server::Args::parse(std::env::args().skip(1), &["addr", "redis"], &[])?;
         let addr = args.listen_addr()?;
         let redis = args
-            .take("redis")
+            .get("redis")
+            .map(str::to_owned)
             .or_else(|| std::env::var("WS_LIFECYCLE_REDIS_URL").ok())
             .filter(|url| !url.is_empty());
         let builder = Hub::builder().config(server::hub_config()?);

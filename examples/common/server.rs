@@ -2,7 +2,6 @@
 //! listen, the demo secret and authenticator (tokens are signed in
 //! `demo_jwt.rs`, beside this file), and the `/metrics` text.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -15,41 +14,22 @@ mod demo_jwt;
 
 pub(crate) use demo_jwt::DEMO_SECRET;
 
-/// The command line: `--NAME VALUE` pairs, each NAME one the example takes.
-pub(crate) struct Args(HashMap<String, String>);
+/// The examples' command-line parser.
+#[allow(
+    dead_code,
+    reason = "the servers take values only; flags and numbers are for the clients"
+)]
+#[path = "args.rs"]
+mod args;
+
+pub(crate) use args::Args;
 
 impl Args {
-    /// Parses the command line, accepting only the options in `allowed`.
-    pub(crate) fn parse(allowed: &[&str]) -> Result<Args, String> {
-        let mut given = HashMap::new();
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let name = arg
-                .strip_prefix("--")
-                .filter(|name| allowed.contains(name))
-                .ok_or_else(|| {
-                    let options: Vec<String> =
-                        allowed.iter().map(|n| format!("--{n} VALUE")).collect();
-                    format!("unknown argument {arg:?}; options: {}", options.join(" "))
-                })?
-                .to_owned();
-            let value = args
-                .next()
-                .ok_or_else(|| format!("--{name} needs a value"))?;
-            given.insert(name, value);
-        }
-        Ok(Args(given))
-    }
-
-    /// The value of `--name`, if given.
-    pub(crate) fn take(&mut self, name: &str) -> Option<String> {
-        self.0.remove(name)
-    }
-
     /// `--addr HOST:PORT`, else `WS_LIFECYCLE_ADDR`, else 127.0.0.1:3000.
-    pub(crate) fn listen_addr(&mut self) -> Result<SocketAddr, String> {
+    pub(crate) fn listen_addr(&self) -> Result<SocketAddr, String> {
         let text = self
-            .take("addr")
+            .get("addr")
+            .map(str::to_owned)
             .or_else(|| std::env::var("WS_LIFECYCLE_ADDR").ok())
             .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
         text.parse()
