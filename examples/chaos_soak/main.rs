@@ -54,6 +54,7 @@ mod client;
 mod cluster;
 #[path = "../common/demo_jwt.rs"]
 mod demo_jwt;
+mod frames;
 mod phase;
 #[path = "../common/proc.rs"]
 mod proc;
@@ -348,7 +349,7 @@ async fn main() -> Result<(), Error> {
         after: &after,
         settle,
         server_errors: errors,
-        rules: report::Rules {
+        rules: frames::Rules {
             cluster: o.nodes > 1,
             gaps_excuse_losses: o.sigstop_redis.is_some(),
         },
