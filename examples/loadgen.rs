@@ -10,10 +10,12 @@
 //! ```
 //!
 //! Tokens are HS256 with `--secret` (default: the examples' public demo
-//! secret, `DEMO_SECRET` in `examples/common/demo_jwt.rs`). Each run uses loopback source addresses of its own (see
-//! `connect`), 20,000 connections per address; raise the
-//! open-file limit first (`ulimit -n 65536`; `scripts/bench.sh` does). Every
-//! loop is bounded in count and in time. Each scenario prints one JSON line.
+//! secret, `DEMO_SECRET` in `examples/common/demo_jwt.rs`). Each run uses
+//! loopback source addresses of its own (see `connect`), 20,000 connections
+//! per address; raise the open-file limit first (`ulimit -n 65536`;
+//! `scripts/bench.sh` does). Every loop is bounded in count and in time.
+//! Each scenario prints one JSON line. An option no scenario takes is
+//! refused.
 
 #![allow(
     clippy::indexing_slicing,
