@@ -7,15 +7,15 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum IdKind {
-    /// A [`ConnectionId`] (`conn_…`).
+    /// A [`ConnectionId`](super::ConnectionId) (`conn_…`).
     Connection,
-    /// A [`UserId`].
+    /// A [`UserId`](super::UserId).
     User,
-    /// A [`ThreadId`] (`thread_…`).
+    /// A [`ThreadId`](super::ThreadId) (`thread_…`).
     Thread,
-    /// A [`RunId`] (`run_…_…`).
+    /// A [`RunId`](super::RunId) (`run_…_…`).
     Run,
-    /// A [`RequestId`] (`req_…`).
+    /// A [`RequestId`](super::RequestId) (`req_…`).
     Request,
 }
 

@@ -16,7 +16,7 @@
 //! | [`RunId`] | `run_<thread-ulid>_<ulid>` |
 //! | [`RequestId`] | `req_<ulid>` |
 //!
-//! [`FromStr`] (and serde) parse that default form strictly: the kind prefix,
+//! [`FromStr`](std::str::FromStr) (and serde) parse that default form strictly: the kind prefix,
 //! 26 upper-case Crockford base32 characters, and for a run id a run part
 //! minted after its thread part and carrying its thread's check. A generator with its own format builds ids
 //! with the checked `from_custom` constructors instead.

@@ -66,7 +66,7 @@ macro_rules! text_id {
                 &self.0
             }
 
-            /// Builds an id minted by a custom [`IdGenerator`].
+            /// Builds an id minted by a custom [`IdGenerator`](super::IdGenerator).
             ///
             #[doc = concat!("The text must start with `", $prefix, "` and be at most 128 bytes")]
             /// of `[A-Za-z0-9_-]`. Such ids display and route like default ones;
@@ -126,7 +126,7 @@ text_id!(
     "conn_"
 );
 text_id!(
-    /// Identifies a conversation thread; every [`RunId`] belongs to one.
+    /// Identifies a conversation thread; every [`RunId`](super::RunId) belongs to one.
     ThreadId,
     IdKind::Thread,
     "thread_"

@@ -47,7 +47,7 @@ impl RunId {
         &self.text
     }
 
-    /// Builds a run id minted by a custom [`IdGenerator`] for `thread`.
+    /// Builds a run id minted by a custom [`IdGenerator`](super::IdGenerator) for `thread`.
     ///
     /// The text must start with `run_` and be at most 128 bytes of
     /// `[A-Za-z0-9_-]`; the thread is carried alongside it.

@@ -1,6 +1,6 @@
 //! [`JwtConfigError`]: why a configuration cannot work.
 
-/// A [`JwtAuthenticator`] configuration that cannot work.
+/// A [`JwtAuthenticator`](super::JwtAuthenticator) configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum JwtConfigError {
@@ -38,10 +38,10 @@ pub enum JwtConfigError {
         actual: usize,
     },
     /// The builder was given no policy for `iss`, or none for `aud`: call
-    /// [`issuer`](JwtAuthenticatorBuilder::issuer) or
-    /// [`any_issuer`](JwtAuthenticatorBuilder::any_issuer), and
-    /// [`audience`](JwtAuthenticatorBuilder::audience) or
-    /// [`any_audience`](JwtAuthenticatorBuilder::any_audience). Without
+    /// [`issuer`](super::JwtAuthenticatorBuilder::issuer) or
+    /// [`any_issuer`](super::JwtAuthenticatorBuilder::any_issuer), and
+    /// [`audience`](super::JwtAuthenticatorBuilder::audience) or
+    /// [`any_audience`](super::JwtAuthenticatorBuilder::any_audience). Without
     /// them, a token your identity provider minted for another of its
     /// services would be accepted.
     #[error("{}", claim_policy_missing(*issuer, *audience))]

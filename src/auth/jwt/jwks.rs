@@ -30,8 +30,8 @@ impl JwtKeySet {
     ///
     /// `jku`, `x5u` and `x5c` are not read: nothing is fetched. To rotate,
     /// build a set from the provider's current JWK set and hand it to
-    /// [`JwtAuthenticator::replace_keys`] (or call
-    /// [`JwtAuthenticator::replace_jwks`]), as often as the provider's
+    /// [`JwtAuthenticator::replace_keys`](super::JwtAuthenticator::replace_keys) (or call
+    /// [`JwtAuthenticator::replace_jwks`](super::JwtAuthenticator::replace_jwks)), as often as the provider's
     /// cache headers say; see `docs/auth.md`.
     ///
     /// # Errors

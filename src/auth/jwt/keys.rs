@@ -105,7 +105,7 @@ impl JwtKey {
 
 /// The keys tokens are verified with: an optional default key and keys by
 /// `kid`. Rotate by building a new set and calling
-/// [`JwtAuthenticator::replace_keys`].
+/// [`JwtAuthenticator::replace_keys`](super::JwtAuthenticator::replace_keys).
 ///
 /// Selection is by the token header's `kid`, and only by it:
 ///
