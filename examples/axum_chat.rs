@@ -22,6 +22,8 @@
 //! Ctrl-C shuts down gracefully: clients are closed with 1012 (restart) in
 //! batches, after their queued events, within 10 s.
 
+#[path = "common/axum_app.rs"]
+mod axum_app;
 #[path = "common/chat.rs"]
 mod chat;
 #[path = "common/cluster.rs"]
@@ -29,16 +31,8 @@ mod cluster;
 #[path = "common/server.rs"]
 mod server;
 
-#[path = "common/axum_app.rs"]
-mod axum_app;
-
 fn main() -> Result<(), cluster::BoxError> {
-    // First: a demo secret too short to sign with refuses to start.
-    let secret = server::demo_secret()?;
-    cluster::main("axum_chat", "axum", |node, listener, shutdown| async move {
-        // `TCP_NODELAY` on, and the hub's `upgrade_timeout` (10 s) as the
-        // deadline on every request head (`ServeConfig`).
-        axum_app::serve(listener, node.hub, &secret, &node.name, shutdown)?.await;
-        Ok(())
-    })
+    // `TCP_NODELAY` on, and the hub's `upgrade_timeout` (10 s) as the
+    // deadline on every request head (`ServeConfig`).
+    cluster::main("axum_chat", "axum", axum_app::serve)
 }

@@ -10,24 +10,24 @@
 //! ```
 //!
 //! Tokens are HS256 with `--secret` (default: the examples' public demo
-//! secret, `DEMO_SECRET` in `examples/common/server.rs`). Each run uses loopback source addresses of its own (see
-//! `connect`), 20,000 connections per address; raise the
-//! open-file limit first (`ulimit -n 65536`; `scripts/bench.sh` does). Every
-//! loop is bounded in count and in time. Each scenario prints one JSON line.
+//! secret, `DEMO_SECRET` in `examples/common/demo_jwt.rs`). Each run uses
+//! loopback source addresses of its own (see `connect`), 20,000 connections
+//! per address; raise the open-file limit first (`ulimit -n 65536`;
+//! `scripts/bench.sh` does). Every loop is bounded in count and in time.
+//! Each scenario prints one JSON line. An option no scenario takes is
+//! refused.
 
 #![allow(
     clippy::indexing_slicing,
     reason = "only serde_json::Value lookups, which return Null for a missing key and never panic"
 )]
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
@@ -39,59 +39,37 @@ use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 type Ws = WebSocketStream<TcpStream>;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// The examples' demo secret (`DEMO_SECRET` in `examples/common/server.rs`).
-const DEMO_SECRET: &str = "ws-lifecycle demo secret: public, never use it in production";
+#[allow(dead_code, reason = "loadgen takes no flags")]
+#[path = "common/args.rs"]
+mod args;
+#[path = "common/demo_jwt.rs"]
+mod demo_jwt;
+#[path = "common/proc.rs"]
+mod proc;
 
-/// Parsed `--name value` options, with defaults.
-struct Options(HashMap<String, String>);
+use args::Args;
+use demo_jwt::DEMO_SECRET;
+use proc::rss_kib;
 
-impl Options {
-    fn parse(args: impl Iterator<Item = String>) -> Result<Options, Error> {
-        let mut map = HashMap::new();
-        let mut args = args.peekable();
-        while let Some(name) = args.next() {
-            let name = name
-                .strip_prefix("--")
-                .ok_or_else(|| format!("expected --option, got {name:?}"))?;
-            let value = args
-                .next()
-                .ok_or_else(|| format!("--{name} needs a value"))?;
-            map.insert(name.to_owned(), value);
-        }
-        Ok(Options(map))
-    }
-
-    fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, Error> {
-        match self.0.get(name) {
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("--{name}: cannot parse {v:?}").into()),
-            None => Ok(default),
-        }
-    }
-
-    fn text(&self, name: &str, default: &str) -> String {
-        self.0
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| default.to_owned())
-    }
-}
+/// Every option `loadgen` takes (each with a value); a scenario reads the
+/// ones it needs.
+const OPTIONS: [&str; 10] = [
+    "url",
+    "secret",
+    "connections",
+    "users",
+    "concurrency",
+    "publishers",
+    "seconds",
+    "in-flight",
+    "pid",
+    "hold",
+];
 
 struct Target {
     url: String,
     addr: SocketAddr,
     secret: String,
-}
-
-fn token(secret: &str, user: &str) -> Result<String, Error> {
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 3600;
-    let claims = json!({ "sub": user, "exp": exp });
-    Ok(jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )?)
 }
 
 /// Connects connection number `n` as `user` and waits for the `ready`
@@ -110,7 +88,7 @@ async fn connect(target: &Target, n: u64, user: &str) -> Result<Ws, Error> {
     socket.set_nodelay(true)?;
     let stream = socket.connect(target.addr).await?;
     let mut request = target.url.as_str().into_client_request()?;
-    let offer = format!("jwt-auth, jwt.{}", token(&target.secret, user)?);
+    let offer = format!("jwt-auth, jwt.{}", demo_jwt::token(&target.secret, user)?);
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(&offer)?);
@@ -180,9 +158,12 @@ async fn open_all(
     (sockets, times, failed)
 }
 
-async fn scenario_connect(target: Arc<Target>, o: &Options) -> Result<Value, Error> {
-    let (connections, users) = (o.get("connections", 10_000u64)?, o.get("users", 5_000u64)?);
-    let concurrency = o.get("concurrency", 256usize)?;
+async fn scenario_connect(target: Arc<Target>, o: &Args) -> Result<Value, Error> {
+    let (connections, users) = (
+        o.parsed("connections", 10_000u64)?,
+        o.parsed("users", 5_000u64)?,
+    );
+    let concurrency = o.parsed("concurrency", 256usize)?;
     let started = Instant::now();
     let (sockets, times, failed) = open_all(
         &target,
@@ -205,11 +186,14 @@ async fn scenario_connect(target: Arc<Target>, o: &Options) -> Result<Value, Err
     }))
 }
 
-async fn scenario_fanout(target: Arc<Target>, o: &Options) -> Result<Value, Error> {
-    let (connections, users) = (o.get("connections", 2_000u64)?, o.get("users", 1_000u64)?);
-    let publishers = o.get("publishers", 8usize)?;
-    let seconds = o.get("seconds", 10u64)?;
-    let in_flight = o.get("in-flight", 256u64)?;
+async fn scenario_fanout(target: Arc<Target>, o: &Args) -> Result<Value, Error> {
+    let (connections, users) = (
+        o.parsed("connections", 2_000u64)?,
+        o.parsed("users", 1_000u64)?,
+    );
+    let publishers = o.parsed("publishers", 8usize)?;
+    let seconds = o.parsed("seconds", 10u64)?;
+    let in_flight = o.parsed("in-flight", 256u64)?;
     let (sockets, _, failed) =
         open_all(&target, connections, users, 256, Duration::from_secs(30)).await;
     if failed > 0 {
@@ -366,19 +350,13 @@ fn delivery_sent_at(frame: &str) -> Option<u64> {
     frame.payload?.split(':').next()?.parse().ok()
 }
 
-fn rss_kib(pid: u32) -> Result<u64, Error> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
-}
-
-async fn scenario_idle_mem(target: Arc<Target>, o: &Options) -> Result<Value, Error> {
-    let (connections, users) = (o.get("connections", 10_000u64)?, o.get("users", 5_000u64)?);
-    let pid: u32 = o.get("pid", 0u32)?;
-    let hold = o.get("hold", 5u64)?;
+async fn scenario_idle_mem(target: Arc<Target>, o: &Args) -> Result<Value, Error> {
+    let (connections, users) = (
+        o.parsed("connections", 10_000u64)?,
+        o.parsed("users", 5_000u64)?,
+    );
+    let pid: u32 = o.parsed("pid", 0u32)?;
+    let hold = o.parsed("hold", 5u64)?;
     let before = rss_kib(pid)?;
     let (sockets, _, failed) =
         open_all(&target, connections, users, 256, Duration::from_secs(30)).await;
@@ -399,8 +377,8 @@ async fn main() -> Result<(), Error> {
     let scenario = args
         .next()
         .ok_or("usage: loadgen connect|fanout|idle-mem [--option value]…")?;
-    let options = Options::parse(args)?;
-    let url = options.text("url", "ws://127.0.0.1:3000/ws");
+    let options = Args::parse(args, &OPTIONS, &[])?;
+    let url = options.parsed("url", "ws://127.0.0.1:3000/ws".to_owned())?;
     let authority = url
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
@@ -412,7 +390,7 @@ async fn main() -> Result<(), Error> {
     let target = Arc::new(Target {
         url,
         addr,
-        secret: options.text("secret", DEMO_SECRET),
+        secret: options.parsed("secret", DEMO_SECRET.to_owned())?,
     });
     let result = match scenario.as_str() {
         "connect" => scenario_connect(target, &options).await?,

@@ -4,7 +4,7 @@
 //! Run with: `cargo run --example tungstenite_echo --features tungstenite`
 //! and connect with a demo token from the axum example, or any HS256 token
 //! signed with `WS_LIFECYCLE_DEMO_SECRET` (32 bytes or more; default: the
-//! public demo secret in `examples/common/server.rs`).
+//! public demo secret in `examples/common/demo_jwt.rs`).
 
 #[allow(dead_code)] // the token endpoint is the axum example's
 #[path = "common/server.rs"]
@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn serve() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = server::Args::parse(&["addr"])?.listen_addr()?;
+    let addr = server::Args::parse(std::env::args().skip(1), &["addr"], &[])?.listen_addr()?;
     let hub = Hub::new();
     let auth = Arc::new(server::demo_authenticator(&server::demo_secret()?)?);
     let listener = server::listen(addr)?;

@@ -1,8 +1,16 @@
 //! The demo chat and agent-run server on warp: the same app, page, protocol,
-//! routes and command line as `axum_chat`.
+//! routes and command line as `axum_chat` (one `main`, in
+//! `examples/common/cluster.rs`); only the stack differs.
 //!
 //! Run with: `cargo run --example warp_chat --features warp`
 //! then open <http://127.0.0.1:3000/> in two tabs.
+//!
+//! * `/` the demo page;
+//! * `/demo-token?user=NAME` an HS256 demo token (EXAMPLE ONLY, as in
+//!   `axum_chat`);
+//! * `/ws` the WebSocket endpoint (the protocol in `examples/common/chat.rs`);
+//! * `/metrics` the same Prometheus text as `axum_chat`'s;
+//! * `/node` which node this is.
 //!
 //! `--addr HOST:PORT` or `WS_LIFECYCLE_ADDR` changes where it listens;
 //! `--redis redis://HOST:PORT/` or `WS_LIFECYCLE_REDIS_URL` makes it a node
@@ -20,12 +28,7 @@ mod server;
 mod warp_app;
 
 fn main() -> Result<(), cluster::BoxError> {
-    // First: a demo secret too short to sign with refuses to start.
-    let secret = server::demo_secret()?;
-    cluster::main("warp_chat", "warp", |node, listener, shutdown| async move {
-        // The hub's `upgrade_timeout` (10 s) as the deadline on every request
-        // head, and aborted upgrades logged at DEBUG (`ServeConfig`).
-        warp_app::serve(listener, node.hub, &secret, &node.name, shutdown)?.await;
-        Ok(())
-    })
+    // The hub's `upgrade_timeout` (10 s) as the deadline on every request
+    // head, and aborted upgrades logged at DEBUG (`ServeConfig`).
+    cluster::main("warp_chat", "warp", warp_app::serve)
 }

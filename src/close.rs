@@ -93,13 +93,45 @@ impl CloseReason {
     /// [`CloseReason::MAX_LEN`] or not printable ASCII.
     pub fn new(reason: impl Into<Cow<'static, str>>) -> Option<CloseReason> {
         let reason = reason.into();
-        let ok = reason.len() <= Self::MAX_LEN && reason.bytes().all(|b| (0x20..0x7f).contains(&b));
-        ok.then_some(CloseReason(reason))
+        is_valid(reason.as_bytes()).then_some(CloseReason(reason))
     }
 
-    /// A reason from a constant the crate controls; the unit tests check
-    /// every such constant against [`CloseReason::new`].
-    pub(crate) const fn from_static(reason: &'static str) -> CloseReason {
+    /// A reason from a string literal, checked when the program is compiled
+    /// if it is used in a constant.
+    ///
+    /// # Panics
+    ///
+    /// When `reason` is longer than [`CloseReason::MAX_LEN`] or not
+    /// printable ASCII. It is meant for literals: in a `const` (or `static`)
+    /// the check runs during compilation, so an invalid reason is a build
+    /// error, never a panic at run time. For text only known at run time use
+    /// [`CloseReason::new`], which returns `None` instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ws_lifecycle::close::{CloseCode, CloseFrame, CloseReason};
+    ///
+    /// const MAINTENANCE: CloseReason = CloseReason::from_static("maintenance");
+    /// let frame = CloseFrame::new(CloseCode::RESTART, MAINTENANCE);
+    /// assert_eq!(frame.to_string(), "1012 maintenance");
+    /// ```
+    ///
+    /// A reason that is not printable ASCII does not compile:
+    ///
+    /// ```compile_fail
+    /// use ws_lifecycle::close::CloseReason;
+    ///
+    /// const BAD: CloseReason = CloseReason::from_static("line\nbreak");
+    /// ```
+    #[allow(
+        clippy::panic,
+        reason = "only reachable with an invalid literal; in a const it is a compile error"
+    )]
+    pub const fn from_static(reason: &'static str) -> CloseReason {
+        if !is_valid(reason.as_bytes()) {
+            panic!("a close reason is printable ASCII, at most 123 bytes");
+        }
         CloseReason(Cow::Borrowed(reason))
     }
 
@@ -107,6 +139,23 @@ impl CloseReason {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `reason` is a valid close reason: at most
+/// [`CloseReason::MAX_LEN`] bytes of printable ASCII. `const`, so
+/// [`CloseReason::from_static`] can check literals at compile time.
+const fn is_valid(reason: &[u8]) -> bool {
+    if reason.len() > CloseReason::MAX_LEN {
+        return false;
+    }
+    let mut rest = reason;
+    while let [byte, tail @ ..] = rest {
+        if *byte < 0x20 || *byte >= 0x7f {
+            return false;
+        }
+        rest = tail;
+    }
+    true
 }
 
 impl fmt::Display for CloseReason {
@@ -301,5 +350,24 @@ mod tests {
             );
             assert!(frame.is_some_and(|f| CloseCode::new(f.code.as_u16()).is_some()));
         }
+    }
+
+    #[test]
+    fn new_and_from_static_agree() {
+        let longest = "x".repeat(CloseReason::MAX_LEN);
+        for valid in ["", "token_expired", " ~", longest.as_str()] {
+            assert!(CloseReason::new(valid.to_owned()).is_some(), "{valid:?}");
+            assert!(is_valid(valid.as_bytes()), "{valid:?}");
+        }
+        let too_long = "x".repeat(CloseReason::MAX_LEN + 1);
+        for invalid in ["tab\there", "caf\u{e9}", "\u{7f}", too_long.as_str()] {
+            assert!(
+                CloseReason::new(invalid.to_owned()).is_none(),
+                "{invalid:?}"
+            );
+            assert!(!is_valid(invalid.as_bytes()), "{invalid:?}");
+        }
+        const CHECKED: CloseReason = CloseReason::from_static("restart");
+        assert_eq!(CHECKED.as_str(), "restart");
     }
 }

@@ -12,7 +12,8 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
-use crate::client::{self, Clock, Dialer, End, Error, Identity, Record, Refused, SECRET};
+use crate::client::{self, Clock, Dialer, End, Error, Identity, Record, Refused};
+use crate::demo_jwt::{self, DEMO_SECRET};
 
 /// splitmix64: a seeded, reproducible plan without a `rand` dependency.
 pub(crate) struct Rng(u64);
@@ -86,10 +87,11 @@ impl BadToken {
     /// where they name anyone, so one accepted by mistake would also
     /// receive that user's messages.
     fn offer(self, user: &str) -> Result<String, Error> {
-        let now = client::unix_now();
-        let hs256 = |claims: serde_json::Value| client::sign(SECRET, Algorithm::HS256, &claims);
+        let now = demo_jwt::unix_now();
+        let hs256 =
+            |claims: serde_json::Value| demo_jwt::sign(DEMO_SECRET, Algorithm::HS256, &claims);
         let token = match self {
-            BadToken::WrongSignature => client::token("not-the-demo-secret", user)?,
+            BadToken::WrongSignature => demo_jwt::token("not-the-demo-secret", user)?,
             // An hour past: far beyond the 60 s leeway.
             BadToken::Expired => hs256(json!({ "sub": user, "exp": now - 3600 }))?,
             BadToken::NotYetValid => {
@@ -97,12 +99,12 @@ impl BadToken {
             }
             BadToken::NoExpiry => hs256(json!({ "sub": user }))?,
             BadToken::AlgNone => {
-                let valid = client::token(SECRET, user)?;
+                let valid = demo_jwt::token(DEMO_SECRET, user)?;
                 let claims = valid.split('.').nth(1).ok_or("a token has three parts")?;
                 format!("{ALG_NONE_HEADER}.{claims}.")
             }
-            BadToken::AlgHs512 => client::sign(
-                SECRET,
+            BadToken::AlgHs512 => demo_jwt::sign(
+                DEMO_SECRET,
                 Algorithm::HS512,
                 &json!({ "sub": user, "exp": now + 3600 }),
             )?,
@@ -111,7 +113,7 @@ impl BadToken {
             }
             BadToken::EmptyUser => hs256(json!({ "sub": "", "exp": now + 3600 }))?,
             BadToken::TruncatedSignature => {
-                let mut token = client::token(SECRET, user)?;
+                let mut token = demo_jwt::token(DEMO_SECRET, user)?;
                 token.truncate(token.len().saturating_sub(6));
                 token
             }

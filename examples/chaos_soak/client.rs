@@ -4,11 +4,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
@@ -18,11 +17,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
+use crate::demo_jwt::{self, DEMO_SECRET};
+
 pub(crate) type Ws = WebSocketStream<TcpStream>;
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// The examples' demo secret (`DEMO_SECRET` in `examples/common/server.rs`).
-pub(crate) const SECRET: &str = "ws-lifecycle demo secret: public, never use it in production";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client waits for the server's side of a close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -159,34 +158,13 @@ impl Dialer {
         user: &str,
         recv_buffer: Option<u32>,
     ) -> Result<Ws, Error> {
-        let offer = format!("jwt-auth, jwt.{}", token(SECRET, user)?);
+        let offer = format!("jwt-auth, jwt.{}", demo_jwt::token(DEMO_SECRET, user)?);
         match self.handshake(node, &offer, recv_buffer).await {
             Ok(ws) => Ok(ws),
             Err(Refused::Http(status)) => Err(format!("{user}: HTTP {status}").into()),
             Err(Refused::Other(e)) => Err(format!("{user}: {e}").into()),
         }
     }
-}
-
-pub(crate) fn unix_now() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    i64::try_from(secs).unwrap_or(i64::MAX)
-}
-
-pub(crate) fn sign(secret: &str, algorithm: Algorithm, claims: &Value) -> Result<String, Error> {
-    Ok(jsonwebtoken::encode(
-        &Header::new(algorithm),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )?)
-}
-
-/// A valid HS256 token for `user`, for an hour.
-pub(crate) fn token(secret: &str, user: &str) -> Result<String, Error> {
-    let claims = json!({ "sub": user, "exp": unix_now() + 3600 });
-    sign(secret, Algorithm::HS256, &claims)
 }
 
 /// A publish payload: `to|k|id|sent_us`, then padding. `k` counts the

@@ -47,10 +47,17 @@
 //! it: every message must still arrive exactly once, or its connection must
 //! receive a `gap` frame after the message was sent.
 
+#[path = "../common/args.rs"]
+mod args;
 mod chaos;
 mod client;
 mod cluster;
+#[path = "../common/demo_jwt.rs"]
+mod demo_jwt;
+mod frames;
 mod phase;
+#[path = "../common/proc.rs"]
+mod proc;
 mod publisher;
 mod report;
 mod server;
@@ -62,6 +69,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
+use crate::args::Args;
 use crate::chaos::Plan;
 use crate::client::{Clock, Dialer, Error};
 use crate::cluster::{Freeze, Placement, RedisServer};
@@ -112,35 +120,10 @@ const OPTIONS: [&str; 10] = [
 ];
 
 impl Options {
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, Error> {
-        let mut given = std::collections::HashMap::new();
-        let mut ci = false;
-        while let Some(arg) = args.next() {
-            if arg == "--ci" {
-                ci = true;
-                continue;
-            }
-            let name = arg
-                .strip_prefix("--")
-                .filter(|name| OPTIONS.contains(name))
-                .ok_or_else(|| {
-                    format!(
-                        "unknown argument {arg:?}; options: --ci --{}",
-                        OPTIONS.join(" --")
-                    )
-                })?
-                .to_owned();
-            let value = args
-                .next()
-                .ok_or_else(|| format!("--{name} needs a value"))?;
-            given.insert(name, value);
-        }
-        let num = |name: &str, default: f64| -> Result<f64, Error> {
-            given.get(name).map_or(Ok(default), |text| {
-                text.parse()
-                    .map_err(|_| format!("--{name}: cannot parse {text:?}").into())
-            })
-        };
+    fn parse(args: impl Iterator<Item = String>) -> Result<Options, Error> {
+        let given = Args::parse(args, &OPTIONS, &["ci"])?;
+        let ci = given.flag("ci");
+        let num = |name: &str, default: f64| given.parsed(name, default);
         let (connections, users, seconds) = if ci {
             (200.0, 50.0, 10.0)
         } else {
@@ -178,10 +161,7 @@ impl Options {
             server,
             nodes: num("nodes", if sigstop_redis.is_some() { 2.0 } else { 1.0 })? as usize,
             sigstop_redis,
-            redis_server: given
-                .get("redis-server")
-                .cloned()
-                .unwrap_or_else(|| "redis-server".to_owned()),
+            redis_server: given.parsed("redis-server", "redis-server".to_owned())?,
         };
         options.check()?;
         Ok(options)
@@ -369,7 +349,7 @@ async fn main() -> Result<(), Error> {
         after: &after,
         settle,
         server_errors: errors,
-        rules: report::Rules {
+        rules: frames::Rules {
             cluster: o.nodes > 1,
             gaps_excuse_losses: o.sigstop_redis.is_some(),
         },

@@ -199,7 +199,7 @@ impl Server {
             users: value("ws_lifecycle_router_users")?,
             tasks: value("tokio_alive_tasks")?,
             isolation_refusals: value("ws_lifecycle_isolation_refusals_total")?,
-            rss_kib: rss_kib(self.pid)?,
+            rss_kib: crate::proc::rss_kib(self.pid)?,
         })
     }
 
@@ -261,15 +261,6 @@ pub(crate) async fn wait_for(
     }
     let held = done(&last);
     Ok((last, held, started.elapsed()))
-}
-
-fn rss_kib(pid: u32) -> Result<u64, Error> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
 }
 
 /// The soft limit on open files, from `/proc/self/limits`.

@@ -1,5 +1,6 @@
 //! The chat examples' node: the command line, the cluster it joins (if
-//! any), and the `main` that both `axum_chat` and `warp_chat` run. The
+//! any), and the one `main` that both `axum_chat` and `warp_chat` run, each
+//! handing it its stack's `serve` (`axum_app.rs`, `warp_app.rs`). The
 //! including crate declares `server` (from `examples/common/`).
 //!
 //! `--redis redis://HOST:PORT/` (else `WS_LIFECYCLE_REDIS_URL`) makes the
@@ -32,29 +33,33 @@ pub(crate) const SINGLE_NODE: &str = "single node";
 
 /// A node: its hub, and its name for `/node` (the backplane's node id, or
 /// [`SINGLE_NODE`]).
-pub(crate) struct Node {
-    pub(crate) hub: Hub,
-    pub(crate) name: String,
+struct Node {
+    hub: Hub,
+    name: String,
 }
 
-/// The chat examples' `main`: logging, the command line (`--addr`,
-/// `--redis`), the hub (with the Redis backplane when asked), the listener;
-/// then `serve(node, listener, shutdown)` runs the framework until
-/// `shutdown` resolves. `example` names the binary (`axum_chat`), `adapter`
-/// its cargo feature (`axum`), for the messages.
+/// The chat examples' `main`: the demo secret (checked first: one too
+/// short to sign with stops the example before anything starts), logging,
+/// the command line (`--addr`, `--redis`), the hub (with the Redis backplane
+/// when asked), the listener, Ctrl-C; then `serve(listener, hub, secret,
+/// node name, shutdown)` runs the example's stack until `shutdown` resolves.
+/// `example` names the binary (`axum_chat`), `adapter` its cargo feature
+/// (`axum`), for the messages.
 pub(crate) fn main<F, Fut>(example: &str, adapter: &str, serve: F) -> Result<(), BoxError>
 where
-    F: FnOnce(Node, TcpListener, Shutdown) -> Fut,
-    Fut: Future<Output = Result<(), BoxError>>,
+    F: FnOnce(TcpListener, Hub, &str, &str, Shutdown) -> Result<Fut, BoxError>,
+    Fut: Future<Output = ()>,
 {
+    let secret = server::demo_secret()?;
     server::runtime()?.block_on(async move {
         tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)
             .init();
-        let mut args = server::Args::parse(&["addr", "redis"])?;
+        let args = server::Args::parse(std::env::args().skip(1), &["addr", "redis"], &[])?;
         let addr = args.listen_addr()?;
         let redis = args
-            .take("redis")
+            .get("redis")
+            .map(str::to_owned)
             .or_else(|| std::env::var("WS_LIFECYCLE_REDIS_URL").ok())
             .filter(|url| !url.is_empty());
         let builder = Hub::builder().config(server::hub_config()?);
@@ -73,7 +78,8 @@ where
         // Not the URL: it may carry a password.
         println!("ws-lifecycle {example} node: {}", node.name);
         let shutdown = Box::pin(server::shutdown_on_ctrl_c(node.hub.clone()));
-        serve(node, listener, shutdown).await
+        serve(listener, node.hub, &secret, &node.name, shutdown)?.await;
+        Ok(())
     })
 }
 

@@ -1,61 +1,41 @@
 //! What the examples share besides the app: the command line, where to
-//! listen, the demo token endpoint's signing, the demo authenticator, and the
-//! `/metrics` text.
+//! listen, the demo secret and authenticator (tokens are signed in
+//! `demo_jwt.rs`, beside this file), and the `/metrics` text.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use jsonwebtoken::{EncodingKey, Header};
 use ws_lifecycle::auth::{JwtAuthenticator, JwtConfigError};
 use ws_lifecycle::id::UserId;
 
-/// The command line: `--NAME VALUE` pairs, each NAME one the example takes.
-pub(crate) struct Args(HashMap<String, String>);
+/// The examples' one JWT signer.
+#[path = "demo_jwt.rs"]
+mod demo_jwt;
+
+pub(crate) use demo_jwt::DEMO_SECRET;
+
+/// The examples' command-line parser.
+#[allow(
+    dead_code,
+    reason = "the servers take values only; flags and numbers are for the clients"
+)]
+#[path = "args.rs"]
+mod args;
+
+pub(crate) use args::Args;
 
 impl Args {
-    /// Parses the command line, accepting only the options in `allowed`.
-    pub(crate) fn parse(allowed: &[&str]) -> Result<Args, String> {
-        let mut given = HashMap::new();
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let name = arg
-                .strip_prefix("--")
-                .filter(|name| allowed.contains(name))
-                .ok_or_else(|| {
-                    let options: Vec<String> =
-                        allowed.iter().map(|n| format!("--{n} VALUE")).collect();
-                    format!("unknown argument {arg:?}; options: {}", options.join(" "))
-                })?
-                .to_owned();
-            let value = args
-                .next()
-                .ok_or_else(|| format!("--{name} needs a value"))?;
-            given.insert(name, value);
-        }
-        Ok(Args(given))
-    }
-
-    /// The value of `--name`, if given.
-    pub(crate) fn take(&mut self, name: &str) -> Option<String> {
-        self.0.remove(name)
-    }
-
     /// `--addr HOST:PORT`, else `WS_LIFECYCLE_ADDR`, else 127.0.0.1:3000.
-    pub(crate) fn listen_addr(&mut self) -> Result<SocketAddr, String> {
+    pub(crate) fn listen_addr(&self) -> Result<SocketAddr, String> {
         let text = self
-            .take("addr")
+            .get("addr")
+            .map(str::to_owned)
             .or_else(|| std::env::var("WS_LIFECYCLE_ADDR").ok())
             .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
         text.parse()
             .map_err(|e| format!("bad address {text:?}: {e}"))
     }
 }
-
-/// The demo secret when `WS_LIFECYCLE_DEMO_SECRET` is not set: 32 bytes or
-/// more, as HS256 requires (RFC 7518 section 3.2).
-/// EXAMPLE ONLY: it is public, here in the source.
-pub(crate) const DEMO_SECRET: &str = "ws-lifecycle demo secret: public, never use it in production";
 
 /// The demo secret: `WS_LIFECYCLE_DEMO_SECRET`, else [`DEMO_SECRET`].
 /// EXAMPLE ONLY: a real server gets tokens from its identity provider.
@@ -92,23 +72,13 @@ pub(crate) fn demo_authenticator(secret: &str) -> Result<JwtAuthenticator, JwtCo
         .build()
 }
 
-/// An HS256 demo token for `user`, valid for an hour.
+/// An HS256 demo token for `user`, valid for an hour (`/demo-token`).
 /// EXAMPLE ONLY: anyone can mint one for any user.
 pub(crate) fn demo_token(
     secret: &str,
     user: &UserId,
 ) -> Result<String, jsonwebtoken::errors::Error> {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .saturating_add(Duration::from_secs(3600))
-        .as_secs();
-    let claims = serde_json::json!({ "sub": user.as_str(), "exp": exp });
-    jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
+    demo_jwt::token(secret, user.as_str())
 }
 
 /// The hub's configuration, from the environment where the examples allow

@@ -257,63 +257,46 @@ pub trait Authenticator: Send + Sync {
     }
 }
 
-impl<A: Authenticator + ?Sized> Authenticator for &A {
-    fn authenticate(
-        &self,
-        request: &HandshakeRequest,
-    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
-        (**self).authenticate(request)
-    }
+/// Implements [`Authenticator`] for a pointer to one by forwarding every
+/// method, the defaults included (so an override is never bypassed).
+macro_rules! forward_authenticator {
+    ($(#[$meta:meta])* $pointer:ty) => {
+        $(#[$meta])*
+        impl<A: Authenticator + ?Sized> Authenticator for $pointer {
+            fn authenticate(
+                &self,
+                request: &HandshakeRequest,
+            ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
+                (**self).authenticate(request)
+            }
 
-    fn first_message_auth(&self) -> bool {
-        (**self).first_message_auth()
-    }
+            fn first_message_auth(&self) -> bool {
+                (**self).first_message_auth()
+            }
 
-    fn authenticate_message(
-        &self,
-        request: &HandshakeRequest,
-        token: &str,
-    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
-        (**self).authenticate_message(request, token)
-    }
+            fn authenticate_message(
+                &self,
+                request: &HandshakeRequest,
+                token: &str,
+            ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
+                (**self).authenticate_message(request, token)
+            }
 
-    fn reauthenticate(
-        &self,
-        request: &HandshakeRequest,
-        token: &str,
-    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
-        (**self).reauthenticate(request, token)
-    }
+            fn reauthenticate(
+                &self,
+                request: &HandshakeRequest,
+                token: &str,
+            ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
+                (**self).reauthenticate(request, token)
+            }
+        }
+    };
 }
 
-/// An authenticator shared behind an [`Arc`] (the adapters keep one per
-/// connection for re-authentication, so one that is not [`Clone`] can be
-/// passed as `&Arc<_>`).
-impl<A: Authenticator + ?Sized> Authenticator for Arc<A> {
-    fn authenticate(
-        &self,
-        request: &HandshakeRequest,
-    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
-        (**self).authenticate(request)
-    }
-
-    fn first_message_auth(&self) -> bool {
-        (**self).first_message_auth()
-    }
-
-    fn authenticate_message(
-        &self,
-        request: &HandshakeRequest,
-        token: &str,
-    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
-        (**self).authenticate_message(request, token)
-    }
-
-    fn reauthenticate(
-        &self,
-        request: &HandshakeRequest,
-        token: &str,
-    ) -> impl Future<Output = Result<AuthOutcome, AuthFailure>> + Send {
-        (**self).reauthenticate(request, token)
-    }
-}
+forward_authenticator!(&A);
+forward_authenticator!(
+    /// An authenticator shared behind an [`Arc`] (the adapters keep one per
+    /// connection for re-authentication, so one that is not [`Clone`] can be
+    /// passed as `&Arc<_>`).
+    Arc<A>
+);
