@@ -272,6 +272,7 @@ export class WsLifecycleClient {
       setTimeout: (fn, ms) => g.setTimeout(fn, ms),
       clearTimeout: (id) => g.clearTimeout(id),
       random: Math.random,
+      reportError: g.reportError ?? ((error) => queueMicrotask(() => { throw error; })),
       window: typeof g.window === "object" ? g.window : null,
       ...options,
       backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
@@ -351,7 +352,7 @@ export class WsLifecycleClient {
       try {
         listener(...args);
       } catch (error) {
-        queueMicrotask(() => { throw error; }); // reported, never breaks the client
+        this.#o.reportError(error); // reported, never breaks the client
       }
     }
   }
@@ -431,14 +432,15 @@ export class WsLifecycleClient {
     }
     const c = { ws, since, opened: false, ready: false, positioned: false, seq: 0, timers: new Set(), reauthTries: 0 };
     this.#conn = c;
-    this.#later(c, this.#o.connectTimeout, () => {
-      if (c.opened) return;
+    const connectTimer = this.#later(c, this.#o.connectTimeout, () => {
       this.#drop(1000, "connect_timeout");
       this.#closed({ code: 1006, reason: "connect_timeout", opened: false });
     });
     ws.onopen = () => {
       if (c !== this.#conn) return;
       c.opened = true;
+      this.#o.clearTimeout(connectTimer);
+      c.timers.delete(connectTimer);
       if (!this.#o.waitForReady) this.#ready(c);
     };
     ws.onmessage = (message) => c === this.#conn && this.#frame(c, message.data);
@@ -457,6 +459,7 @@ export class WsLifecycleClient {
       if (c === this.#conn) fn();
     }, ms);
     c.timers.add(id);
+    return id;
   }
 
   // Forgets the current connection (its late events are ignored) and closes it.
