@@ -473,7 +473,7 @@ export class WsLifecycleClient {
       try {
         c.ws.close(code, reason);
       } catch {
-        // already closing
+        c.ws.close(); // a code or reason the browser refuses: close plainly
       }
     }
   }
