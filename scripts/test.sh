@@ -11,6 +11,8 @@
 # 2. cargo fmt --check
 # 3. cargo clippy --all-targets --all-features -- -D warnings
 # 4. cargo test --all-features
+#    then node --test client/test/*.test.mjs (the browser client's tests) when node is
+#    there; as root, nodejs is installed with the others, otherwise skipped
 # 5. the chaos soak's CI version: 200 connections over 50 users, 10 s of churn
 #    against the axum example (docs/reliability.md)
 #
@@ -22,6 +24,10 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# Optional: without node (and not root) the client's tests are skipped.
+if ! command -v node >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  need+=(nodejs)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "scripts/test.sh: installing ${need[*]} with apt-get"
@@ -41,6 +47,13 @@ echo "== cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --all-targets --all-features -- -D warnings
 echo "== cargo test --all-features"
 cargo test --all-features
+if command -v node >/dev/null 2>&1; then
+  echo "== node --test client/test/*.test.mjs"
+  # Files, not the directory: Node 21+ no longer searches a directory argument.
+  node --test client/test/*.test.mjs
+else
+  echo "== node --test client/test/*.test.mjs: skipped, no node (sudo apt-get install -y nodejs)"
+fi
 echo "== chaos soak (CI version)"
 # cargo test built both examples with these features: this build is cheap.
 cargo build --all-features --example axum_chat --example chaos_soak
