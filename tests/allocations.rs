@@ -7,6 +7,14 @@
 //! the writers cannot run while `send_to_user` does, so the count is the
 //! send's alone.
 
+// Tests assert by panicking; the crate's panic lints guard library code.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
 use std::time::Duration;
 
 use ws_lifecycle::event::{AgentEventKind, Event};

@@ -5,6 +5,14 @@
 //! (`tests/cluster_cases`). NATS, Postgres `LISTEN`/`NOTIFY` or Kafka
 //! backplanes are written the same way.
 
+// Tests assert by panicking; the crate's panic lints guard library code.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
 mod cluster_cases;
 mod support;
 

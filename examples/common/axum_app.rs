@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
@@ -97,6 +98,10 @@ pub(crate) fn router(
     };
     Ok(Router::new()
         .route("/", get(|| async { Html(include_str!("demo.html")) }))
+        .route(
+            "/client.js",
+            get(|| async { ([(CONTENT_TYPE, server::CLIENT_JS_TYPE)], server::CLIENT_JS) }),
+        )
         .route("/demo-token", get(demo_token))
         // `any`, so a malformed upgrade (a POST, say) gets the crate's 400.
         .route("/ws", any(ws))

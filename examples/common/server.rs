@@ -96,6 +96,13 @@ pub(crate) fn hub_config() -> Result<ws_lifecycle::config::HubConfig, String> {
     Ok(config)
 }
 
+/// The browser client (`client/ws-lifecycle.js`), served at `/client.js`
+/// for the demo page.
+pub(crate) const CLIENT_JS: &str = include_str!("../../client/ws-lifecycle.js");
+
+/// Its content type: module scripts must be served as JavaScript.
+pub(crate) const CLIENT_JS_TYPE: &str = "text/javascript; charset=utf-8";
+
 /// The hub's metrics, Prometheus text, then three gauges in the same
 /// format: the routing table's connections and users, and the runtime's
 /// alive tasks (what `examples/chaos_soak` compares with its baseline to

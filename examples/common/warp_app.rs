@@ -62,6 +62,10 @@ pub(crate) fn routes(
 
     let page =
         warp::path::end().map(|| warp::reply::html(include_str!("demo.html")).into_response());
+    let client_js = warp::path("client.js").map(|| {
+        warp::reply::with_header(server::CLIENT_JS, "content-type", server::CLIENT_JS_TYPE)
+            .into_response()
+    });
     let token = warp::path("demo-token")
         .and(warp::query::<TokenQuery>())
         .map(move |q: TokenQuery| {
@@ -91,6 +95,8 @@ pub(crate) fn routes(
     });
     Ok(ws
         .or(page)
+        .unify()
+        .or(client_js)
         .unify()
         .or(token)
         .unify()
