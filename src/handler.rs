@@ -13,7 +13,7 @@ use crate::state::ConnectionState;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
     /// A text message.
-    Text(String),
+    Text(crate::transport::Text),
     /// A binary message.
     Binary(Bytes),
 }

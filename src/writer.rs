@@ -131,7 +131,7 @@ async fn write_batch<S: TransportSink>(
         q.event
             .event
             .write_frame(q.seq, shared.wire_mode, &mut text);
-        match tokio::time::timeout(write_timeout, sink.feed(Message::Text(text))).await {
+        match tokio::time::timeout(write_timeout, sink.feed(Message::Text(text.into()))).await {
             Ok(Ok(())) => {
                 batch.items.pop_front();
                 Metrics::inc(&metrics.c.events_written);
