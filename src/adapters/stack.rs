@@ -11,9 +11,13 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use crate::close::CloseFrame;
 use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
 
-/// A WebSocket socket of a supported stack: axum's and warp's `WebSocket`,
-/// tokio-tungstenite's `WebSocketStream`. Sealed: the crate implements it
-/// for those three only.
+/// A WebSocket socket of a supported stack: axum's and warp's `WebSocket`
+/// (with the `axum` or `warp` feature), tokio-tungstenite's
+/// `WebSocketStream` over any `AsyncRead + AsyncWrite` stream (with the
+/// `tungstenite` feature), so a socket upgraded by the application itself
+/// can be served too ([`StackTransport::new`], then
+/// [`Admitted::serve`](crate::upgrade::Admitted::serve)). Sealed: the crate
+/// implements it for those three only.
 pub trait Stack: sealed::Codec {}
 
 impl<S: sealed::Codec> Stack for S {}

@@ -312,6 +312,7 @@ mod tests {
 
     #[test]
     fn every_representation_reads_and_compares_as_its_string() {
+        #[cfg_attr(not(any(feature = "axum", feature = "tungstenite")), allow(unused_mut))]
         let mut texts = vec![
             Text::from(String::from("héllo")),
             Text::from_static("héllo"),
