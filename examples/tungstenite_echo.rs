@@ -26,7 +26,7 @@ impl Handler for Echo {
         message: Inbound,
     ) -> Result<(), CloseFrame> {
         if let (Inbound::Text(text), Ok(name)) = (message, EventName::new("echo")) {
-            let _ = conn.emit(Event::custom(name, serde_json::Value::String(text)));
+            let _ = conn.emit(Event::custom(name, serde_json::Value::String(text.into())));
         }
         Ok(())
     }

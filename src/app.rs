@@ -12,7 +12,7 @@ use crate::connection::{CloseReport, ConnectionHandle};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
     /// A text message.
-    Text(String),
+    Text(crate::transport::Text),
     /// A binary message.
     Binary(Bytes),
 }

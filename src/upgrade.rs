@@ -300,9 +300,43 @@ pub async fn decide<A: Authenticator>(
     request: &HandshakeRequest,
     authenticator: &A,
 ) -> Decision {
-    if let Err(refusal) = check_handshake(method, request) {
-        return Decision::Refuse(refusal);
+    match check_handshake(method, request) {
+        Ok(()) => decide_unchecked(hub, request, authenticator).await,
+        Err(refusal) => Decision::Refuse(refusal),
     }
+}
+
+/// A request that passed [`check_handshake`], for the adapters that check
+/// early (to refuse before their framework does): it decides without
+/// checking again.
+#[cfg(any(feature = "axum", feature = "warp"))]
+#[derive(Debug)]
+pub(crate) struct Checked(HandshakeRequest);
+
+#[cfg(any(feature = "axum", feature = "warp"))]
+impl Checked {
+    /// Checks `method` and `request` ([`check_handshake`]).
+    pub(crate) fn new(method: &str, request: HandshakeRequest) -> Result<Self, Refusal> {
+        check_handshake(method, &request).map(|()| Checked(request))
+    }
+
+    /// The request.
+    pub(crate) fn request(&self) -> &HandshakeRequest {
+        &self.0
+    }
+
+    /// [`decide`], without the check this request already passed.
+    pub(crate) async fn decide<A: Authenticator>(&self, hub: &Hub, authenticator: &A) -> Decision {
+        decide_unchecked(hub, &self.0, authenticator).await
+    }
+}
+
+/// [`decide`] after the check: only through it and [`Checked::decide`].
+async fn decide_unchecked<A: Authenticator>(
+    hub: &Hub,
+    request: &HandshakeRequest,
+    authenticator: &A,
+) -> Decision {
     // Admission, before any work on the request: a bounded number of
     // upgrades in progress, an optional cap on connections, and none while
     // shutting down. Refused fast, so overload sheds load.

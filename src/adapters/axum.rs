@@ -56,19 +56,15 @@ use axum::Router;
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use super::ServeConfig;
 use super::http::{self, WithExtension};
+use super::{ServeConfig, StackTransport, sealed};
 use crate::auth::{Authenticator, HandshakeRequest};
-use crate::close::CloseFrame;
-use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
-use crate::upgrade::{self, Decision, Refusal};
+use crate::transport::{Message, Text, TransportError};
+use crate::upgrade::Checked;
 use crate::{Handler, Hub};
 
 /// Serves `router` on `listener` over HTTP/1.1 (with upgrades) until
@@ -113,7 +109,7 @@ pub async fn serve(
 /// (malformed upgrades are answered 400/426 before any handler code runs).
 pub struct WsUpgrade {
     upgrade: WebSocketUpgrade,
-    request: HandshakeRequest,
+    checked: Checked,
 }
 
 impl std::fmt::Debug for WsUpgrade {
@@ -121,7 +117,7 @@ impl std::fmt::Debug for WsUpgrade {
         // Not axum's `Debug`: it prints the offered subprotocols, tokens
         // included. The request's own `Debug` prints header names only.
         f.debug_struct("WsUpgrade")
-            .field("request", &self.request)
+            .field("request", self.request())
             .finish_non_exhaustive()
     }
 }
@@ -130,20 +126,28 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let request = handshake_request(parts).map_err(|refusal| refusal_response(&refusal))?;
-        upgrade::check_handshake(parts.method.as_str(), &request)
-            .map_err(|refusal| refusal_response(&refusal))?;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| *addr);
+        let checked = http::check(
+            parts.method.as_str(),
+            &parts.headers,
+            parts.uri.query(),
+            peer,
+        )
+        .map_err(|refusal| http::refusal_response(&refusal))?;
         let upgrade = WebSocketUpgrade::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        Ok(WsUpgrade { upgrade, request })
+        Ok(WsUpgrade { upgrade, checked })
     }
 }
 
 impl WsUpgrade {
     /// The framework-free view of the request.
     pub fn request(&self) -> &HandshakeRequest {
-        &self.request
+        self.checked.request()
     }
 
     /// Authenticates with `authenticator`, then refuses (400/401/403/431
@@ -163,22 +167,22 @@ impl WsUpgrade {
         A: Authenticator + Clone + 'static,
         H: Handler + 'static,
     {
-        let decision = upgrade::decide(hub, "GET", &self.request, authenticator).await;
-        let admitted = match decision {
-            Decision::Refuse(refusal) => return refusal_response(&refusal),
-            Decision::Upgrade(admitted) => admitted,
+        let admitted = match http::admit(hub, &self.checked, authenticator).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refusal,
         };
-        let max = hub.config().max_message_size;
+        let config = hub.config();
+        let max = config.max_message_size;
         let mut upgrade = self
             .upgrade
             .max_message_size(max)
             .max_frame_size(max)
-            .read_buffer_size(hub.config().read_buffer_size)
-            .write_buffer_size(hub.config().write_buffer_size);
+            .read_buffer_size(config.read_buffer_size)
+            .write_buffer_size(config.write_buffer_size);
         if let Some(protocol) = admitted.subprotocol() {
             upgrade = upgrade.protocols([protocol.to_owned()]);
         }
-        let prepared = admitted.prepare(authenticator.clone(), &self.request);
+        let prepared = admitted.prepare(authenticator.clone(), self.checked.request());
         let hub = hub.clone();
         upgrade.on_upgrade(move |socket| {
             // Accepted before the task's future is built: the socket moves
@@ -192,116 +196,30 @@ impl WsUpgrade {
     }
 }
 
-fn handshake_request(parts: &Parts) -> Result<HandshakeRequest, Refusal> {
-    let mut builder = HandshakeRequest::builder();
-    for (name, value) in &parts.headers {
-        builder = builder.header(name.as_str(), super::header_value(value.as_bytes())?);
-    }
-    if let Some(query) = parts.uri.query() {
-        builder = builder.query(query);
-    }
-    if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-        builder = builder.peer_addr(*addr);
-    }
-    builder.build().map_err(|e| Refusal::from(&e))
-}
+/// An upgraded axum socket as a [`Transport`](crate::transport::Transport):
+/// [`AxumTransport::new(socket, max_message_size)`](StackTransport::new).
+pub type AxumTransport = StackTransport<WebSocket>;
 
-fn refusal_response(refusal: &Refusal) -> Response {
-    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut response = (status, refusal.body()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    for (name, value) in &refusal.headers {
-        headers.insert(*name, HeaderValue::from_static(value));
-    }
-    response
-}
+impl sealed::Codec for WebSocket {
+    type Message = ws::Message;
+    type StackError = axum::Error;
 
-/// An upgraded axum socket as a [`Transport`].
-#[derive(Debug)]
-pub struct AxumTransport {
-    socket: WebSocket,
-    max_message_size: usize,
-}
-
-impl AxumTransport {
-    /// Wraps `socket`, whose inbound limit was set to `max_message_size`
-    /// (reported in [`TransportError::MessageTooBig`]).
-    pub fn new(socket: WebSocket, max_message_size: usize) -> Self {
-        AxumTransport {
-            socket,
-            max_message_size,
-        }
-    }
-}
-
-impl Transport for AxumTransport {
-    type Sink = AxumSink;
-    type Stream = AxumStream;
-
-    fn split(self) -> (AxumSink, AxumStream) {
-        let (sink, stream) = self.socket.split();
-        (AxumSink(sink), AxumStream(stream, self.max_message_size))
-    }
-}
-
-/// The write half of an [`AxumTransport`].
-#[derive(Debug)]
-pub struct AxumSink(SplitSink<WebSocket, ws::Message>);
-
-/// The read half of an [`AxumTransport`].
-#[derive(Debug)]
-pub struct AxumStream(SplitStream<WebSocket>, usize);
-
-fn other(error: axum::Error) -> TransportError {
-    TransportError::Other(error.into_inner())
-}
-
-impl TransportSink for AxumSink {
-    async fn feed(&mut self, message: Message) -> Result<(), TransportError> {
-        let message = match message {
-            Message::Text(text) => ws::Message::Text(text.into()),
+    fn encode(message: Message) -> ws::Message {
+        match message {
+            Message::Text(text) => ws::Message::Text(text.into_axum()),
             Message::Binary(bytes) => ws::Message::Binary(bytes),
             Message::Ping(bytes) => ws::Message::Ping(bytes),
             Message::Pong(bytes) => ws::Message::Pong(bytes),
-            Message::Close(frame) => ws::Message::Close(frame.map(close_frame)),
-        };
-        self.0.feed(message).await.map_err(other)
+            Message::Close(frame) => ws::Message::Close(frame.map(|frame| ws::CloseFrame {
+                code: frame.code.as_u16(),
+                reason: frame.reason.as_str().into(),
+            })),
+        }
     }
 
-    async fn flush(&mut self) -> Result<(), TransportError> {
-        self.0.flush().await.map_err(other)
-    }
-
-    async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), TransportError> {
-        // The close frame, then the close handshake; a peer already gone is
-        // not an error worth more than the caller's best effort.
-        self.0
-            .send(ws::Message::Close(frame.map(close_frame)))
-            .await
-            .map_err(other)?;
-        self.0.close().await.map_err(other)
-    }
-}
-
-fn close_frame(frame: CloseFrame) -> ws::CloseFrame {
-    ws::CloseFrame {
-        code: frame.code.as_u16(),
-        reason: frame.reason.as_str().into(),
-    }
-}
-
-impl TransportStream for AxumStream {
-    async fn next(&mut self) -> Option<Result<Message, TransportError>> {
-        let message = match self.0.next().await? {
-            Ok(message) => message,
-            Err(error) => return Some(Err(classify(error, self.1))),
-        };
-        Some(Ok(match message {
-            ws::Message::Text(text) => Message::Text(text.as_str().to_owned()),
+    fn decode(message: ws::Message) -> Result<Option<Message>, TransportError> {
+        Ok(Some(match message {
+            ws::Message::Text(text) => Message::Text(Text::from_axum(text)),
             ws::Message::Binary(bytes) => Message::Binary(bytes),
             ws::Message::Ping(bytes) => Message::Ping(bytes),
             ws::Message::Pong(bytes) => Message::Pong(bytes),
@@ -310,13 +228,8 @@ impl TransportStream for AxumStream {
             }
         }))
     }
-}
 
-/// Tells an oversized message (the socket's limit) from other failures.
-fn classify(error: axum::Error, limit: usize) -> TransportError {
-    let inner = error.into_inner();
-    inner
-        .downcast_ref::<tungstenite::Error>()
-        .and_then(|e| super::transport_error(e, limit))
-        .unwrap_or(TransportError::Other(inner))
+    fn error(error: axum::Error) -> Box<dyn std::error::Error + Send + Sync> {
+        error.into_inner()
+    }
 }

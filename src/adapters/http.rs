@@ -1,4 +1,6 @@
-//! The HTTP/1.1 server behind [`axum::serve`](super::axum::serve) and
+//! What axum and warp share: the request as a checked [`HandshakeRequest`],
+//! the refusal as a response, the decision, and the HTTP/1.1 server behind
+//! [`axum::serve`](super::axum::serve) and
 //! [`warp::serve`](super::warp::serve): hyper's connection builder with a
 //! timer, so that its header read timeout (the deadline on the upgrade
 //! request) applies.
@@ -15,13 +17,69 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderValue};
 use hyper::service::Service;
-use hyper::{Request, Response};
+use hyper::{HeaderMap, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::Hub;
+use crate::auth::{Authenticator, HandshakeRequest};
 use crate::config::HubConfig;
+use crate::upgrade::{Admitted, Checked, Decision, Refusal};
+
+/// The request's headers, query and peer as a [`HandshakeRequest`],
+/// checked against the upgrade policy (once: [`admit`] does not check
+/// again).
+pub(super) fn check(
+    method: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    peer: Option<SocketAddr>,
+) -> Result<Checked, Refusal> {
+    let mut builder = HandshakeRequest::builder();
+    for (name, value) in headers {
+        builder = builder.header(name.as_str(), super::header_value(value.as_bytes())?);
+    }
+    if let Some(query) = query {
+        builder = builder.query(query);
+    }
+    if let Some(peer) = peer {
+        builder = builder.peer_addr(peer);
+    }
+    let request = builder.build().map_err(|e| Refusal::from(&e))?;
+    Checked::new(method, request)
+}
+
+/// Authenticates a checked request: admitted, or the refusal's response.
+pub(super) async fn admit<A: Authenticator, B: From<String>>(
+    hub: &Hub,
+    checked: &Checked,
+    authenticator: &A,
+) -> Result<Admitted, Response<B>> {
+    match checked.decide(hub, authenticator).await {
+        Decision::Upgrade(admitted) => Ok(admitted),
+        Decision::Refuse(refusal) => Err(refusal_response(&refusal)),
+    }
+}
+
+/// A refusal as its HTTP response: the status, a JSON body, and the
+/// refusal's headers.
+pub(super) fn refusal_response<B: From<String>>(refusal: &Refusal) -> Response<B> {
+    let mut response = Response::new(B::from(refusal.body()));
+    *response.status_mut() =
+        StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    for (name, value) in &refusal.headers {
+        headers.insert(*name, HeaderValue::from_static(value));
+    }
+    response
+}
 
 /// How [`axum::serve`](super::axum::serve) and
 /// [`warp::serve`](super::warp::serve) run their HTTP/1.1 connections.

@@ -2,7 +2,8 @@
 //! of glue over [`upgrade`](crate::upgrade): build a
 //! [`HandshakeRequest`](crate::auth::HandshakeRequest), apply the
 //! [`Decision`](crate::upgrade::Decision), wrap the socket as a
-//! [`Transport`](crate::transport::Transport).
+//! [`Transport`](crate::transport::Transport). The socket side is shared by
+//! all three ([`StackTransport`]), the HTTP side by axum and warp.
 //!
 //! # The deadline on the upgrade request
 //!
@@ -61,34 +62,24 @@ pub mod tungstenite;
 #[cfg_attr(docsrs, doc(cfg(feature = "warp")))]
 pub mod warp;
 
+#[cfg(any(feature = "axum", feature = "warp", feature = "tungstenite"))]
+mod stack;
+#[cfg(any(feature = "axum", feature = "warp", feature = "tungstenite"))]
+use stack::sealed;
+#[cfg(any(feature = "axum", feature = "warp", feature = "tungstenite"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "axum", feature = "warp", feature = "tungstenite")))
+)]
+pub use stack::{Stack, StackSink, StackStream, StackTransport};
+
 use crate::close::{CloseCode, CloseFrame, CloseReason};
-use crate::transport::TransportError;
 use crate::upgrade::Refusal;
 
 /// A request header value as every adapter reads it: UTF-8, or the upgrade
 /// is refused with 400 `upgrade_invalid` (see the module docs for why).
 fn header_value(value: &[u8]) -> Result<&str, Refusal> {
     std::str::from_utf8(value).map_err(|_| Refusal::upgrade_invalid())
-}
-
-/// The one mapping from a stack's WebSocket error to the transport's, so
-/// every adapter gives the same close for the same fault; `None` for an
-/// error of no known kind (the adapter keeps it as `Other`). A peer that
-/// went away without a close frame is `Closed` (1006, abnormal closure),
-/// not a protocol error of ours.
-fn transport_error(error: &::tungstenite::Error, limit: usize) -> Option<TransportError> {
-    use ::tungstenite::Error;
-    use ::tungstenite::error::ProtocolError;
-    Some(match error {
-        Error::Capacity(_) => TransportError::MessageTooBig { limit },
-        Error::Utf8(_) => TransportError::InvalidPayload,
-        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)
-        | Error::ConnectionClosed
-        | Error::AlreadyClosed
-        | Error::Io(_) => TransportError::Closed,
-        Error::Protocol(e) => TransportError::Protocol(e.to_string()),
-        _ => return None,
-    })
 }
 
 /// A peer's close frame as the core sees it: `None` when the code is not

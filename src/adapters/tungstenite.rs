@@ -44,17 +44,15 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::handshake::server::{Request, Response};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
+use super::{StackTransport, sealed};
 use crate::auth::{Authenticator, HandshakeRequest};
-use crate::close::CloseFrame;
-use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
+use crate::transport::{Message, Text, TransportError};
 use crate::upgrade::{self, Decision, Refusal};
 use crate::{CloseReport, Handler, Hub};
 
@@ -148,7 +146,7 @@ where
     let socket = tokio_tungstenite::accept_hdr_async_with_config(replay, echo, Some(config))
         .await
         .map_err(|e| UpgradeError::Handshake(e.to_string()))?;
-    let transport = TungsteniteTransport { socket, max };
+    let transport = StackTransport::new(socket, max);
     Ok(admitted
         .serve(hub, transport, &request, authenticator, handler)
         .await)
@@ -282,98 +280,45 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
     }
 }
 
-/// An upgraded tokio-tungstenite socket as a [`Transport`].
-pub struct TungsteniteTransport<S> {
-    socket: WebSocketStream<Replay<S>>,
-    max: usize,
-}
-
-impl<S> std::fmt::Debug for TungsteniteTransport<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TungsteniteTransport")
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> Transport for TungsteniteTransport<S>
+impl<S> sealed::Codec for WebSocketStream<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    type Sink = TungsteniteSink<S>;
-    type Stream = TungsteniteStream<S>;
+    type Message = tungstenite::Message;
+    type StackError = tungstenite::Error;
 
-    fn split(self) -> (Self::Sink, Self::Stream) {
-        let (sink, stream) = self.socket.split();
-        (TungsteniteSink(sink), TungsteniteStream(stream, self.max))
-    }
-}
-
-/// The write half of a [`TungsteniteTransport`].
-pub struct TungsteniteSink<S>(SplitSink<WebSocketStream<Replay<S>>, tungstenite::Message>);
-
-/// The read half of a [`TungsteniteTransport`].
-pub struct TungsteniteStream<S>(SplitStream<WebSocketStream<Replay<S>>>, usize);
-
-fn classify(error: tungstenite::Error, limit: usize) -> TransportError {
-    super::transport_error(&error, limit).unwrap_or_else(|| TransportError::Other(Box::new(error)))
-}
-
-fn ws_close(frame: CloseFrame) -> tungstenite::protocol::CloseFrame {
-    tungstenite::protocol::CloseFrame {
-        code: WsCloseCode::from(frame.code.as_u16()),
-        reason: frame.reason.as_str().into(),
-    }
-}
-
-impl<S> TransportSink for TungsteniteSink<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    async fn feed(&mut self, message: Message) -> Result<(), TransportError> {
-        let message = match message {
-            Message::Text(text) => tungstenite::Message::text(text),
-            Message::Binary(bytes) => tungstenite::Message::Binary(bytes),
-            Message::Ping(bytes) => tungstenite::Message::Ping(bytes),
-            Message::Pong(bytes) => tungstenite::Message::Pong(bytes),
-            Message::Close(frame) => tungstenite::Message::Close(frame.map(ws_close)),
-        };
-        self.0.feed(message).await.map_err(|e| classify(e, 0))
-    }
-
-    async fn flush(&mut self) -> Result<(), TransportError> {
-        self.0.flush().await.map_err(|e| classify(e, 0))
-    }
-
-    async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), TransportError> {
-        self.0
-            .send(tungstenite::Message::Close(frame.map(ws_close)))
-            .await
-            .map_err(|e| classify(e, 0))?;
-        self.0.close().await.map_err(|e| classify(e, 0))
-    }
-}
-
-impl<S> TransportStream for TungsteniteStream<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    async fn next(&mut self) -> Option<Result<Message, TransportError>> {
-        loop {
-            let message = match self.0.next().await? {
-                Ok(message) => message,
-                Err(error) => return Some(Err(classify(error, self.1))),
-            };
-            return Some(Ok(match message {
-                tungstenite::Message::Text(text) => Message::Text(text.as_str().to_owned()),
-                tungstenite::Message::Binary(bytes) => Message::Binary(bytes),
-                tungstenite::Message::Ping(bytes) => Message::Ping(bytes),
-                tungstenite::Message::Pong(bytes) => Message::Pong(bytes),
-                tungstenite::Message::Close(frame) => Message::Close(
-                    frame.and_then(|f| super::peer_close(u16::from(f.code), f.reason.as_str())),
-                ),
-                // Raw frames are never yielded when reading.
-                tungstenite::Message::Frame(_) => continue,
-            }));
+    fn encode(message: Message) -> tungstenite::Message {
+        use tungstenite::Message as Ws;
+        match message {
+            Message::Text(text) => Ws::Text(text.into_tungstenite()),
+            Message::Binary(bytes) => Ws::Binary(bytes),
+            Message::Ping(bytes) => Ws::Ping(bytes),
+            Message::Pong(bytes) => Ws::Pong(bytes),
+            Message::Close(frame) => {
+                Ws::Close(frame.map(|frame| tungstenite::protocol::CloseFrame {
+                    code: WsCloseCode::from(frame.code.as_u16()),
+                    reason: frame.reason.as_str().into(),
+                }))
+            }
         }
+    }
+
+    fn decode(message: tungstenite::Message) -> Result<Option<Message>, TransportError> {
+        use tungstenite::Message as Ws;
+        Ok(Some(match message {
+            Ws::Text(text) => Message::Text(Text::from_tungstenite(text)),
+            Ws::Binary(bytes) => Message::Binary(bytes),
+            Ws::Ping(bytes) => Message::Ping(bytes),
+            Ws::Pong(bytes) => Message::Pong(bytes),
+            Ws::Close(frame) => Message::Close(
+                frame.and_then(|f| super::peer_close(u16::from(f.code), f.reason.as_str())),
+            ),
+            // Raw frames are never yielded when reading.
+            Ws::Frame(_) => return Ok(None),
+        }))
+    }
+
+    fn error(error: tungstenite::Error) -> Box<dyn std::error::Error + Send + Sync> {
+        Box::new(error)
     }
 }

@@ -59,21 +59,18 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use warp::Filter;
 use warp::filters::ws::{Message as WarpMessage, WebSocket, Ws};
-use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use warp::http::{HeaderMap, HeaderValue, Method, header};
 use warp::reply::{Reply, Response};
 
-use super::ServeConfig;
 use super::http::{self, WithExtension};
-use crate::auth::{Authenticator, HandshakeRequest};
-use crate::close::CloseFrame;
-use crate::transport::{Message, Transport, TransportError, TransportSink, TransportStream};
-use crate::upgrade::{self, Decision, Refusal};
+use super::{ServeConfig, StackTransport, sealed};
+use crate::auth::Authenticator;
+use crate::transport::{Message, Text, TransportError};
+use crate::upgrade::{Checked, Refusal};
 use crate::{Handler, Hub};
 
 /// Serves `filter` on `listener` over HTTP/1.1 (with upgrades) until
@@ -141,10 +138,10 @@ pub fn peer_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infal
         })
 }
 
-/// An upgrade request: the checked [`HandshakeRequest`] and warp's upgrade,
-/// or the refusal the policy already decided on.
+/// An upgrade request: the checked request and warp's upgrade, or the
+/// refusal the policy already decided on.
 pub struct WarpUpgrade {
-    checked: Result<(HandshakeRequest, Ws), Refusal>,
+    checked: Result<(Checked, Ws), Refusal>,
 }
 
 impl std::fmt::Debug for WarpUpgrade {
@@ -172,13 +169,13 @@ pub fn upgrade() -> impl Filter<Extract = (WarpUpgrade,), Error = Infallible> + 
              query: Option<String>,
              peer: Option<SocketAddr>,
              ws: Option<Ws>| {
-                let checked = handshake_request(&headers, query, peer).and_then(|request| {
-                    upgrade::check_handshake(method.as_str(), &request)?;
-                    // The policy accepted the handshake, so warp's own
-                    // (looser) check did too.
-                    let ws = ws.ok_or_else(Refusal::upgrade_invalid)?;
-                    Ok((request, ws))
-                });
+                let checked = http::check(method.as_str(), &headers, query.as_deref(), peer)
+                    .and_then(|checked| {
+                        // The policy accepted the handshake, so warp's own
+                        // (looser) check did too.
+                        let ws = ws.ok_or_else(Refusal::upgrade_invalid)?;
+                        Ok((checked, ws))
+                    });
                 WarpUpgrade { checked }
             },
         )
@@ -199,17 +196,17 @@ impl WarpUpgrade {
         A: Authenticator + Clone + 'static,
         H: Handler + 'static,
     {
-        let (request, ws) = match self.checked {
+        let (checked, ws) = match self.checked {
             Ok(checked) => checked,
-            Err(refusal) => return refusal_response(&refusal),
+            Err(refusal) => return http::refusal_response(&refusal),
         };
-        let admitted = match upgrade::decide(hub, "GET", &request, authenticator).await {
-            Decision::Refuse(refusal) => return refusal_response(&refusal),
-            Decision::Upgrade(admitted) => admitted,
+        let admitted = match http::admit(hub, &checked, authenticator).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refusal,
         };
         let subprotocol = admitted.subprotocol().map(str::to_owned);
         let max = hub.config().max_message_size;
-        let prepared = admitted.prepare(authenticator.clone(), &request);
+        let prepared = admitted.prepare(authenticator.clone(), checked.request());
         let hub = hub.clone();
         let reply = ws
             .max_message_size(max)
@@ -232,134 +229,55 @@ impl WarpUpgrade {
     }
 }
 
-fn handshake_request(
-    headers: &HeaderMap,
-    query: Option<String>,
-    peer: Option<SocketAddr>,
-) -> Result<HandshakeRequest, Refusal> {
-    let mut builder = HandshakeRequest::builder();
-    for (name, value) in headers {
-        builder = builder.header(name.as_str(), super::header_value(value.as_bytes())?);
-    }
-    if let Some(query) = query {
-        builder = builder.query(query);
-    }
-    if let Some(peer) = peer {
-        builder = builder.peer_addr(peer);
-    }
-    builder.build().map_err(|e| Refusal::from(&e))
-}
+/// An upgraded warp socket as a [`Transport`](crate::transport::Transport):
+/// [`WarpTransport::new(socket, max_message_size)`](StackTransport::new).
+///
+/// Text costs one UTF-8 check per inbound message: warp hands out a text
+/// message's bytes but not tungstenite's checked text. Outbound text is
+/// handed to warp as the writer's `String`, without a copy.
+pub type WarpTransport = StackTransport<WebSocket>;
 
-fn refusal_response(refusal: &Refusal) -> Response {
-    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut response = warp::reply::with_status(refusal.body(), status).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    for (name, value) in &refusal.headers {
-        headers.insert(*name, HeaderValue::from_static(value));
-    }
-    response
-}
+impl sealed::Codec for WebSocket {
+    type Message = WarpMessage;
+    type StackError = warp::Error;
 
-/// An upgraded warp socket as a [`Transport`].
-#[derive(Debug)]
-pub struct WarpTransport {
-    socket: WebSocket,
-    max_message_size: usize,
-}
-
-impl WarpTransport {
-    /// Wraps `socket`, whose inbound limit was set to `max_message_size`.
-    pub fn new(socket: WebSocket, max_message_size: usize) -> Self {
-        WarpTransport {
-            socket,
-            max_message_size,
-        }
-    }
-}
-
-impl Transport for WarpTransport {
-    type Sink = WarpSink;
-    type Stream = WarpStream;
-
-    fn split(self) -> (WarpSink, WarpStream) {
-        let (sink, stream) = self.socket.split();
-        (WarpSink(sink), WarpStream(stream, self.max_message_size))
-    }
-}
-
-/// The write half of a [`WarpTransport`].
-#[derive(Debug)]
-pub struct WarpSink(SplitSink<WebSocket, WarpMessage>);
-
-/// The read half of a [`WarpTransport`].
-#[derive(Debug)]
-pub struct WarpStream(SplitStream<WebSocket>, usize);
-
-fn classify(error: warp::Error, limit: usize) -> TransportError {
-    std::error::Error::source(&error)
-        .and_then(|source| source.downcast_ref::<tungstenite::Error>())
-        .and_then(|e| super::transport_error(e, limit))
-        .unwrap_or_else(|| TransportError::Other(Box::new(error)))
-}
-
-fn close_message(frame: Option<CloseFrame>) -> WarpMessage {
-    match frame {
-        Some(frame) => {
-            WarpMessage::close_with(frame.code.as_u16(), frame.reason.as_str().to_owned())
-        }
-        None => WarpMessage::close(),
-    }
-}
-
-impl TransportSink for WarpSink {
-    async fn feed(&mut self, message: Message) -> Result<(), TransportError> {
-        let message = match message {
-            Message::Text(text) => WarpMessage::text(text),
+    fn encode(message: Message) -> WarpMessage {
+        match message {
+            Message::Text(text) => WarpMessage::text(String::from(text)),
             Message::Binary(bytes) => WarpMessage::binary(bytes),
             Message::Ping(bytes) => WarpMessage::ping(bytes),
             Message::Pong(bytes) => WarpMessage::pong(bytes),
-            Message::Close(frame) => close_message(frame),
-        };
-        self.0.feed(message).await.map_err(|e| classify(e, 0))
+            Message::Close(Some(frame)) => {
+                WarpMessage::close_with(frame.code.as_u16(), frame.reason.as_str().to_owned())
+            }
+            Message::Close(None) => WarpMessage::close(),
+        }
     }
 
-    async fn flush(&mut self) -> Result<(), TransportError> {
-        self.0.flush().await.map_err(|e| classify(e, 0))
-    }
-
-    async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), TransportError> {
-        self.0
-            .send(close_message(frame))
-            .await
-            .map_err(|e| classify(e, 0))?;
-        self.0.close().await.map_err(|e| classify(e, 0))
-    }
-}
-
-impl TransportStream for WarpStream {
-    async fn next(&mut self) -> Option<Result<Message, TransportError>> {
-        let message = match self.0.next().await? {
-            Ok(message) => message,
-            Err(error) => return Some(Err(classify(error, self.1))),
-        };
-        Some(Ok(if message.is_text() {
-            Message::Text(message.to_str().unwrap_or_default().to_owned())
+    fn decode(message: WarpMessage) -> Result<Option<Message>, TransportError> {
+        Ok(Some(if message.is_text() {
+            // tungstenite checked it already; warp keeps that to itself.
+            let text = Text::try_from(message.into_bytes());
+            Message::Text(text.map_err(|_| TransportError::InvalidPayload)?)
         } else if message.is_binary() {
             Message::Binary(message.into_bytes())
         } else if message.is_ping() {
             Message::Ping(message.into_bytes())
         } else if message.is_pong() {
             Message::Pong(message.into_bytes())
-        } else {
+        } else if message.is_close() {
             Message::Close(
                 message
                     .close_frame()
                     .and_then(|(code, reason)| super::peer_close(code, reason)),
             )
+        } else {
+            // Raw frames are never yielded when reading.
+            return Ok(None);
         }))
+    }
+
+    fn error(error: warp::Error) -> Box<dyn std::error::Error + Send + Sync> {
+        Box::new(error)
     }
 }

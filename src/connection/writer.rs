@@ -125,7 +125,7 @@ async fn write_batch<S: TransportSink>(
             continue;
         }
         let frame = q.event.event.frame(q.seq, shared.wire_mode);
-        sink.feed(Message::Text(frame)).await?;
+        sink.feed(Message::Text(frame.into())).await?;
         batch.items.pop_front();
         Metrics::inc(&metrics.c.events_written);
     }

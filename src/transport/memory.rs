@@ -12,7 +12,7 @@
 
 use tokio::sync::mpsc;
 
-use super::{Message, Transport, TransportError, TransportSink, TransportStream};
+use super::{Message, Text, Transport, TransportError, TransportSink, TransportStream};
 use crate::close::CloseFrame;
 
 /// Creates a connected pair: the server side is a [`Transport`] for the hub,
@@ -116,7 +116,7 @@ impl MemoryClient {
     ///
     /// As [`MemoryClient::send`].
     pub async fn send_text(&self, text: impl Into<String>) -> Result<(), TransportError> {
-        self.send(Message::Text(text.into())).await
+        self.send(Message::Text(Text::from(text.into()))).await
     }
 
     /// The next message from the server; `None` once the server side is gone.

@@ -19,12 +19,15 @@ use bytes::Bytes;
 use crate::close::CloseFrame;
 
 pub mod memory;
+mod text;
+
+pub use text::{InvalidUtf8, Text};
 
 /// One WebSocket message, in either direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// A text message.
-    Text(String),
+    Text(Text),
     /// A binary message.
     Binary(Bytes),
     /// A ping.
