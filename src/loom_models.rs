@@ -12,10 +12,9 @@ use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
 
 use crate::config::{ConnectionLimitPolicy, HubConfig};
-use crate::emitter::{Addressee, Drain, Outbox, Routed};
+use crate::connection::outbox::{Addressee, Drain, Outbox, Routed};
+use crate::connection::{ConnShared, Context};
 use crate::event::{Event, EventName, WireMode};
-use crate::handle::ConnShared;
-use crate::hub::Env;
 use crate::id::{IdGenerator, UlidGenerator, UserId};
 use crate::router::Router;
 use crate::state::StateMachine;
@@ -35,22 +34,17 @@ fn routed(to: Addressee, n: i64) -> Arc<Routed> {
 fn emits_racing_ready_are_flushed_once_in_order() {
     loom::model(|| {
         let ids = UlidGenerator::new();
-        let (conn, user) = (ids.mint_connection_id(), UserId::new("alice").unwrap());
+        let user = UserId::new("alice").unwrap();
         let outbox = Arc::new(Outbox::new());
-        let env = Arc::new(Env::new(HubConfig::default()));
+        let env = Arc::new(Context::new(HubConfig::default()));
         let emitter = {
-            let (outbox, env, conn, user) = (
-                Arc::clone(&outbox),
-                Arc::clone(&env),
-                conn.clone(),
-                user.clone(),
-            );
+            let (outbox, env, user) = (Arc::clone(&outbox), Arc::clone(&env), user.clone());
             thread::spawn(move || {
                 (0..2)
                     .map(|n| {
                         let event = routed(Addressee::User(user.clone()), n);
                         outbox
-                            .push((&conn, &user), &event, &env.config, &env.metrics)
+                            .push(&event, &env.config, &env.metrics)
                             .map(|(seq, _)| seq)
                     })
                     .collect::<Vec<_>>()
@@ -89,7 +83,7 @@ fn emits_racing_ready_are_flushed_once_in_order() {
 fn a_removed_connection_is_never_sent_to_and_nothing_accepted_is_lost() {
     loom::model(|| {
         let router = Arc::new(Router::new(1));
-        let env = Arc::new(Env::new(HubConfig::default()));
+        let env = Arc::new(Context::new(HubConfig::default()));
         let user = UserId::new("alice").unwrap();
         let shared = Arc::new(ConnShared {
             id: UlidGenerator::new().mint_connection_id(),
@@ -97,7 +91,7 @@ fn a_removed_connection_is_never_sent_to_and_nothing_accepted_is_lost() {
             wire_mode: WireMode::Named,
             outbox: Outbox::new(),
             state: StateMachine::new().watch(),
-            env: Arc::clone(&env),
+            ctx: Arc::clone(&env),
         });
         let removed = Arc::new(AtomicBool::new(false));
         let lifecycle = {

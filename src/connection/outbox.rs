@@ -10,6 +10,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+
+use futures_util::task::AtomicWaker;
 
 use crate::sync::Mutex;
 use tokio::sync::Notify;
@@ -81,8 +85,11 @@ pub(crate) enum Refused {
 /// What the writer should do next.
 #[derive(Debug)]
 pub(crate) enum Drain {
-    /// Write these (moved into the caller's batch).
-    Items,
+    /// Write these (moved into the caller's batch). `emptied`: the queue
+    /// is empty now, so the next step can wait for a wake-up without
+    /// looking (a push onto the empty queue notifies, and `Notify` keeps
+    /// the permit until the writer waits).
+    Items { emptied: bool },
     /// Nothing to write yet.
     Wait,
     /// Send this close frame (if any) and stop.
@@ -119,12 +126,51 @@ impl State {
     }
 }
 
+/// Wakes the writer: a flag and the one waiter's waker. The writer task is
+/// the only one that ever waits, so this needs neither `Notify`'s waiter
+/// list nor its lock. A notification with nobody waiting is kept (the flag)
+/// until the next wait, as `Notify::notify_one` keeps a permit.
+#[derive(Debug, Default)]
+struct Signal {
+    set: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    fn notify(&self) {
+        self.set.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Resolves once notified since the last wait returned.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a notification is only consumed when this resolves.
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.set.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Checked again after registering: a notify between the first
+            // check and the registration found no waker to wake.
+            if self.set.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
 /// A connection's outbox.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<State>,
     /// Wakes the writer task: something was queued or a close was asked for.
-    writer: Notify,
+    writer: Signal,
     /// Wakes the task driving the connection: a close was asked for.
     driver: Notify,
     /// Wakes a driver waiting for its writer: the close was forced.
@@ -144,7 +190,7 @@ impl Outbox {
                 ping: false,
                 forced_frame: None,
             }),
-            writer: Notify::new(),
+            writer: Signal::default(),
             driver: Notify::new(),
             forced: Notify::new(),
         }
@@ -234,7 +280,7 @@ impl Outbox {
             // A non-empty queue is drained before the writer waits again, so
             // only the empty-to-non-empty edge needs a wake-up.
             if was_empty {
-                self.writer.notify_one();
+                self.writer.notify();
             }
             Ok((seq, Accepted::Queued))
         } else {
@@ -247,13 +293,13 @@ impl Outbox {
     /// writer, which flushes what was buffered before anything later.
     pub(crate) fn open(&self) {
         self.state.lock().open = true;
-        self.writer.notify_one();
+        self.writer.notify();
     }
 
     /// Asks the writer to send a ping, ahead of queued events.
     pub(crate) fn request_ping(&self) {
         self.state.lock().ping = true;
-        self.writer.notify_one();
+        self.writer.notify();
     }
 
     /// Replaces a pending orderly close (or none) with `Forced`: the
@@ -296,7 +342,7 @@ impl Outbox {
     }
 
     fn wake_all(&self) {
-        self.writer.notify_one();
+        self.writer.notify();
         self.driver.notify_one();
     }
 
@@ -326,18 +372,26 @@ impl Outbox {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: nothing is moved until it returns.
+    /// Cancel safe: nothing is moved until it returns. `emptied`: what
+    /// the previous step said (`false` at first).
     pub(crate) async fn next(
         &self,
         batch: &mut VecDeque<Queued>,
         max: usize,
         idle_capacity: usize,
+        emptied: bool,
     ) -> Drain {
+        if emptied {
+            // Saves a lock (and its cache miss) per wake-up: what was
+            // queued meanwhile left a permit.
+            batch.shrink_to(idle_capacity);
+            self.writer.wait().await;
+        }
         loop {
             match self.drain(batch, max) {
                 Drain::Wait => {
                     batch.shrink_to(idle_capacity);
-                    self.writer.notified().await;
+                    self.writer.wait().await;
                 }
                 step => return step,
             }
@@ -345,7 +399,7 @@ impl Outbox {
     }
 
     /// Moves up to `max` events into `batch`, or says to wait or close.
-    fn drain(&self, batch: &mut VecDeque<Queued>, max: usize) -> Drain {
+    pub(crate) fn drain(&self, batch: &mut VecDeque<Queued>, max: usize) -> Drain {
         let mut s = self.state.lock();
         if let Some(cause) = &s.closing
             && (!cause.drains() || s.queue.is_empty())
@@ -368,7 +422,9 @@ impl Outbox {
                 None => break,
             }
         }
-        Drain::Items
+        Drain::Items {
+            emptied: s.queue.is_empty(),
+        }
     }
 
     /// Records `n` events the writer had taken but could not write (it has
@@ -431,5 +487,74 @@ mod tests {
             (m.events_buffered, m.events_queued, m.refused_closed),
             (1, 1, 1)
         );
+    }
+
+    /// The writer waits without looking after a batch that emptied the
+    /// queue: a push racing that wait must still wake it. Two threads push
+    /// while a writer on a third drains; every event arrives, in sequence
+    /// order, and the writer never sleeps on a non-empty queue (the
+    /// deadline would fire).
+    #[test]
+    fn a_push_racing_the_writers_wait_always_wakes_it() {
+        const PER_PUSHER: u64 = 20_000;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
+        let config = HubConfig {
+            outbound_queue: BufferLimit::new(usize::MAX, usize::MAX),
+            ..HubConfig::default()
+        };
+        let (config, metrics) = (Arc::new(config), Arc::new(Metrics::default()));
+        let outbox = Arc::new(Outbox::new());
+        outbox.open();
+        let pushers: Vec<_> = (0..2)
+            .map(|_| {
+                let (outbox, config, metrics) = (
+                    Arc::clone(&outbox),
+                    Arc::clone(&config),
+                    Arc::clone(&metrics),
+                );
+                let event = routed(alice.clone());
+                std::thread::spawn(move || {
+                    for i in 0..PER_PUSHER {
+                        let pushed = outbox.push(&event, &config, &metrics);
+                        assert!(pushed.is_ok(), "{pushed:?}");
+                        if i % 64 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let writer = {
+            let outbox = Arc::clone(&outbox);
+            runtime.spawn(async move {
+                let (mut batch, mut next_seq, mut emptied) = (VecDeque::new(), 1, false);
+                while next_seq <= 2 * PER_PUSHER {
+                    let step = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        outbox.next(&mut batch, 64, 8, emptied),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("writer asleep with {} left", 2 * PER_PUSHER - next_seq + 1)
+                    });
+                    emptied = matches!(step, Drain::Items { emptied: true });
+                    for q in batch.drain(..) {
+                        assert_eq!(q.seq, next_seq);
+                        next_seq += 1;
+                    }
+                }
+            })
+        };
+        for pusher in pushers {
+            pusher.join().unwrap_or_else(|_| panic!("pusher panicked"));
+        }
+        runtime
+            .block_on(writer)
+            .unwrap_or_else(|e| panic!("writer failed: {e}"));
     }
 }

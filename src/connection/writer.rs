@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 
 use futures_util::FutureExt;
 
@@ -68,12 +69,14 @@ pub(crate) async fn run<S: TransportSink>(shared: Arc<ConnShared>, mut sink: S) 
 
 async fn write_all<S: TransportSink>(shared: &Arc<ConnShared>, batch: &mut Batch, sink: &mut S) {
     let write_timeout = shared.ctx.config.write_timeout;
+    let mut emptied = false;
     loop {
-        let written = match shared
+        let step = shared
             .outbox
-            .next(&mut batch.items, BATCH, IDLE_CAPACITY)
-            .await
-        {
+            .next(&mut batch.items, BATCH, IDLE_CAPACITY, emptied)
+            .await;
+        emptied = matches!(step, Drain::Items { emptied: true });
+        let written = match step {
             Drain::Close(frame) => {
                 // Best effort: the peer may already be gone.
                 let _ = tokio::time::timeout(write_timeout, sink.close(frame)).await;
@@ -86,8 +89,8 @@ async fn write_all<S: TransportSink>(shared: &Arc<ConnShared>, batch: &mut Batch
                 };
                 tokio::time::timeout(write_timeout, ping).await
             }
-            Drain::Items | Drain::Wait => {
-                tokio::time::timeout(write_timeout, write_batch(shared, batch, sink)).await
+            Drain::Items { .. } | Drain::Wait => {
+                within(write_timeout, write_batch(shared, batch, sink)).await
             }
         };
         let cause = match written {
@@ -103,6 +106,21 @@ async fn write_all<S: TransportSink>(shared: &Arc<ConnShared>, batch: &mut Batch
             let _ = tokio::time::timeout(write_timeout, sink.close(cause.frame())).await;
         }
         return;
+    }
+}
+
+/// `write` within `deadline`. The timer is armed only if the write does
+/// not finish on its first poll: most writes to a socket with room do, and
+/// then they cost no clock read and no timer entry.
+async fn within<F: Future>(
+    deadline: std::time::Duration,
+    write: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(done) => Ok(done),
+        Poll::Pending => tokio::time::timeout(deadline, write).await,
     }
 }
 

@@ -10,7 +10,13 @@
 //! # }
 //! ```
 
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use super::{Message, Text, Transport, TransportError, TransportSink, TransportStream};
 use crate::close::CloseFrame;
@@ -21,8 +27,8 @@ use crate::close::CloseFrame;
 /// a peer that stopped reading.
 pub fn pair(capacity: usize) -> (MemoryTransport, MemoryClient) {
     let capacity = capacity.max(1);
-    let (to_client, from_server) = mpsc::channel(capacity);
-    let (to_server, from_client) = mpsc::channel(capacity);
+    let (to_client, from_server) = channel(capacity);
+    let (to_server, from_client) = channel(capacity);
     (
         MemoryTransport {
             sink: MemorySink {
@@ -56,13 +62,13 @@ impl Transport for MemoryTransport {
 /// The write half of a [`MemoryTransport`].
 #[derive(Debug)]
 pub struct MemorySink {
-    tx: Option<mpsc::Sender<Message>>,
+    tx: Option<Sender>,
 }
 
 impl TransportSink for MemorySink {
     async fn feed(&mut self, message: Message) -> Result<(), TransportError> {
         let tx = self.tx.as_ref().ok_or(TransportError::Closed)?;
-        tx.send(message).await.map_err(|_| TransportError::Closed)
+        tx.send(message).await
     }
 
     async fn flush(&mut self) -> Result<(), TransportError> {
@@ -73,16 +79,14 @@ impl TransportSink for MemorySink {
         let Some(tx) = self.tx.take() else {
             return Ok(());
         };
-        tx.send(Message::Close(frame))
-            .await
-            .map_err(|_| TransportError::Closed)
+        tx.send(Message::Close(frame)).await
     }
 }
 
 /// The read half of a [`MemoryTransport`].
 #[derive(Debug)]
 pub struct MemoryStream {
-    rx: mpsc::Receiver<Message>,
+    rx: Receiver,
 }
 
 impl TransportStream for MemoryStream {
@@ -94,8 +98,8 @@ impl TransportStream for MemoryStream {
 /// The client side of an in-memory pair.
 #[derive(Debug)]
 pub struct MemoryClient {
-    tx: Option<mpsc::Sender<Message>>,
-    rx: mpsc::Receiver<Message>,
+    tx: Option<Sender>,
+    rx: Receiver,
 }
 
 impl MemoryClient {
@@ -107,7 +111,7 @@ impl MemoryClient {
     /// was closed.
     pub async fn send(&self, message: Message) -> Result<(), TransportError> {
         let tx = self.tx.as_ref().ok_or(TransportError::Closed)?;
-        tx.send(message).await.map_err(|_| TransportError::Closed)
+        tx.send(message).await
     }
 
     /// Sends a text message.
@@ -128,7 +132,7 @@ impl MemoryClient {
     /// when nothing has been written (or the server side is gone). Lets a
     /// test assert that nothing reached the transport yet.
     pub fn try_recv(&mut self) -> Option<Message> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv()
     }
 
     /// Sends a close frame and stops sending.
@@ -142,5 +146,131 @@ impl MemoryClient {
     /// Drops the sending side without a close frame, like a TCP reset.
     pub fn abort(&mut self) {
         self.tx = None;
+    }
+}
+
+/// One direction of a pair: a bounded queue that keeps its room between
+/// messages (so a steady stream allocates nothing), one waiting receiver,
+/// and senders that wait for room.
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Wakes senders waiting for room.
+    room: Notify,
+    capacity: usize,
+}
+
+struct QueueState {
+    messages: VecDeque<Message>,
+    receiver: Option<Waker>,
+    senders_gone: bool,
+    receiver_gone: bool,
+}
+
+fn channel(capacity: usize) -> (Sender, Receiver) {
+    let queue = Arc::new(Queue {
+        state: Mutex::new(QueueState {
+            messages: VecDeque::new(),
+            receiver: None,
+            senders_gone: false,
+            receiver_gone: false,
+        }),
+        room: Notify::new(),
+        capacity,
+    });
+    (Sender(Arc::clone(&queue)), Receiver(queue))
+}
+
+struct Sender(Arc<Queue>);
+
+impl Sender {
+    /// Queues `message`, waiting while the queue is full.
+    async fn send(&self, message: Message) -> Result<(), TransportError> {
+        let mut message = Some(message);
+        loop {
+            let room = self.0.room.notified();
+            {
+                let mut s = self.0.state.lock();
+                if s.receiver_gone {
+                    return Err(TransportError::Closed);
+                }
+                if s.messages.len() < self.0.capacity {
+                    if let Some(message) = message.take() {
+                        s.messages.push_back(message);
+                    }
+                    let receiver = s.receiver.take();
+                    drop(s);
+                    if let Some(receiver) = receiver {
+                        receiver.wake();
+                    }
+                    return Ok(());
+                }
+            }
+            room.await;
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let receiver = {
+            let mut s = self.0.state.lock();
+            s.senders_gone = true;
+            s.receiver.take()
+        };
+        if let Some(receiver) = receiver {
+            receiver.wake();
+        }
+    }
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
+
+struct Receiver(Arc<Queue>);
+
+impl Receiver {
+    /// The next message; `None` once it is empty and the sender is gone.
+    async fn recv(&mut self) -> Option<Message> {
+        poll_fn(|cx| {
+            let mut s = self.0.state.lock();
+            if let Some(message) = s.messages.pop_front() {
+                drop(s);
+                self.0.room.notify_one();
+                return Poll::Ready(Some(message));
+            }
+            if s.senders_gone {
+                return Poll::Ready(None);
+            }
+            match &mut s.receiver {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn try_recv(&mut self) -> Option<Message> {
+        let message = self.0.state.lock().messages.pop_front();
+        if message.is_some() {
+            self.0.room.notify_one();
+        }
+        message
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.0.state.lock().receiver_gone = true;
+        self.0.room.notify_waiters();
+    }
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver").finish_non_exhaustive()
     }
 }
