@@ -85,10 +85,10 @@ pub(crate) enum Refused {
 /// What the writer should do next.
 #[derive(Debug)]
 pub(crate) enum Drain {
-    /// Write these (moved into the caller's batch). `emptied`: the queue
-    /// is empty now, so the next step can wait for a wake-up without
-    /// looking (a push onto the empty queue notifies, and `Notify` keeps
-    /// the permit until the writer waits).
+    /// Write these (moved into the caller's batch). `emptied`: nothing else
+    /// is pending (no event, close or ping), so the next step can wait for
+    /// a wake-up without looking: anything that changes later sets the
+    /// writer's flag, which it keeps until the writer waits.
     Items { emptied: bool },
     /// Nothing to write yet.
     Wait,
@@ -422,8 +422,12 @@ impl Outbox {
                 None => break,
             }
         }
+        // Nothing left for the writer to look at: no event, no close, no
+        // ping. Whatever changes after this lock sets the writer's flag; a
+        // change before it was seen here (its flag may have been consumed
+        // by the wake-up that led here).
         Drain::Items {
-            emptied: s.queue.is_empty(),
+            emptied: s.queue.is_empty() && s.closing.is_none() && !s.ping,
         }
     }
 
@@ -556,5 +560,46 @@ mod tests {
         runtime
             .block_on(writer)
             .unwrap_or_else(|e| panic!("writer failed: {e}"));
+    }
+
+    /// A close asked for while events are queued arrives with the same
+    /// wake-up as the events: after writing them the writer must look
+    /// again, not wait for a wake-up that was already spent (the emitter
+    /// property test found this).
+    #[tokio::test(start_paused = true)]
+    async fn a_close_queued_behind_events_is_not_slept_through() {
+        let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
+        let (config, metrics) = (HubConfig::default(), Metrics::default());
+        let outbox = Outbox::new();
+        outbox.open();
+        let mut batch = VecDeque::new();
+        let emptied = {
+            // The writer waits on an empty queue.
+            let mut waiting = std::pin::pin!(outbox.next(&mut batch, 64, 8, false));
+            let first = std::future::poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx))).await;
+            assert!(first.is_pending());
+            // An event and a close arrive before it runs again.
+            let pushed = outbox.push(&routed(alice), &config, &metrics);
+            assert!(pushed.is_ok());
+            assert!(outbox.request_close(CloseCause::Requested(CloseFrame::new(
+                crate::close::CloseCode::NORMAL,
+                crate::close::CloseReason::from_static("done"),
+            ))));
+            let step = waiting.await;
+            let Drain::Items { emptied } = step else {
+                panic!("expected the event first, got {step:?}")
+            };
+            emptied
+        };
+        batch.clear();
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            outbox.next(&mut batch, 64, 8, emptied),
+        )
+        .await;
+        assert!(
+            matches!(next, Ok(Drain::Close(Some(_)))),
+            "the close was slept through: {next:?}"
+        );
     }
 }
