@@ -67,11 +67,15 @@ pub trait Handler: Send + Sync {
         message: Inbound,
     ) -> impl Future<Output = Result<(), CloseFrame>> + Send;
 
-    /// Runs once after the connection has ended and left the routing table,
-    /// when [`Hub::run`](crate::Hub::run) drives it to its end. It does not
-    /// run when the future driving the connection is dropped: keep
-    /// per-connection state that must be released in a value the
-    /// connection's task owns (its drop runs on every exit).
+    /// Runs exactly once after the connection has ended and left the
+    /// routing table, on every exit path of [`Hub::run`](crate::Hub::run),
+    /// [`Hub::serve`](crate::Hub::serve) and the adapters: a close from
+    /// either side, a transport error, a timeout, a panic in
+    /// [`on_message`](Handler::on_message) or [`on_ready`](Handler::on_ready)
+    /// (cause `handler_panicked`), and the future driving the connection
+    /// being dropped (cause `dropped`; it then runs inside that drop, so
+    /// keep it short and do not block). A panic in `on_close` itself is
+    /// caught and logged.
     fn on_close(&self, conn: &ConnectionHandle, report: &CloseReport) {
         let _ = (conn, report);
     }

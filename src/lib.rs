@@ -104,6 +104,7 @@ pub mod close;
 pub mod config;
 pub mod connection;
 pub mod event;
+mod extensions;
 mod hub;
 pub mod id;
 pub mod limits;
@@ -118,4 +119,5 @@ pub mod upgrade;
 
 pub use app::{Handler, Inbound};
 pub use connection::{CloseReport, ConnectionHandle, SendError};
+pub use extensions::Extensions;
 pub use hub::{Delivery, FanOut, Hub, HubBuilder, ShutdownKind, ShutdownReport};

@@ -47,7 +47,7 @@ mod shared;
 mod typestate;
 mod writer;
 
-pub use handle::{ConnectionHandle, SendError};
+pub use handle::{ClaimsError, ConnectionHandle, SendError};
 pub(crate) use owner::{EnterError, Owner};
 pub(crate) use reader::first_message_token;
 pub use report::CloseReport;

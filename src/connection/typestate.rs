@@ -153,13 +153,17 @@ impl Core {
             self.owner.ended();
         }
         tracing::info!(parent: &self.span, cause = cause.as_str(), undelivered, "connection ended");
-        CloseReport {
+        let report = CloseReport {
             connection_id: self.id.clone(),
             user: self.shared.as_ref().map(|s| s.user.clone()),
             cause: cause.clone(),
             state: self.sm.state(),
             undelivered,
+        };
+        if let Some(shared) = &self.shared {
+            *shared.ended.lock() = Some(report.clone());
         }
+        report
     }
 
     /// Sends the close frame for `cause` (if any) on a sink the connection
@@ -302,6 +306,9 @@ impl<T: Transport> Connection<Accepted<T>> {
             outbox: Outbox::new(),
             state: self.core.sm.watch(),
             ctx: Arc::clone(&ctx),
+            claims: serde_json::Value::Object(outcome.claims),
+            extensions: outcome.extensions,
+            ended: parking_lot::Mutex::new(None),
         });
         match self.core.owner.enter(&shared) {
             Ok(()) => {}

@@ -179,6 +179,6 @@ impl Hub {
         reauth: Option<&'a dyn Reauthenticate>,
     ) -> impl Future<Output = CloseReport> + 'a {
         let span = conn.span().clone();
-        conn.drive(handler, reauth).instrument(span)
+        conn.serve(handler, reauth).instrument(span)
     }
 }
