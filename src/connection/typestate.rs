@@ -409,8 +409,12 @@ impl<T: Transport> Connection<ServicesReady<T>> {
         let task =
             writer::run(Arc::clone(&shared), self.stage.sink).instrument(self.core.span.clone());
         self.core.writer = Some(tokio::spawn(task));
-        self.core.advance(ConnectionState::Ready, "ready");
+        // The queue opens before the state says Ready: whoever sees Ready
+        // (`wait_ready`) and then sends finds the event queued for writing,
+        // not buffered (`tests/cluster_cases`: the send_to_users case saw
+        // that race on a multi-thread runtime).
         shared.outbox.open();
+        self.core.advance(ConnectionState::Ready, "ready");
         Connection {
             core: self.core,
             stage: Ready {
