@@ -117,7 +117,7 @@ mod sync;
 pub mod transport;
 pub mod upgrade;
 
-pub use app::{Handler, Inbound};
+pub use app::{Handler, Inbound, InboundError};
 pub use connection::{CloseReport, ConnectionHandle, SendError};
 pub use extensions::Extensions;
 pub use hub::{Delivery, FanOut, Hub, HubBuilder, ShutdownKind, ShutdownReport};

@@ -227,4 +227,31 @@ impl ConnectionHandle {
     pub fn extensions(&self) -> &Extensions {
         &self.shared.extensions
     }
+
+    /// Emits an event already serialised (an
+    /// [`Envelope`](crate::event::Envelope) with a typed payload, or
+    /// [`Event::encode`]) to this connection and returns its sequence
+    /// number, as [`emit`](ConnectionHandle::emit) does.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] once the connection is closing,
+    /// [`SendError::Full`] when the overflow policy refuses it,
+    /// [`SendError::TooLarge`] when it is larger than the whole buffer; each
+    /// hands the event back. Never [`SendError::Encode`].
+    pub fn emit_encoded_event(&self, event: EncodedEvent) -> Result<u64, SendError<EncodedEvent>> {
+        let routed = Arc::new(Routed {
+            to: Addressee::Connection(self.shared.id.clone()),
+            event,
+        });
+        match self.shared.push(&routed) {
+            Ok((seq, _)) => Ok(seq),
+            // Refused: no queue kept a reference, so the event comes back
+            // without a copy (cloned only if one somehow did).
+            Err(refused) => {
+                let event = Arc::try_unwrap(routed).map_or_else(|r| r.event.clone(), |r| r.event);
+                Err(SendError::from_refused(refused, event))
+            }
+        }
+    }
 }

@@ -13,6 +13,7 @@ use crate::connection::outbox::Outbox;
 use crate::connection::owner::{EnterError, Owner};
 use crate::connection::report::CloseReport;
 use crate::connection::shared::{ConnShared, Context};
+use crate::connection::span::{self, Origin};
 use crate::connection::writer;
 use crate::event::Event;
 use crate::id::{ConnectionId, UserId};
@@ -221,21 +222,21 @@ impl<S: Stage> Connection<S> {
         self.core.sm.watch()
     }
 
-    /// The connection's tracing span (carries `connection_id`, and
-    /// `user_id` once bound).
+    /// The connection's tracing span, `ws_connection`: it carries
+    /// `connection_id`, `adapter` (`axum`, `warp`, `tungstenite`, or `none`
+    /// for a connection driven by hand), `peer` (the peer's address, when
+    /// the adapter knew it) and, once bound, `user_id`. The connection's
+    /// steps and its tasks (reader, writer) log inside it.
     pub fn span(&self) -> &tracing::Span {
         &self.core.span
     }
 }
 
 impl Connection<Connecting> {
-    /// A connection of `owner`'s, which already counts it as live.
-    pub(crate) fn new(owner: Arc<dyn Owner>, id: ConnectionId) -> Self {
-        let span = tracing::info_span!(
-            "ws_connection",
-            connection_id = %id,
-            user_id = tracing::field::Empty
-        );
+    /// A connection of `owner`'s, which already counts it as live, from
+    /// `origin` (its span's `adapter` and `peer`).
+    pub(crate) fn new(owner: Arc<dyn Owner>, id: ConnectionId, origin: Origin) -> Self {
+        let span = span::new(&id, origin);
         let ctx = Arc::clone(owner.context());
         ctx.metrics.transition(None, ConnectionState::Connecting);
         Connection {
