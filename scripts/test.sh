@@ -9,7 +9,8 @@
 #    root. Not root? Install them by hand:
 #        sudo apt-get update && sudo apt-get install -y redis-server openssl chromium
 # 2. cargo fmt --check
-# 3. cargo clippy --all-targets --all-features -- -D warnings
+# 3. cargo clippy --all-targets --all-features -- -D warnings, and cargo doc
+#    with -D warnings (broken intra-doc links)
 # 4. cargo test --all-features
 #    then node --test client/test/*.test.mjs (the browser client's tests) when node is
 #    there; as root, nodejs is installed with the others, otherwise skipped
@@ -45,6 +46,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets --all-features -- -D warnings"
 cargo clippy --all-targets --all-features -- -D warnings
+echo "== cargo doc (broken intra-doc links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 echo "== cargo test --all-features"
 cargo test --all-features
 if command -v node >/dev/null 2>&1; then

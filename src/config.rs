@@ -103,8 +103,12 @@ pub struct HubConfig {
     pub outbound_queue: BufferLimit,
     /// What happens when the outbound queue is full. Default: close 4409.
     pub slow_consumer: SlowConsumerPolicy,
-    /// Longest a single write to the transport may take before the
-    /// slow-consumer policy closes the connection. Default: 1 s.
+    /// Longest the transport may go without accepting a message (or
+    /// finishing a flush) while the writer has something for it, before the
+    /// connection is closed as a slow consumer (4409). A burst written as
+    /// one batch gets this much per message, not in all: a peer on a slow
+    /// link that keeps reading is never taken for one that stopped.
+    /// Default: 1 s.
     pub write_timeout: Duration,
     /// Longest the HTTP upgrade request may take to arrive, in total (a
     /// slowloris defence). The tokio-tungstenite adapter enforces it itself;

@@ -83,9 +83,16 @@ pub trait Backplane: Send + Sync + 'static {
     fn publish(&self, user: &UserId, event: &EncodedEvent) -> Result<(), BackplaneError>;
 
     /// `user` has their first connection on this node.
+    ///
+    /// Called while the routing table holds `user`'s shard locked, so that
+    /// joins and leaves reach the backplane in the table's own order: be
+    /// quick, and never call back into the hub from here (a [`NodeLink`]
+    /// call would wait on that lock). Record the change and act on it from
+    /// your own task.
     fn user_joined(&self, user: &UserId);
 
-    /// `user` has no connection left on this node.
+    /// `user` has no connection left on this node. Called under the same
+    /// lock as [`user_joined`](Backplane::user_joined), with the same rules.
     fn user_left(&self, user: &UserId);
 
     /// Resolves once events published for `user` by other nodes reach this

@@ -34,9 +34,9 @@ pub(crate) trait Owner: Send + Sync + 'static {
     /// Releases a connection counted by [`admit`](Owner::admit).
     fn release(&self, user: &UserId);
 
-    /// Enters the routing table. Returns the connection evicted to make
-    /// room, if any (already asked to close). A hub that is closing asks
-    /// the new connection to close at once.
+    /// Enters the routing table. A connection evicted to make room (the
+    /// per-user limit's `CloseOldest` policy) is asked to close; a hub that
+    /// is closing asks the new connection to close at once.
     fn enter(&self, conn: &Arc<ConnShared>) -> Result<(), EnterError>;
 
     /// Leaves the routing table (idempotent).

@@ -123,8 +123,9 @@ impl<T: Transport> Connection<Authenticated<T>> {
                 // credentials that expire, and the authenticator that
                 // admitted the connection.
                 Some(Ok(Message::Text(text))) => match (expiry.as_mut(), reauth) {
-                    (Some(expiry), Some(authenticator)) => match ClientControl::parse(&text) {
-                        Some(ClientControl::Reauth { token }) => {
+                    (Some(expiry), Some(authenticator)) => match ClientControl::reauth_token(&text)
+                    {
+                        Some(token) => {
                             // Boxed: rare, and its state would size this
                             // future for the connection's whole life.
                             let decided = Box::pin(expiry.reauthenticate(
@@ -139,7 +140,7 @@ impl<T: Transport> Connection<Authenticated<T>> {
                                 Err(cause) => break cause,
                             }
                         }
-                        _ => Inbound::Text(text),
+                        None => Inbound::Text(text),
                     },
                     _ => Inbound::Text(text),
                 },
@@ -252,9 +253,9 @@ pub(crate) async fn first_message_token<T: Transport>(
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Text(text))) if text.len() <= config.max_message_size => {
-                return match ClientControl::parse(&text) {
-                    Some(ClientControl::Auth { token }) => Ok(token),
-                    _ => Err(malformed().into()),
+                return match ClientControl::auth_token(&text) {
+                    Some(token) => Ok(token),
+                    None => Err(malformed().into()),
                 };
             }
             Some(Ok(_)) => return Err(malformed().into()),

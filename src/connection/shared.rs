@@ -77,3 +77,54 @@ impl ConnShared {
         self.outbox.push(event, &self.ctx.config, &self.ctx.metrics)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::outbox::Addressee;
+    use crate::event::{Event, EventName};
+    use crate::id::{IdGenerator, UlidGenerator};
+    use crate::state::StateMachine;
+
+    fn routed(to: Addressee) -> Arc<Routed> {
+        let name = EventName::new("e").unwrap_or_else(|e| panic!("{e}"));
+        let event = Event::custom(name, serde_json::json!(1)).encode();
+        Arc::new(Routed {
+            to,
+            event: event.unwrap_or_else(|e| panic!("{e}")),
+        })
+    }
+
+    /// The first isolation check: an event addressed to another user or
+    /// another connection is refused, counted, and takes no sequence number.
+    #[test]
+    fn a_misaddressed_event_is_refused_counted_and_takes_no_sequence_number() {
+        let ids = UlidGenerator::new();
+        let (own, other) = (ids.mint_connection_id(), ids.mint_connection_id());
+        let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
+        let bob = UserId::new("bob").unwrap_or_else(|e| panic!("{e}"));
+        let conn = ConnShared {
+            id: own.clone(),
+            user: alice.clone(),
+            wire_mode: WireMode::Named,
+            outbox: Outbox::new(),
+            state: StateMachine::new().watch(),
+            ctx: Arc::new(Context::default()),
+            claims: serde_json::Value::Null,
+            extensions: Extensions::new(),
+            ended: parking_lot::Mutex::new(None),
+        };
+        for wrong in [Addressee::User(bob), Addressee::Connection(other)] {
+            assert_eq!(conn.push(&routed(wrong)), Err(Refused::Misaddressed));
+        }
+        assert_eq!(conn.ctx.metrics.snapshot().isolation_refusals, 2);
+        assert_eq!(
+            conn.push(&routed(Addressee::User(alice))),
+            Ok((1, Accepted::Buffered))
+        );
+        assert_eq!(
+            conn.push(&routed(Addressee::Connection(own))),
+            Ok((2, Accepted::Buffered))
+        );
+    }
+}

@@ -8,7 +8,9 @@
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 
@@ -87,10 +89,14 @@ async fn write_all<S: TransportSink>(shared: &Arc<ConnShared>, batch: &mut Batch
                     sink.feed(Message::Ping(bytes::Bytes::new())).await?;
                     sink.flush().await
                 };
-                tokio::time::timeout(write_timeout, ping).await
+                tokio::time::timeout(write_timeout, ping)
+                    .await
+                    .map_err(|_| Stalled)
             }
             Drain::Items { .. } | Drain::Wait => {
-                within(write_timeout, write_batch(shared, batch, sink)).await
+                let progress = Progress::default();
+                let write = write_batch(shared, batch, sink, &progress);
+                within(write_timeout, &progress, write).await
             }
         };
         let cause = match written {
@@ -109,27 +115,67 @@ async fn write_all<S: TransportSink>(shared: &Arc<ConnShared>, batch: &mut Batch
     }
 }
 
-/// `write` within `deadline`. The timer is armed only if the write does
-/// not finish on its first poll: most writes to a socket with room do, and
-/// then they cost no clock read and no timer entry.
-async fn within<F: Future>(
-    deadline: std::time::Duration,
-    write: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut write = std::pin::pin!(write);
-    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(done) => Ok(done),
-        Poll::Pending => tokio::time::timeout(deadline, write).await,
+/// Messages a write has handed over so far. Only the writer task touches
+/// it (an atomic only so the task stays `Send`: plain loads and stores).
+#[derive(Debug, Default)]
+struct Progress(AtomicU64);
+
+impl Progress {
+    fn bump(&self) {
+        let n = self.0.load(Ordering::Relaxed);
+        self.0.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
-/// Frames and feeds the batch, then flushes it: one deadline for the whole
-/// write, set by the caller.
+/// The write made no progress for a whole `write_timeout`.
+#[derive(Debug)]
+struct Stalled;
+
+/// `write` with no stretch of `deadline` without progress: `progress` is
+/// bumped by the write after each message it hands over, and each bump
+/// restarts the deadline. So a peer on a slow link that keeps reading is
+/// not taken for a slow consumer because a burst is large, while one that
+/// stops reading is caught within `deadline`. One timer per batch, armed
+/// only if the write does not finish on its first poll (most writes to a
+/// socket with room do, and then cost no clock read and no timer entry).
+async fn within<F: Future>(
+    deadline: Duration,
+    progress: &Progress,
+    write: F,
+) -> Result<F::Output, Stalled> {
+    let mut write = std::pin::pin!(write);
+    let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+    let mut seen = progress.get();
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(done) = write.as_mut().poll(cx) {
+            return Poll::Ready(Ok(done));
+        }
+        let now = progress.get();
+        match timer.as_mut().as_pin_mut() {
+            None => timer.set(Some(tokio::time::sleep(deadline))),
+            Some(sleep) if now != seen => sleep.reset(tokio::time::Instant::now() + deadline),
+            Some(_) => {}
+        }
+        seen = now;
+        match timer.as_mut().as_pin_mut() {
+            Some(sleep) => sleep.poll(cx).map(|()| Err(Stalled)),
+            None => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Frames and feeds the batch, then flushes it, bumping `progress` after
+/// each message handed over (the caller's deadline restarts then).
 async fn write_batch<S: TransportSink>(
     shared: &ConnShared,
     batch: &mut Batch,
     sink: &mut S,
+    progress: &Progress,
 ) -> Result<(), crate::transport::TransportError> {
     let metrics = &shared.ctx.metrics;
     while let Some(q) = batch.items.front() {
@@ -145,6 +191,7 @@ async fn write_batch<S: TransportSink>(
         let frame = q.event.event.frame(q.seq, shared.wire_mode);
         sink.feed(Message::Text(frame.into())).await?;
         batch.items.pop_front();
+        progress.bump();
         Metrics::inc(&metrics.c.events_written);
     }
     sink.flush().await
@@ -195,7 +242,7 @@ mod tests {
         };
         let (transport, mut client) = memory::pair(4);
         let (mut sink, _stream) = transport.split();
-        let written = write_batch(&shared, &mut batch, &mut sink).await;
+        let written = write_batch(&shared, &mut batch, &mut sink, &Progress::default()).await;
         assert!(written.is_ok());
         let Some(Message::Text(frame)) = client.try_recv() else {
             panic!("nothing written")
@@ -204,5 +251,82 @@ mod tests {
         assert_eq!(client.try_recv(), None, "bob's event reached alice");
         let m = ctx.metrics.snapshot();
         assert_eq!((m.isolation_refusals, m.events_written), (1, 1));
+    }
+
+    /// A sink that takes `per_feed` to accept each message: a peer on a
+    /// slow link that keeps reading.
+    struct Slow {
+        per_feed: std::time::Duration,
+        fed: usize,
+    }
+
+    impl TransportSink for Slow {
+        async fn feed(&mut self, _: Message) -> Result<(), crate::transport::TransportError> {
+            tokio::time::sleep(self.per_feed).await;
+            self.fed += 1;
+            Ok(())
+        }
+
+        async fn flush(&mut self) -> Result<(), crate::transport::TransportError> {
+            Ok(())
+        }
+
+        async fn close(
+            &mut self,
+            _: Option<crate::close::CloseFrame>,
+        ) -> Result<(), crate::transport::TransportError> {
+            Ok(())
+        }
+    }
+
+    /// The write deadline bounds each write without progress, not the
+    /// whole batch: three frames at 0.6 s each (1.8 s in all) under a 1 s
+    /// deadline are written, while one write stalled past it is not.
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_bounds_each_write_not_the_whole_batch() {
+        let ctx = Arc::new(Context::new(HubConfig::default()));
+        let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
+        let shared = Arc::new(ConnShared {
+            id: UlidGenerator::new().mint_connection_id(),
+            user: alice.clone(),
+            wire_mode: WireMode::Named,
+            outbox: Outbox::new(),
+            state: StateMachine::new().watch(),
+            ctx: Arc::clone(&ctx),
+            claims: serde_json::Value::Null,
+            extensions: crate::Extensions::new(),
+            ended: parking_lot::Mutex::new(None),
+        });
+        let event = {
+            let name = EventName::new("e").unwrap_or_else(|e| panic!("{e}"));
+            let event = Event::custom(name, serde_json::json!(1)).encode();
+            Arc::new(Routed {
+                to: Addressee::User(alice),
+                event: event.unwrap_or_else(|e| panic!("{e}")),
+            })
+        };
+        let deadline = std::time::Duration::from_secs(1);
+        for (per_feed, in_time) in [(600, true), (1500, false)] {
+            let mut batch = Batch {
+                items: (1..=3)
+                    .map(|seq| Queued::new(seq, Arc::clone(&event)))
+                    .collect(),
+                shared: Arc::clone(&shared),
+            };
+            let mut sink = Slow {
+                per_feed: std::time::Duration::from_millis(per_feed),
+                fed: 0,
+            };
+            let progress = Progress::default();
+            let written = within(
+                deadline,
+                &progress,
+                write_batch(&shared, &mut batch, &mut sink, &progress),
+            )
+            .await;
+            assert_eq!(written.is_ok(), in_time, "{per_feed} ms per feed");
+            assert_eq!(sink.fed, if in_time { 3 } else { 0 });
+            batch.items.clear();
+        }
     }
 }

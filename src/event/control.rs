@@ -119,39 +119,42 @@ fn field(out: &mut String, key: &str, value: &str) {
     out.push('"');
 }
 
-/// A control message from a client: `{"type":"auth","token":"…"}` (the
-/// first message, when in-band authentication is on) or
+/// The control messages a client sends: `{"type":"auth","token":"…"}` (the
+/// first message, when in-band authentication is on) and
 /// `{"type":"reauth","token":"…"}` (a fresh token for a live connection).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ClientControl {
-    Auth { token: String },
-    Reauth { token: String },
-}
+pub(crate) struct ClientControl;
 
 impl ClientControl {
-    /// Parses `text` if it is a control message; application messages (any
-    /// other `type`, or not JSON) are `None`.
-    pub(crate) fn parse(text: &str) -> Option<ClientControl> {
+    /// The token of a first message, if `text` is an `auth` message with
+    /// one. Parsed whole: the first message of such a connection is always
+    /// this one.
+    pub(crate) fn auth_token(text: &str) -> Option<String> {
         #[derive(Deserialize)]
-        struct Message {
+        struct Auth {
             #[serde(rename = "type")]
             kind: String,
-            token: Option<String>,
+            token: String,
+        }
+        let message: Auth = serde_json::from_str(text).ok()?;
+        (message.kind == "auth").then_some(message.token)
+    }
+
+    /// The token of a `reauth` message (empty when it has none), or `None`
+    /// for any other message, which is the application's.
+    pub(crate) fn reauth_token(text: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Reauth {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(default)]
+            token: String,
         }
         // Cheap pre-check: most frames are application traffic.
-        if !text.contains("auth\"") {
+        if !text.contains("\"reauth\"") {
             return None;
         }
-        let message: Message = serde_json::from_str(text).ok()?;
-        match message.kind.as_str() {
-            "auth" => Some(ClientControl::Auth {
-                token: message.token?,
-            }),
-            "reauth" => Some(ClientControl::Reauth {
-                token: message.token.unwrap_or_default(),
-            }),
-            _ => None,
-        }
+        let message: Reauth = serde_json::from_str(text).ok()?;
+        (message.kind == "reauth").then_some(message.token)
     }
 }
 
@@ -160,17 +163,11 @@ mod tests {
     use super::*;
 
     fn reauth_token(text: &str) -> Option<String> {
-        match ClientControl::parse(text)? {
-            ClientControl::Reauth { token } => Some(token),
-            ClientControl::Auth { .. } => None,
-        }
+        ClientControl::reauth_token(text)
     }
 
     fn auth_token(text: &str) -> Option<String> {
-        match ClientControl::parse(text)? {
-            ClientControl::Auth { token } => Some(token),
-            ClientControl::Reauth { .. } => None,
-        }
+        ClientControl::auth_token(text)
     }
 
     #[test]
@@ -190,6 +187,14 @@ mod tests {
             auth_token(r#"{"type":"chat","token":"x","note":"auth\""}"#),
             None
         );
+        // As before the consolidation: escapes in the type are JSON, and a
+        // reauth with a null token is not a reauth (it is the handler's).
+        assert_eq!(
+            auth_token(r#"{"type":"\u0061uth","token":"t"}"#).as_deref(),
+            Some("t")
+        );
+        assert_eq!(reauth_token(r#"{"type":"reauth","token":null}"#), None);
+        assert_eq!(reauth_token(r#"{"type":"reauth"}"#).as_deref(), Some(""));
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl Hub {
     /// (say, mid-handshake when this was called) is closed with `frame` as
     /// soon as it is bound, so [`idle`](Hub::idle) is reached.
     pub fn close_all(&self, frame: CloseFrame) -> usize {
-        // The latch first, the scan second (see `Connection::authenticate`).
+        // The latch first, the scan second (see `Owner::enter` in hub/node.rs).
         self.inner.admission.start_closing(frame.clone());
         let conns = self.inner.router.all();
         let asked = conns
@@ -166,7 +166,9 @@ impl Hub {
 
     /// Resolves once no connection of this hub is alive (every one minted
     /// has reached `Closed` or `Failed`), so their close frames have been
-    /// written or given up on.
+    /// written or given up on. A connection's
+    /// [`Handler::on_close`](crate::Handler::on_close) runs just after it
+    /// ends, so the last ones may still be running when this resolves.
     ///
     /// # Cancel safety
     ///

@@ -31,7 +31,7 @@
 //!   tells all its connections the same once it is back.
 //! * **Presence** (see `presence.rs`): each node's heartbeat key is the
 //!   lease of what it writes; per-user sets of nodes are pruned as they go
-//!   stale and expire, so [`is_online`](Backplane::is_online) is one round
+//!   stale and expire, so [`is_online`](crate::backplane::Backplane::is_online) is one round
 //!   trip. Presence never gates readiness.
 //! * **Cluster connection limit** (see `admission.rs`): per-node absolute
 //!   counts, rewritten from the node's own table at every change and
@@ -75,7 +75,7 @@ use self::wire::{Kind, hex};
 use super::BackplaneError;
 use crate::id::UserId;
 
-/// The Redis [`Backplane`]. See the [module docs](self).
+/// The Redis [`Backplane`](crate::backplane::Backplane). See the [module docs](self).
 ///
 /// ```no_run
 /// use ws_lifecycle::Hub;
@@ -338,7 +338,7 @@ impl RedisBackplane {
     }
 
     /// Resolves once this node's presence claim for `user` is written, so
-    /// [`is_online`](Backplane::is_online) on any node sees it. Presence
+    /// [`is_online`](crate::backplane::Backplane::is_online) on any node sees it. Presence
     /// follows a connection within a round trip but does not gate its
     /// Ready; this is for tests and for code that must know.
     pub async fn claimed(&self, user: &UserId) {
