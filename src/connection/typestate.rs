@@ -107,7 +107,7 @@ impl Core {
     fn advance(&mut self, to: ConnectionState, reason: &'static str) {
         match self.sm.transition(to, reason) {
             Ok(from) => {
-                self.ctx.metrics.transition(Some(from), to);
+                self.ctx.metrics.transition(from, to, &self.sm);
                 tracing::debug!(parent: &self.span, %from, %to, reason, "state transition");
             }
             Err(error) => {
@@ -149,7 +149,7 @@ impl Core {
                 }
                 self.advance(ConnectionState::Closed, cause.as_str());
             }
-            self.ctx.metrics.closed(cause.as_str());
+            self.ctx.metrics.closed(cause);
             self.owner.ended();
         }
         tracing::info!(parent: &self.span, cause = cause.as_str(), undelivered, "connection ended");
@@ -233,7 +233,7 @@ impl Connection<Connecting> {
             user_id = tracing::field::Empty
         );
         let ctx = Arc::clone(owner.context());
-        ctx.metrics.transition(None, ConnectionState::Connecting);
+        ctx.metrics.opened();
         Connection {
             core: Core {
                 owner,
