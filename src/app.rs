@@ -4,8 +4,9 @@
 use std::future::Future;
 
 use bytes::Bytes;
+use serde::Deserialize;
 
-use crate::close::CloseFrame;
+use crate::close::{CloseCode, CloseFrame, CloseReason};
 use crate::connection::{CloseReport, ConnectionHandle};
 
 /// An inbound data message.
@@ -15,6 +16,117 @@ pub enum Inbound {
     Text(crate::transport::Text),
     /// A binary message.
     Binary(Bytes),
+}
+
+impl Inbound {
+    /// Decodes a text message as JSON into the application's own type.
+    /// `T` may borrow from the message (a `&str` field fails on a string
+    /// with escapes; `String` or `Cow<str>` with `#[serde(borrow)]` does
+    /// not).
+    ///
+    /// # Errors
+    ///
+    /// [`InboundError`] when the message is binary, not JSON, or JSON of
+    /// another shape. It converts into a 4400 [`CloseFrame`], so a handler
+    /// can close a connection that breaks the application's protocol with
+    /// `?`; the frame's reason never quotes the peer's text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use serde::Deserialize;
+    /// use ws_lifecycle::{ConnectionHandle, Handler, Inbound, close::CloseFrame};
+    ///
+    /// #[derive(Debug, Deserialize)]
+    /// #[serde(tag = "type", rename_all = "snake_case")]
+    /// enum ClientMessage {
+    ///     Say { text: String },
+    /// }
+    ///
+    /// struct Chat;
+    ///
+    /// impl Handler for Chat {
+    ///     async fn on_message(&self, conn: &ConnectionHandle, message: Inbound) -> Result<(), CloseFrame> {
+    ///         // Anything else closes the connection with 4400.
+    ///         let ClientMessage::Say { text } = message.json()?;
+    ///         tracing::info!(connection_id = %conn.id(), len = text.len(), "said");
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let said = Inbound::Text(r#"{"type":"say","text":"hi"}"#.into());
+    /// assert!(matches!(said.json(), Ok(ClientMessage::Say { text }) if text == "hi"));
+    /// let other = Inbound::Text(r#"{"type":"shout"}"#.into());
+    /// let frame = CloseFrame::from(other.json::<ClientMessage>().unwrap_err());
+    /// assert_eq!((frame.code.as_u16(), frame.reason.as_str()), (4400, "unexpected_message"));
+    /// ```
+    pub fn json<'a, T: Deserialize<'a>>(&'a self) -> Result<T, InboundError> {
+        let Inbound::Text(text) = self else {
+            return Err(InboundError::NotText);
+        };
+        serde_json::from_str(text).map_err(|error| {
+            let (line, column) = (error.line(), error.column());
+            if error.is_data() {
+                InboundError::UnexpectedShape { line, column }
+            } else {
+                InboundError::InvalidJson { line, column }
+            }
+        })
+    }
+}
+
+/// An inbound message could not be decoded ([`Inbound::json`]).
+///
+/// Neither its text nor its [`close_frame`](InboundError::close_frame)
+/// quotes the peer's message, so both are safe to log and to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InboundError {
+    /// A binary message where text was expected. Closes with 4400
+    /// `text_message_expected`.
+    #[error("a binary message where a text message was expected")]
+    NotText,
+    /// The text is not JSON. Closes with 4400 `invalid_json`.
+    #[error("the message is not JSON (line {line}, column {column})")]
+    InvalidJson {
+        /// Where the parser stopped (from 1).
+        line: usize,
+        /// Where the parser stopped (from 1).
+        column: usize,
+    },
+    /// The text is JSON, but not of the expected shape (an unknown `type`,
+    /// a missing field, a field of another type). Closes with 4400
+    /// `unexpected_message`.
+    #[error("the message is not one the application expects (line {line}, column {column})")]
+    UnexpectedShape {
+        /// Where the parser stopped (from 1).
+        line: usize,
+        /// Where the parser stopped (from 1).
+        column: usize,
+    },
+}
+
+impl InboundError {
+    /// The frame that closes the connection for it: 4400 with a fixed
+    /// ASCII reason (`text_message_expected`, `invalid_json`,
+    /// `unexpected_message`).
+    pub fn close_frame(&self) -> CloseFrame {
+        const NOT_TEXT: CloseReason = CloseReason::from_static("text_message_expected");
+        const INVALID_JSON: CloseReason = CloseReason::from_static("invalid_json");
+        const UNEXPECTED: CloseReason = CloseReason::from_static("unexpected_message");
+        let reason = match self {
+            InboundError::NotText => NOT_TEXT,
+            InboundError::InvalidJson { .. } => INVALID_JSON,
+            InboundError::UnexpectedShape { .. } => UNEXPECTED,
+        };
+        CloseFrame::new(CloseCode::APP_PROTOCOL_ERROR, reason)
+    }
+}
+
+impl From<InboundError> for CloseFrame {
+    fn from(error: InboundError) -> Self {
+        error.close_frame()
+    }
 }
 
 /// What the application does with a connection. One value serves every
@@ -67,11 +179,15 @@ pub trait Handler: Send + Sync {
         message: Inbound,
     ) -> impl Future<Output = Result<(), CloseFrame>> + Send;
 
-    /// Runs once after the connection has ended and left the routing table,
-    /// when [`Hub::run`](crate::Hub::run) drives it to its end. It does not
-    /// run when the future driving the connection is dropped: keep
-    /// per-connection state that must be released in a value the
-    /// connection's task owns (its drop runs on every exit).
+    /// Runs exactly once after the connection has ended and left the
+    /// routing table, on every exit path of [`Hub::run`](crate::Hub::run),
+    /// [`Hub::serve`](crate::Hub::serve) and the adapters: a close from
+    /// either side, a transport error, a timeout, a panic in
+    /// [`on_message`](Handler::on_message) or [`on_ready`](Handler::on_ready)
+    /// (cause `handler_panicked`), and the future driving the connection
+    /// being dropped (cause `dropped`; it then runs inside that drop, so
+    /// keep it short and do not block). A panic in `on_close` itself is
+    /// caught and logged.
     fn on_close(&self, conn: &ConnectionHandle, report: &CloseReport) {
         let _ = (conn, report);
     }

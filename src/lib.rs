@@ -105,6 +105,7 @@ pub mod close;
 pub mod config;
 pub mod connection;
 pub mod event;
+mod extensions;
 mod hub;
 pub mod id;
 pub mod limits;
@@ -117,6 +118,7 @@ mod sync;
 pub mod transport;
 pub mod upgrade;
 
-pub use app::{Handler, Inbound};
+pub use app::{Handler, Inbound, InboundError};
 pub use connection::{CloseReport, ConnectionHandle, SendError};
+pub use extensions::Extensions;
 pub use hub::{Delivery, FanOut, Hub, HubBuilder, ShutdownKind, ShutdownReport};

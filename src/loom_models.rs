@@ -92,6 +92,9 @@ fn a_removed_connection_is_never_sent_to_and_nothing_accepted_is_lost() {
             outbox: Outbox::new(),
             state: StateMachine::new().watch(),
             ctx: Arc::clone(&env),
+            claims: serde_json::Value::Null,
+            extensions: crate::Extensions::new(),
+            ended: parking_lot::Mutex::new(None),
         });
         let removed = Arc::new(AtomicBool::new(false));
         let lifecycle = {

@@ -11,7 +11,7 @@ use crate::auth::{AuthError, AuthOutcome, Authenticator, HandshakeRequest, Surfa
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth::reauth::{Admission, Reauthenticate};
-use crate::connection::Connection;
+use crate::connection::{Adapter, Connection, Origin};
 use crate::hub::Slot;
 use crate::transport::Transport;
 use crate::{CloseReport, Handler, Hub};
@@ -92,6 +92,8 @@ pub struct Admitted {
     subprotocol: Option<String>,
     auth: Admit,
     slot: Slot,
+    /// The adapter and the peer, for the connection's span.
+    origin: Origin,
 }
 
 /// How an admitted upgrade authenticates.
@@ -180,6 +182,7 @@ impl Admitted {
         Prepared {
             slot: self.slot,
             mode,
+            origin: self.origin,
         }
     }
 }
@@ -188,6 +191,7 @@ impl Admitted {
 pub(crate) struct Prepared<A> {
     slot: Slot,
     mode: Mode<A>,
+    origin: Origin,
 }
 
 enum Mode<A> {
@@ -203,12 +207,13 @@ enum Mode<A> {
 }
 
 impl<A: Authenticator> Prepared<A> {
-    /// Mints the connection in the admitted place and takes the transport;
+    /// Mints the connection in the admitted place (its span naming the
+    /// adapter and the peer) and takes the transport;
     /// the adapters do this before they build the connection's future, so
     /// the socket is not carried in its state.
     pub(crate) fn accept<T: Transport>(self, hub: &Hub, transport: T) -> Upgraded<T, A> {
         Upgraded {
-            conn: hub.connect_in(self.slot).accept(transport),
+            conn: hub.connect_in(self.slot, self.origin).accept(transport),
             mode: self.mode,
         }
     }
@@ -300,8 +305,20 @@ pub async fn decide<A: Authenticator>(
     request: &HandshakeRequest,
     authenticator: &A,
 ) -> Decision {
+    decide_via(hub, method, request, authenticator, Adapter::None).await
+}
+
+/// [`decide`] for one of the crate's adapters, which names itself in the
+/// connection's span.
+pub(crate) async fn decide_via<A: Authenticator>(
+    hub: &Hub,
+    method: &str,
+    request: &HandshakeRequest,
+    authenticator: &A,
+    adapter: Adapter,
+) -> Decision {
     match check_handshake(method, request) {
-        Ok(()) => decide_unchecked(hub, request, authenticator).await,
+        Ok(()) => decide_unchecked(hub, request, authenticator, adapter).await,
         Err(refusal) => Decision::Refuse(refusal),
     }
 }
@@ -311,13 +328,18 @@ pub async fn decide<A: Authenticator>(
 /// checking again.
 #[cfg(any(feature = "axum", feature = "warp"))]
 #[derive(Debug)]
-pub(crate) struct Checked(HandshakeRequest);
+pub(crate) struct Checked(HandshakeRequest, Adapter);
 
 #[cfg(any(feature = "axum", feature = "warp"))]
 impl Checked {
-    /// Checks `method` and `request` ([`check_handshake`]).
-    pub(crate) fn new(method: &str, request: HandshakeRequest) -> Result<Self, Refusal> {
-        check_handshake(method, &request).map(|()| Checked(request))
+    /// Checks `method` and `request` ([`check_handshake`]), received by
+    /// `adapter`.
+    pub(crate) fn new(
+        method: &str,
+        request: HandshakeRequest,
+        adapter: Adapter,
+    ) -> Result<Self, Refusal> {
+        check_handshake(method, &request).map(|()| Checked(request, adapter))
     }
 
     /// The request.
@@ -327,7 +349,7 @@ impl Checked {
 
     /// [`decide`], without the check this request already passed.
     pub(crate) async fn decide<A: Authenticator>(&self, hub: &Hub, authenticator: &A) -> Decision {
-        decide_unchecked(hub, &self.0, authenticator).await
+        decide_unchecked(hub, &self.0, authenticator, self.1).await
     }
 }
 
@@ -336,7 +358,9 @@ async fn decide_unchecked<A: Authenticator>(
     hub: &Hub,
     request: &HandshakeRequest,
     authenticator: &A,
+    adapter: Adapter,
 ) -> Decision {
+    let origin = Origin::of(adapter, request);
     // Admission, before any work on the request: a bounded number of
     // upgrades in progress, an optional cap on connections, and none while
     // shutting down. Refused fast, so overload sheds load.
@@ -361,6 +385,7 @@ async fn decide_unchecked<A: Authenticator>(
             subprotocol: outcome.selected_subprotocol.clone(),
             auth: Admit::Decided(Ok(outcome)),
             slot,
+            origin,
         }),
         // No credentials in the handshake, and the authenticator takes them
         // in the first message: upgrade, and authenticate in band, still
@@ -372,6 +397,7 @@ async fn decide_unchecked<A: Authenticator>(
                 subprotocol: None,
                 auth: Admit::FirstMessage(in_flight),
                 slot,
+                origin,
             })
         }
         Err(failure) => match failure.surface {
@@ -379,10 +405,11 @@ async fn decide_unchecked<A: Authenticator>(
                 subprotocol,
                 auth: Admit::Decided(Err(failure.error)),
                 slot,
+                origin,
             }),
             // `Surface` is non-exhaustive: anything else is refused.
             _ => {
-                let _report = hub.connect().refuse(&failure.error);
+                let _report = hub.connect_from(origin).refuse(&failure.error);
                 Decision::Refuse(Refusal::from(&failure.error))
             }
         },

@@ -11,10 +11,18 @@
 //!
 //! Payload objects use keys in sorted order, so the goldens pin the envelope
 //! and the payload escaping, not serde_json's map ordering.
+//!
+//! Every case is built twice: as an [`Event`] with a `serde_json::Value`
+//! payload, and through an [`Envelope`] with a payload of the test's own
+//! `Serialize` types (no `Value` in between). Both must produce the golden
+//! bytes in both modes.
 
 use proptest::prelude::*;
+use serde::Serialize;
 use serde_json::{Value, json};
-use ws_lifecycle::event::{AgentEventKind, EncodedEvent, Event, EventName, WIRE_VERSION, WireMode};
+use ws_lifecycle::event::{
+    AgentEventKind, EncodedEvent, Envelope, Event, EventName, WIRE_VERSION, WireMode,
+};
 use ws_lifecycle::id::RunId;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -24,10 +32,12 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 const RUN: &str = "run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3";
 const THREAD: &str = "thread_01HZX3V6Q0C1K9A3YB7W2M4N5P";
 
-/// One golden case: an event, the sequence number it is framed with, and
-/// the exact frame in each wire mode.
+/// One golden case: an event, the same event encoded from a typed payload,
+/// the sequence number it is framed with, and the exact frame in each wire
+/// mode.
 struct Case {
     event: Event,
+    typed: EncodedEvent,
     seq: u64,
     named: &'static str,
     legacy: &'static str,
@@ -52,17 +62,73 @@ fn hostile_payload() -> Value {
     })
 }
 
+// The typed payloads: the application's own types, serialised straight into
+// the event's bytes.
+
+/// `{}`.
+#[derive(Serialize)]
+struct Empty {}
+
+/// [`hostile_payload`], typed.
+#[derive(Serialize)]
+struct Hostile {
+    ctl: &'static str,
+    text: &'static str,
+}
+
+const HOSTILE: Hostile = Hostile {
+    ctl: "\u{1}\u{1f}\u{7f}\u{2028}",
+    text: "quote \" backslash \\ newline \n tab \t </script> café ☕ 日本語 😀",
+};
+
+#[derive(Serialize)]
+struct Thinking<'a> {
+    status: &'a str,
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct Search {
+    q: String,
+}
+
+#[derive(Serialize)]
+struct ToolCall {
+    args: Search,
+    tool: &'static str,
+}
+
+#[derive(Serialize)]
+struct Usage {
+    input: u32,
+    output: u32,
+}
+
+#[derive(Serialize)]
+struct Completed {
+    ok: bool,
+    tokens: (i32, f64, i32),
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct Text<'a> {
+    text: &'a str,
+}
+
 fn agent_started_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
     let run = run()?;
     Ok(vec![
         Case {
             event: Event::agent(AgentEventKind::AgentStarted, &run, json!({})),
+            typed: Envelope::agent(AgentEventKind::AgentStarted, &run).encode(&Empty {})?,
             seq: 1,
             named: r#"{"v":1,"seq":1,"type":"agent_started","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{}}"#,
             legacy: r#"{"v":1,"seq":1,"type":1,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{}}"#,
         },
         Case {
             event: Event::agent(AgentEventKind::AgentStarted, &run, json!({})),
+            typed: Envelope::agent(AgentEventKind::AgentStarted, &run).encode(&Empty {})?,
             seq: u64::MAX,
             named: r#"{"v":1,"seq":18446744073709551615,"type":"agent_started","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{}}"#,
             legacy: r#"{"v":1,"seq":18446744073709551615,"type":1,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{}}"#,
@@ -75,6 +141,7 @@ fn agent_thinking_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
     Ok(vec![
         Case {
             event: Event::agent(AgentEventKind::AgentThinking, &run, Value::Null),
+            typed: Envelope::agent(AgentEventKind::AgentThinking, &run).encode(&())?,
             seq: 2,
             named: r#"{"v":1,"seq":2,"type":"agent_thinking","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":null}"#,
             legacy: r#"{"v":1,"seq":2,"type":2,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":null}"#,
@@ -85,6 +152,10 @@ fn agent_thinking_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
                 &run,
                 json!({"status": "reasoning", "text": "Let me think…"}),
             ),
+            typed: Envelope::agent(AgentEventKind::AgentThinking, &run).encode(&Thinking {
+                status: "reasoning",
+                text: "Let me think…",
+            })?,
             seq: 10,
             named: r#"{"v":1,"seq":10,"type":"agent_thinking","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"status":"reasoning","text":"Let me think…"}}"#,
             legacy: r#"{"v":1,"seq":10,"type":2,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"status":"reasoning","text":"Let me think…"}}"#,
@@ -100,6 +171,12 @@ fn tool_executing_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
             &run,
             json!({"args": {"q": "weather in Zürich"}, "tool": "search"}),
         ),
+        typed: Envelope::agent(AgentEventKind::ToolExecuting, &run).encode(&ToolCall {
+            args: Search {
+                q: "weather in Zürich".to_owned(),
+            },
+            tool: "search",
+        })?,
         seq: 3,
         named: r#"{"v":1,"seq":3,"type":"tool_executing","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"args":{"q":"weather in Zürich"},"tool":"search"}}"#,
         legacy: r#"{"v":1,"seq":3,"type":3,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"args":{"q":"weather in Zürich"},"tool":"search"}}"#,
@@ -110,6 +187,7 @@ fn tool_completed_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
     let run = run()?;
     Ok(vec![Case {
         event: Event::agent(AgentEventKind::ToolCompleted, &run, hostile_payload()),
+        typed: Envelope::agent(AgentEventKind::ToolCompleted, &run).encode(&HOSTILE)?,
         seq: 4,
         // DEL (U+007F) and U+2028 are valid unescaped in JSON and are
         // written raw; C0 controls become lower-case `\u00xx` escapes.
@@ -134,6 +212,14 @@ fn agent_completed_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
             &run,
             json!({"ok": true, "tokens": [1, 2.5, -3], "usage": {"input": 12, "output": 34}}),
         ),
+        typed: Envelope::agent(AgentEventKind::AgentCompleted, &run).encode(&Completed {
+            ok: true,
+            tokens: (1, 2.5, -3),
+            usage: Usage {
+                input: 12,
+                output: 34,
+            },
+        })?,
         seq: u64::MAX,
         named: r#"{"v":1,"seq":18446744073709551615,"type":"agent_completed","thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"ok":true,"tokens":[1,2.5,-3],"usage":{"input":12,"output":34}}}"#,
         legacy: r#"{"v":1,"seq":18446744073709551615,"type":5,"thread_id":"thread_01HZX3V6Q0C1K9A3YB7W2M4N5P","run_id":"run_01HZX3V6Q0C1K9A3YB7W2M4N5P_01HZX3V6Q0C1K9A3YBQAHBZWT3","payload":{"ok":true,"tokens":[1,2.5,-3],"usage":{"input":12,"output":34}}}"#,
@@ -144,24 +230,28 @@ fn custom_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
     Ok(vec![
         Case {
             event: Event::custom(chat()?, json!({"text": "hello"})),
+            typed: Envelope::custom(chat()?).encode(&Text { text: "hello" })?,
             seq: 1,
             named: r#"{"v":1,"seq":1,"type":"chat.message","payload":{"text":"hello"}}"#,
             legacy: r#"{"v":1,"seq":1,"type":"chat.message","payload":{"text":"hello"}}"#,
         },
         Case {
             event: Event::custom(chat()?, json!({})),
+            typed: Envelope::custom(chat()?).encode(&Empty {})?,
             seq: 8,
             named: r#"{"v":1,"seq":8,"type":"chat.message","payload":{}}"#,
             legacy: r#"{"v":1,"seq":8,"type":"chat.message","payload":{}}"#,
         },
         Case {
             event: Event::custom(chat()?, Value::Null),
+            typed: Envelope::custom(chat()?).encode(&None::<u8>)?,
             seq: u64::MAX,
             named: r#"{"v":1,"seq":18446744073709551615,"type":"chat.message","payload":null}"#,
             legacy: r#"{"v":1,"seq":18446744073709551615,"type":"chat.message","payload":null}"#,
         },
         Case {
             event: Event::custom(chat()?, hostile_payload()),
+            typed: Envelope::custom(chat()?).encode(&HOSTILE)?,
             seq: 42,
             named: concat!(
                 r#"{"v":1,"seq":42,"type":"chat.message","payload":{"ctl":"\u0001\u001f"#,
@@ -176,6 +266,7 @@ fn custom_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
         },
         Case {
             event: Event::custom(chat()?, json!(["a", 1, null])),
+            typed: Envelope::custom(chat()?).encode(&("a", 1, ()))?,
             seq: 9,
             named: r#"{"v":1,"seq":9,"type":"chat.message","payload":["a",1,null]}"#,
             legacy: r#"{"v":1,"seq":9,"type":"chat.message","payload":["a",1,null]}"#,
@@ -194,25 +285,31 @@ fn all_cases() -> Result<Vec<Case>, Box<dyn std::error::Error>> {
     Ok(all)
 }
 
-/// Asserts both wire modes of `case` byte for byte.
+/// Asserts both wire modes of `case` byte for byte, from the `Value` path
+/// and from the typed path.
 fn assert_golden(cases: Vec<Case>) -> TestResult {
     assert!(!cases.is_empty());
     for case in cases {
         let encoded = case.event.encode()?;
-        assert_eq!(
-            encoded.frame(case.seq, WireMode::Named),
-            case.named,
-            "Named frame for {:?} seq {}",
-            case.event,
-            case.seq
-        );
-        assert_eq!(
-            encoded.frame(case.seq, WireMode::LegacyNumeric),
-            case.legacy,
-            "LegacyNumeric frame for {:?} seq {}",
-            case.event,
-            case.seq
-        );
+        for (path, encoded) in [("Value", &encoded), ("typed", &case.typed)] {
+            assert_eq!(
+                encoded.frame(case.seq, WireMode::Named),
+                case.named,
+                "Named frame for {:?} seq {} ({path} path)",
+                case.event,
+                case.seq
+            );
+            assert_eq!(
+                encoded.frame(case.seq, WireMode::LegacyNumeric),
+                case.legacy,
+                "LegacyNumeric frame for {:?} seq {} ({path} path)",
+                case.event,
+                case.seq
+            );
+        }
+        // The same event either way, backplane form included.
+        assert_eq!(case.typed, encoded, "{:?}", case.event);
+        assert_eq!(case.typed.to_wire(), encoded.to_wire());
     }
     Ok(())
 }
@@ -346,11 +443,13 @@ proptest! {
         let run = run().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let chat = chat().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let payload = json!({ "text": text });
-        for event in [
-            Event::agent(kind, &run, payload.clone()),
-            Event::custom(chat.clone(), payload.clone()),
+        let typed_payload = Text { text: &text };
+        for (event, typed) in [
+            (Event::agent(kind, &run, payload.clone()), Envelope::agent(kind, &run)),
+            (Event::custom(chat.clone(), payload.clone()), Envelope::custom(chat.clone())),
         ] {
             let encoded = event.encode()?;
+            prop_assert_eq!(&typed.encode(&typed_payload)?, &encoded);
             for mode in [WireMode::Named, WireMode::LegacyNumeric] {
                 let frame = encoded.frame(seq, mode);
                 assert_frame_json(&frame, &event, seq, mode)
@@ -368,10 +467,18 @@ fn custom_event_fields_golden() -> TestResult {
     let message = Event::custom(EventName::new("message")?, json!("hi \"there\""))
         .with_field("to", "bob")?
         .with_field("from", "alice")?;
-    assert_eq!(
-        message.encode()?.frame(3, WireMode::Named),
-        r#"{"v":1,"seq":3,"type":"message","from":"alice","to":"bob","payload":"hi \"there\""}"#
-    );
+    let typed = Envelope::custom(EventName::new("message")?)
+        .with_field("to", "bob")?
+        .with_field("from", "alice")?
+        .encode("hi \"there\"")?;
+    for encoded in [message.encode()?, typed] {
+        for mode in [WireMode::Named, WireMode::LegacyNumeric] {
+            assert_eq!(
+                encoded.frame(3, mode),
+                r#"{"v":1,"seq":3,"type":"message","from":"alice","to":"bob","payload":"hi \"there\""}"#
+            );
+        }
+    }
     for reserved in [
         "v",
         "seq",
@@ -385,6 +492,8 @@ fn custom_event_fields_golden() -> TestResult {
     ] {
         let refused = Event::custom(EventName::new("x")?, json!(null)).with_field(reserved, 1);
         assert!(refused.is_err(), "{reserved:?} accepted");
+        let refused = Envelope::custom(EventName::new("x")?).with_field(reserved, 1);
+        assert!(refused.is_err(), "{reserved:?} accepted by an envelope");
     }
     Ok(())
 }

@@ -6,16 +6,22 @@
 //!   `{"type":"message","from":"<sender>","payload":"<text>"}` to every
 //!   connection of `to`;
 //! * `{"type":"agent_run","prompt":"<text>"}` answers the sender's user with
-//!   the five agent events, in order, for one freshly minted run.
+//!   the five agent events, in order, for one freshly minted run;
+//! * anything else (a binary message, text that is not JSON, JSON of another
+//!   shape) closes the connection with 4400 (`Inbound::json`).
+//!
+//! Messages are decoded into [`ClientMessage`] and events encoded from
+//! typed payloads ([`Envelope`]), without a `serde_json::Value` either way.
 //!
 //! Frames also carry the crate's envelope fields (`v`, `seq`, and for agent
 //! events `thread_id` and `run_id`), which clients that do not know them
 //! ignore.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use ws_lifecycle::close::{CloseCode, CloseFrame, CloseReason};
-use ws_lifecycle::event::{AgentEventKind, Event, EventName};
+use ws_lifecycle::event::{AgentEventKind, Envelope, Event, EventName};
+use ws_lifecycle::id::RequestId;
 use ws_lifecycle::id::UserId;
 use ws_lifecycle::{ConnectionHandle, Handler, Hub, Inbound};
 
@@ -25,6 +31,14 @@ use ws_lifecycle::{ConnectionHandle, Handler, Hub, Inbound};
 enum ClientMessage {
     Publish { to: String, payload: String },
     AgentRun { prompt: String },
+}
+
+/// The payload of each agent event of a run.
+#[derive(Serialize)]
+struct AgentStep<'a> {
+    prompt: &'a str,
+    step: u32,
+    request_id: &'a RequestId,
 }
 
 /// The demo application. One value serves every connection.
@@ -69,14 +83,9 @@ impl Handler for ChatApp {
         conn: &ConnectionHandle,
         message: Inbound,
     ) -> Result<(), CloseFrame> {
-        let Inbound::Text(text) = message else {
-            return Err(close(CloseCode::APP_PROTOCOL_ERROR, "text_frames_only"));
-        };
-        let Ok(message) = serde_json::from_str::<ClientMessage>(&text) else {
-            let error = Event::custom(name("error")?, json!({ "code": "bad_message" }));
-            let _ = conn.emit(error);
-            return Ok(());
-        };
+        // Not a message of this protocol: close with 4400 (the reason never
+        // quotes the client's text).
+        let message: ClientMessage = message.json()?;
         match message {
             ClientMessage::Publish { to, payload } => {
                 let Ok(to) = UserId::new(&to) else {
@@ -84,22 +93,27 @@ impl Handler for ChatApp {
                     let _ = conn.emit(error);
                     return Ok(());
                 };
-                let event = Event::custom(name("message")?, json!(payload))
+                let envelope = Envelope::custom(name("message")?)
                     .with_field("from", conn.user().as_str())
                     .map_err(|_| internal())?;
+                let event = envelope.encode(&payload).map_err(|_| internal())?;
                 // A user with no connection simply misses it (counted by
                 // the hub as a routing miss).
-                let _ = self.hub.send_to_user(&to, &event);
+                let _ = self.hub.send_encoded_to_user(&to, event);
             }
             ClientMessage::AgentRun { prompt } => {
                 let user = conn.user();
                 let ctx = self.hub.ids().mint_context(user);
                 for (step, kind) in (1..).zip(AgentEventKind::ALL) {
-                    let payload =
-                        json!({ "prompt": prompt, "step": step, "request_id": ctx.request });
-                    let _ = self
-                        .hub
-                        .send_to_user(user, &Event::agent(kind, &ctx.run, payload));
+                    let payload = AgentStep {
+                        prompt: &prompt,
+                        step,
+                        request_id: &ctx.request,
+                    };
+                    let event = Envelope::agent(kind, &ctx.run)
+                        .encode(&payload)
+                        .map_err(|_| internal())?;
+                    let _ = self.hub.send_encoded_to_user(user, event);
                 }
             }
         }

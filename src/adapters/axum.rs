@@ -63,6 +63,7 @@ use tokio::net::TcpListener;
 use super::http::{self, WithExtension};
 use super::{ServeConfig, StackTransport, sealed};
 use crate::auth::{Authenticator, HandshakeRequest};
+use crate::connection::Adapter;
 use crate::transport::{Message, Text, TransportError};
 use crate::upgrade::Checked;
 use crate::{Handler, Hub};
@@ -135,6 +136,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
             &parts.headers,
             parts.uri.query(),
             peer,
+            Adapter::Axum,
         )
         .map_err(|refusal| http::refusal_response(&refusal))?;
         let upgrade = WebSocketUpgrade::from_request_parts(parts, state)

@@ -27,16 +27,18 @@ use tokio::sync::watch;
 use crate::Hub;
 use crate::auth::{Authenticator, HandshakeRequest};
 use crate::config::HubConfig;
+use crate::connection::Adapter;
 use crate::upgrade::{Admitted, Checked, Decision, Refusal};
 
 /// The request's headers, query and peer as a [`HandshakeRequest`],
-/// checked against the upgrade policy (once: [`admit`] does not check
+/// received by `adapter`, checked against the upgrade policy (once: [`admit`] does not check
 /// again).
 pub(super) fn check(
     method: &str,
     headers: &HeaderMap,
     query: Option<&str>,
     peer: Option<SocketAddr>,
+    adapter: Adapter,
 ) -> Result<Checked, Refusal> {
     let mut builder = HandshakeRequest::builder();
     for (name, value) in headers {
@@ -49,7 +51,7 @@ pub(super) fn check(
         builder = builder.peer_addr(peer);
     }
     let request = builder.build().map_err(|e| Refusal::from(&e))?;
-    Checked::new(method, request)
+    Checked::new(method, request, adapter)
 }
 
 /// Authenticates a checked request: admitted, or the refusal's response.

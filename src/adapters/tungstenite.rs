@@ -52,6 +52,7 @@ use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
 use super::{StackTransport, sealed};
 use crate::auth::{Authenticator, HandshakeRequest};
+use crate::connection::Adapter;
 use crate::transport::{Message, Text, TransportError};
 use crate::upgrade::{self, Decision, Refusal};
 use crate::{CloseReport, Handler, Hub};
@@ -113,7 +114,8 @@ where
             return Err(UpgradeError::Refused(refusal));
         }
     };
-    let decision = upgrade::decide(hub, &method, &request, authenticator).await;
+    let decision =
+        upgrade::decide_via(hub, &method, &request, authenticator, Adapter::Tungstenite).await;
     let admitted = match decision {
         Decision::Refuse(refusal) => {
             write_refusal(&mut stream, &refusal).await?;

@@ -69,6 +69,7 @@ use warp::reply::{Reply, Response};
 use super::http::{self, WithExtension};
 use super::{ServeConfig, StackTransport, sealed};
 use crate::auth::Authenticator;
+use crate::connection::Adapter;
 use crate::transport::{Message, Text, TransportError};
 use crate::upgrade::{Checked, Refusal};
 use crate::{Handler, Hub};
@@ -169,13 +170,19 @@ pub fn upgrade() -> impl Filter<Extract = (WarpUpgrade,), Error = Infallible> + 
              query: Option<String>,
              peer: Option<SocketAddr>,
              ws: Option<Ws>| {
-                let checked = http::check(method.as_str(), &headers, query.as_deref(), peer)
-                    .and_then(|checked| {
-                        // The policy accepted the handshake, so warp's own
-                        // (looser) check did too.
-                        let ws = ws.ok_or_else(Refusal::upgrade_invalid)?;
-                        Ok((checked, ws))
-                    });
+                let checked = http::check(
+                    method.as_str(),
+                    &headers,
+                    query.as_deref(),
+                    peer,
+                    Adapter::Warp,
+                )
+                .and_then(|checked| {
+                    // The policy accepted the handshake, so warp's own
+                    // (looser) check did too.
+                    let ws = ws.ok_or_else(Refusal::upgrade_invalid)?;
+                    Ok((checked, ws))
+                });
                 WarpUpgrade { checked }
             },
         )

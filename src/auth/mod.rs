@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::event::WireMode;
+use crate::extensions::Extensions;
 use crate::id::UserId;
 
 mod error;
@@ -58,6 +59,9 @@ pub struct AuthOutcome {
     /// hub's [`HubConfig::wire_mode`](crate::config::HubConfig::wire_mode).
     /// Lets one server keep old clients on numeric codes.
     pub wire_mode: Option<WireMode>,
+    /// The application's own values for this connection (a tenant, a plan),
+    /// readable from its handle: see [`Extensions`].
+    pub extensions: Extensions,
 }
 
 impl fmt::Debug for AuthOutcome {
@@ -69,6 +73,7 @@ impl fmt::Debug for AuthOutcome {
             .field("expires_at", &self.expires_at)
             .field("selected_subprotocol", &self.selected_subprotocol)
             .field("wire_mode", &self.wire_mode)
+            .field("extensions", &self.extensions)
             .finish()
     }
 }
@@ -94,7 +99,16 @@ impl AuthOutcome {
             expires_at: None,
             selected_subprotocol: None,
             wire_mode: None,
+            extensions: Extensions::new(),
         }
+    }
+
+    /// Attaches `value` to the connection (one per type; see
+    /// [`Extensions`]), for the application to read from its handle.
+    #[must_use]
+    pub fn with_extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
     }
 
     /// Sets when the credentials expire: the hub asks the client to

@@ -14,6 +14,7 @@ use crate::connection::outbox::{Addressee, Refused, Routed};
 use crate::connection::shared::ConnShared;
 use crate::event::control::Control;
 use crate::event::{EncodeError, EncodedEvent, Event};
+use crate::extensions::Extensions;
 use crate::id::{ConnectionId, UserId};
 use crate::state::{ConnectionState, WaitError};
 
@@ -66,6 +67,11 @@ impl<T> SendError<T> {
         }
     }
 }
+
+/// The connection's claims do not fit the type asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the connection's claims do not fit the requested type: {0}")]
+pub struct ClaimsError(String);
 
 /// A cheap, cloneable handle to one authenticated connection.
 #[derive(Clone)]
@@ -155,5 +161,97 @@ impl ConnectionHandle {
     /// Whether a close has been asked for (by anyone).
     pub fn is_closing(&self) -> bool {
         self.shared.outbox.close_cause().is_some()
+    }
+
+    /// Resolves once the connection is closing or has ended, for any
+    /// reason (the client left, a close was asked for, the server is
+    /// shutting down), with the cause. Already closing: resolves at once.
+    ///
+    /// Work started for a connection (an agent run, a subscription) can
+    /// stop when its client goes away:
+    ///
+    /// ```
+    /// # use ws_lifecycle::ConnectionHandle;
+    /// async fn run_agent(conn: ConnectionHandle) {
+    ///     tokio::select! {
+    ///         cause = conn.closed() => {
+    ///             tracing::info!(cause = cause.as_str(), "client left: stopping the run");
+    ///         }
+    ///         () = agent_steps(&conn) => {}
+    ///     }
+    /// }
+    /// # async fn agent_steps(_: &ConnectionHandle) {}
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it loses nothing, and any number of tasks may
+    /// wait at once.
+    pub async fn closed(&self) -> CloseCause {
+        self.shared.outbox.watch_closed().await
+    }
+
+    /// The verified claims of the credentials the connection was admitted
+    /// with, deserialised into the application's own type.
+    ///
+    /// ```
+    /// # use ws_lifecycle::ConnectionHandle;
+    /// #[derive(serde::Deserialize)]
+    /// struct Claims {
+    ///     sub: String,
+    ///     #[serde(default)]
+    ///     plan: Option<String>,
+    /// }
+    ///
+    /// fn plan(conn: &ConnectionHandle) -> Option<String> {
+    ///     conn.claims::<Claims>().ok().and_then(|claims| claims.plan)
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimsError`] when the claims do not fit `T` (a missing field, a
+    /// wrong type).
+    pub fn claims<T: serde::de::DeserializeOwned>(&self) -> Result<T, ClaimsError> {
+        T::deserialize(&self.shared.claims).map_err(|e| ClaimsError(e.to_string()))
+    }
+
+    /// The verified claims as JSON (an object; empty when the
+    /// authenticator returned none).
+    pub fn claims_json(&self) -> &serde_json::Value {
+        &self.shared.claims
+    }
+
+    /// The application's values attached while authenticating (see
+    /// [`AuthOutcome::with_extension`](crate::auth::AuthOutcome::with_extension)).
+    pub fn extensions(&self) -> &Extensions {
+        &self.shared.extensions
+    }
+
+    /// Emits an event already serialised (an
+    /// [`Envelope`](crate::event::Envelope) with a typed payload, or
+    /// [`Event::encode`]) to this connection and returns its sequence
+    /// number, as [`emit`](ConnectionHandle::emit) does.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] once the connection is closing,
+    /// [`SendError::Full`] when the overflow policy refuses it,
+    /// [`SendError::TooLarge`] when it is larger than the whole buffer; each
+    /// hands the event back. Never [`SendError::Encode`].
+    pub fn emit_encoded_event(&self, event: EncodedEvent) -> Result<u64, SendError<EncodedEvent>> {
+        let routed = Arc::new(Routed {
+            to: Addressee::Connection(self.shared.id.clone()),
+            event,
+        });
+        match self.shared.push(&routed) {
+            Ok((seq, _)) => Ok(seq),
+            // Refused: no queue kept a reference, so the event comes back
+            // without a copy (cloned only if one somehow did).
+            Err(refused) => {
+                let event = Arc::try_unwrap(routed).map_or_else(|r| r.event.clone(), |r| r.event);
+                Err(SendError::from_refused(refused, event))
+            }
+        }
     }
 }

@@ -36,6 +36,7 @@
 //! | `expiry` | credential expiry and in-band re-authentication |
 //! | `handle` | [`ConnectionHandle`], [`SendError`] |
 //! | `owner` | what a connection asks of the hub that runs it |
+//! | `span` | the `ws_connection` tracing span and the connection's origin (adapter, peer) |
 
 mod expiry;
 mod handle;
@@ -44,12 +45,14 @@ mod owner;
 mod reader;
 mod report;
 mod shared;
+mod span;
 mod typestate;
 mod writer;
 
-pub use handle::{ConnectionHandle, SendError};
+pub use handle::{ClaimsError, ConnectionHandle, SendError};
 pub(crate) use owner::{EnterError, Owner};
 pub(crate) use reader::first_message_token;
 pub use report::CloseReport;
 pub(crate) use shared::{ConnShared, Context};
+pub(crate) use span::{Adapter, Origin};
 pub use typestate::{Accepted, Authenticated, Connecting, Connection, Ready, ServicesReady, Stage};

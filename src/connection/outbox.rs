@@ -176,6 +176,9 @@ pub(crate) struct Outbox {
     driver: Notify,
     /// Wakes a driver waiting for its writer: the close was forced.
     forced: Notify,
+    /// Wakes every task waiting in [`Outbox::watch_closed`] (handles'
+    /// `closed()`): a close was asked for, by anyone.
+    watchers: Notify,
 }
 
 impl Outbox {
@@ -194,6 +197,7 @@ impl Outbox {
             writer: Signal::default(),
             driver: Notify::new(),
             forced: Notify::new(),
+            watchers: Notify::new(),
         }
     }
 
@@ -345,6 +349,27 @@ impl Outbox {
     fn wake_all(&self) {
         self.writer.notify();
         self.driver.notify_one();
+        self.watchers.notify_waiters();
+    }
+
+    /// Resolves once a close has been asked for (or the connection ended),
+    /// for any number of waiters.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub(crate) async fn watch_closed(&self) -> CloseCause {
+        loop {
+            let notified = self.watchers.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a close between the two is
+            // not missed (`notify_waiters` keeps no permit).
+            notified.as_mut().enable();
+            if let Some(cause) = self.close_cause() {
+                return cause;
+            }
+            notified.await;
+        }
     }
 
     /// The close asked for, if any.
@@ -445,7 +470,8 @@ impl Outbox {
     /// connection can no longer write.
     pub(crate) fn discard(&self, metrics: &Metrics) -> u64 {
         let mut s = self.state.lock();
-        if s.closing.is_none() {
+        let was_open = s.closing.is_none();
+        if was_open {
             s.closing = Some(CloseCause::Dropped);
         }
         let n = s.queue.len() as u64;
@@ -453,6 +479,9 @@ impl Outbox {
         s.bytes = 0;
         let lost = s.lost_by_writer;
         drop(s);
+        if was_open {
+            self.watchers.notify_waiters();
+        }
         Metrics::add(&metrics.c.dropped_on_close, n);
         n + lost
     }

@@ -4,7 +4,9 @@
 //! authentication.
 
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
 use tokio::time::Instant;
@@ -51,9 +53,7 @@ impl<T: Transport> Connection<Authenticated<T>> {
             Ok(Ok(Ok(()))) => handle.shared.outbox.close_cause().filter(|c| !c.drains()),
         };
         if let Some(cause) = early {
-            let report = Box::pin(conn.close(cause)).await;
-            notify_close(handler, &handle, &report);
-            return report;
+            return Box::pin(conn.close(cause)).await;
         }
         // Every event published after Ready must reach this connection, so
         // the backplane listens for its user first. A backplane that is down
@@ -154,9 +154,64 @@ impl<T: Transport> Connection<Authenticated<T>> {
                 Err(_) => break CloseCause::HandlerPanicked,
             }
         };
-        let report = Box::pin(conn.close(cause)).await;
-        notify_close(handler, &handle, &report);
-        report
+        Box::pin(conn.close(cause)).await
+    }
+
+    /// [`drive`](Self::drive), then [`Handler::on_close`], exactly once on
+    /// every exit path: also when the returned future is dropped before the
+    /// end (then after the connection has been dropped, with its report,
+    /// cause `dropped`).
+    pub(crate) fn serve<'a, H: Handler>(
+        self,
+        handler: &'a H,
+        reauth: Option<&'a dyn Reauthenticate>,
+    ) -> OnClose<'a, H, impl Future<Output = CloseReport> + use<'a, H, T>> {
+        let handle = self.handle();
+        OnClose {
+            drive: Some(Box::pin(self.drive(handler, reauth))),
+            handler,
+            handle,
+        }
+    }
+}
+
+/// A connection's driving future that tells the application how it ended,
+/// once, whether it finishes or is dropped. The driving future is boxed so
+/// that this wrapper controls when it is dropped: first the connection (its
+/// `Drop` records the report), then `on_close`.
+pub(crate) struct OnClose<'a, H: Handler, F> {
+    drive: Option<Pin<Box<F>>>,
+    handler: &'a H,
+    handle: ConnectionHandle,
+}
+
+impl<H: Handler, F: Future<Output = CloseReport>> Future for OnClose<'_, H, F> {
+    type Output = CloseReport;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReport> {
+        let this = self.get_mut();
+        let Some(drive) = this.drive.as_mut() else {
+            // Polled after it finished: a misuse of the future, which
+            // `Future` leaves unspecified; never finishing is the safe answer.
+            return Poll::Pending;
+        };
+        let report = std::task::ready!(drive.as_mut().poll(cx));
+        this.drive = None;
+        notify_close(this.handler, &this.handle, &report);
+        Poll::Ready(report)
+    }
+}
+
+impl<H: Handler, F> Drop for OnClose<'_, H, F> {
+    fn drop(&mut self) {
+        if let Some(drive) = self.drive.take() {
+            // Ends the connection (`Core::drop`), which records its report.
+            drop(drive);
+            let report = self.handle.shared.ended.lock().take();
+            if let Some(report) = report {
+                notify_close(self.handler, &self.handle, &report);
+            }
+        }
     }
 }
 

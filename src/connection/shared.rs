@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use crate::config::HubConfig;
 use crate::connection::outbox::{Accepted, Outbox, Refused, Routed};
+use crate::connection::report::CloseReport;
 use crate::event::WireMode;
+use crate::extensions::Extensions;
 use crate::id::{ConnectionId, UserId};
 use crate::metrics::Metrics;
 use crate::state::StateWatch;
@@ -39,6 +41,14 @@ pub(crate) struct ConnShared {
     pub(crate) outbox: Outbox,
     pub(crate) state: StateWatch,
     pub(crate) ctx: Arc<Context>,
+    /// The verified claims, as the authenticator returned them (a JSON
+    /// object; empty when there were none).
+    pub(crate) claims: serde_json::Value,
+    /// The application's values, attached while authenticating.
+    pub(crate) extensions: Extensions,
+    /// How the connection ended, recorded by its last step, so that
+    /// `on_close` can still be told when the future driving it is dropped.
+    pub(crate) ended: parking_lot::Mutex<Option<CloseReport>>,
 }
 
 impl fmt::Debug for ConnShared {

@@ -13,6 +13,7 @@ use crate::connection::outbox::Outbox;
 use crate::connection::owner::{EnterError, Owner};
 use crate::connection::report::CloseReport;
 use crate::connection::shared::{ConnShared, Context};
+use crate::connection::span::{self, Origin};
 use crate::connection::writer;
 use crate::event::Event;
 use crate::id::{ConnectionId, UserId};
@@ -153,13 +154,17 @@ impl Core {
             self.owner.ended();
         }
         tracing::info!(parent: &self.span, cause = cause.as_str(), undelivered, "connection ended");
-        CloseReport {
+        let report = CloseReport {
             connection_id: self.id.clone(),
             user: self.shared.as_ref().map(|s| s.user.clone()),
             cause: cause.clone(),
             state: self.sm.state(),
             undelivered,
+        };
+        if let Some(shared) = &self.shared {
+            *shared.ended.lock() = Some(report.clone());
         }
+        report
     }
 
     /// Sends the close frame for `cause` (if any) on a sink the connection
@@ -217,21 +222,21 @@ impl<S: Stage> Connection<S> {
         self.core.sm.watch()
     }
 
-    /// The connection's tracing span (carries `connection_id`, and
-    /// `user_id` once bound).
+    /// The connection's tracing span, `ws_connection`: it carries
+    /// `connection_id`, `adapter` (`axum`, `warp`, `tungstenite`, or `none`
+    /// for a connection driven by hand), `peer` (the peer's address, when
+    /// the adapter knew it) and, once bound, `user_id`. The connection's
+    /// steps and its tasks (reader, writer) log inside it.
     pub fn span(&self) -> &tracing::Span {
         &self.core.span
     }
 }
 
 impl Connection<Connecting> {
-    /// A connection of `owner`'s, which already counts it as live.
-    pub(crate) fn new(owner: Arc<dyn Owner>, id: ConnectionId) -> Self {
-        let span = tracing::info_span!(
-            "ws_connection",
-            connection_id = %id,
-            user_id = tracing::field::Empty
-        );
+    /// A connection of `owner`'s, which already counts it as live, from
+    /// `origin` (its span's `adapter` and `peer`).
+    pub(crate) fn new(owner: Arc<dyn Owner>, id: ConnectionId, origin: Origin) -> Self {
+        let span = span::new(&id, origin);
         let ctx = Arc::clone(owner.context());
         ctx.metrics.opened();
         Connection {
@@ -302,6 +307,9 @@ impl<T: Transport> Connection<Accepted<T>> {
             outbox: Outbox::new(),
             state: self.core.sm.watch(),
             ctx: Arc::clone(&ctx),
+            claims: serde_json::Value::Object(outcome.claims),
+            extensions: outcome.extensions,
+            ended: parking_lot::Mutex::new(None),
         });
         match self.core.owner.enter(&shared) {
             Ok(()) => {}
@@ -402,8 +410,12 @@ impl<T: Transport> Connection<ServicesReady<T>> {
         let task =
             writer::run(Arc::clone(&shared), self.stage.sink).instrument(self.core.span.clone());
         self.core.writer = Some(tokio::spawn(task));
-        self.core.advance(ConnectionState::Ready, "ready");
+        // The queue opens before the state says Ready: whoever sees Ready
+        // (`wait_ready`) and then sends finds the event queued for writing,
+        // not buffered (`tests/cluster_cases`: the send_to_users case saw
+        // that race on a multi-thread runtime).
         shared.outbox.open();
+        self.core.advance(ConnectionState::Ready, "ready");
         Connection {
             core: self.core,
             stage: Ready {

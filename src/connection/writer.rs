@@ -176,6 +176,9 @@ mod tests {
             outbox: Outbox::new(),
             state: StateMachine::new().watch(),
             ctx: Arc::clone(&ctx),
+            claims: serde_json::Value::Null,
+            extensions: crate::Extensions::new(),
+            ended: parking_lot::Mutex::new(None),
         });
         let routed = |to: UserId, n: i32| {
             let name = EventName::new("e").unwrap_or_else(|e| panic!("{e}"));

@@ -16,26 +16,32 @@
 //! change.
 //!
 //! An event is serialised once per send ([`EncodedEvent`]); each connection
-//! only splices its own `seq` into the shared bytes.
+//! only splices its own `seq` into the shared bytes. A payload of the
+//! application's own `Serialize` type goes through an [`Envelope`], straight
+//! into those bytes, without a `serde_json::Value`.
 
 use std::fmt;
 use std::sync::Arc;
-
-use serde::Serialize;
 
 use crate::id::RunId;
 
 mod codec;
 pub mod control;
+mod envelope;
 
 pub(crate) use codec::TypeTag;
 pub use codec::{EncodedEvent, WireError, WireMode};
+pub use envelope::Envelope;
 
 /// The envelope version written in every frame's `v` field.
 pub const WIRE_VERSION: u32 = 1;
 
 /// The five agent events.
+///
+/// Non-exhaustive: a later version may add kinds (with their own names and
+/// legacy codes), so a `match` outside the crate needs a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AgentEventKind {
     /// A run started.
     AgentStarted,
@@ -145,7 +151,10 @@ impl fmt::Display for EventName {
     }
 }
 
-/// An event to deliver to a connection.
+/// An event to deliver to a connection, its payload a `serde_json::Value`.
+/// For a payload of the application's own [`Serialize`](serde::Serialize) type, build an
+/// [`Envelope`] instead: it serialises the payload once, straight into the
+/// event's bytes, with the same result.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// One of the five agent events, for a run (and so its thread).
@@ -185,6 +194,33 @@ pub struct Fields(serde_json::Map<String, serde_json::Value>);
 pub struct FieldError;
 
 const ENVELOPE_FIELDS: [&str; 6] = ["v", "seq", "type", "payload", "thread_id", "run_id"];
+
+impl Fields {
+    /// Checks a field name against the grammar and the envelope's own.
+    fn check(name: &str) -> Result<(), FieldError> {
+        let grammar = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'));
+        if !grammar || ENVELOPE_FIELDS.contains(&name) {
+            return Err(FieldError);
+        }
+        Ok(())
+    }
+
+    /// Adds (or replaces) a field, checking its name.
+    fn insert(&mut self, name: &str, value: serde_json::Value) -> Result<(), FieldError> {
+        Fields::check(name)?;
+        self.0.insert(name.to_owned(), value);
+        Ok(())
+    }
+
+    /// The fields, in the order they are written.
+    fn iter(&self) -> impl Iterator<Item = (&String, &serde_json::Value)> {
+        self.0.iter()
+    }
+}
 
 impl Event {
     /// An agent event.
@@ -227,16 +263,9 @@ impl Event {
         name: &str,
         value: impl Into<serde_json::Value>,
     ) -> Result<Self, FieldError> {
-        let grammar = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'));
-        if !grammar || ENVELOPE_FIELDS.contains(&name) {
-            return Err(FieldError);
-        }
-        if let Event::Custom { fields, .. } = &mut self {
-            fields.0.insert(name.to_owned(), value.into());
+        match &mut self {
+            Event::Custom { fields, .. } => fields.insert(name, value.into())?,
+            Event::Agent { .. } => Fields::check(name)?,
         }
         Ok(self)
     }
@@ -248,43 +277,14 @@ impl Event {
     /// [`EncodeError`] if the payload cannot be serialised (serde_json
     /// refuses, for example, maps with non-string keys).
     pub fn encode(&self) -> Result<EncodedEvent, EncodeError> {
-        // Written by hand rather than through a derived struct (a flattened
-        // map takes serde's slow path): `,"k":v…,"payload":p}`, the object
-        // without its opening brace, so it can follow the type field.
-        fn field(out: &mut Vec<u8>, key: &str, value: &impl Serialize) -> serde_json::Result<()> {
-            out.push(b',');
-            serde_json::to_writer(&mut *out, key)?;
-            out.push(b':');
-            serde_json::to_writer(&mut *out, value)
-        }
-        // A fresh buffer per event: it becomes the event's shared bytes
-        // without a copy. Its spare room is counted (`weight` uses the
-        // capacity), so byte limits stay honest. (Copying into an exactly
-        // sized string, or shrinking, measured slower: docs/benchmarks.md.)
-        let mut out = Vec::with_capacity(256);
-        let (tag, payload) = match self {
-            Event::Agent { kind, run, payload } => {
-                field(&mut out, "thread_id", &run.thread_id().as_str())
-                    .map_err(EncodeError::from)?;
-                field(&mut out, "run_id", &run.as_str()).map_err(EncodeError::from)?;
-                (TypeTag::Agent(*kind), payload)
-            }
+        match self {
+            Event::Agent { kind, run, payload } => envelope::encode_agent(*kind, run, payload),
             Event::Custom {
                 name,
                 fields,
                 payload,
-            } => {
-                for (key, value) in &fields.0 {
-                    field(&mut out, key, value).map_err(EncodeError::from)?;
-                }
-                (TypeTag::Custom(name.clone()), payload)
-            }
-        };
-        field(&mut out, "payload", payload).map_err(EncodeError::from)?;
-        out.push(b'}');
-        // serde_json writes UTF-8; the check only guards that promise.
-        let tail = String::from_utf8(out).map_err(|e| EncodeError(e.to_string()))?;
-        Ok(EncodedEvent::from_parts(tag, tail))
+            } => envelope::encode_custom(name, fields, payload),
+        }
     }
 }
 

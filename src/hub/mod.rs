@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::backplane::{BackplaneError, SharedBackplane};
 use crate::config::HubConfig;
-use crate::connection::{Connecting, Connection, Context};
+use crate::connection::{Connecting, Connection, Context, Origin};
 use crate::id::{IdGenerator, UserId};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::router::Router;
@@ -133,24 +133,31 @@ impl Hub {
         self.inner.ctx.metrics.snapshot()
     }
 
-    /// Starts a connection: mints its id, first, before anything else.
+    /// Starts a connection: mints its id, first, before anything else. Its
+    /// span's `adapter` is `none`: the application drives it by hand.
     pub fn connect(&self) -> Connection<Connecting> {
+        self.connect_from(Origin::BY_HAND)
+    }
+
+    /// [`connect`](Hub::connect), its span saying where it came from.
+    pub(crate) fn connect_from(&self, origin: Origin) -> Connection<Connecting> {
         self.inner.admission.add_live();
-        self.start()
+        self.start(origin)
     }
 
     /// Starts a connection in a place [`upgrade::decide`](crate::upgrade::decide)
     /// already counted.
-    pub(crate) fn connect_in(&self, slot: Slot) -> Connection<Connecting> {
+    pub(crate) fn connect_in(&self, slot: Slot, origin: Origin) -> Connection<Connecting> {
         slot.transfer();
-        self.start()
+        self.start(origin)
     }
 
-    fn start(&self) -> Connection<Connecting> {
+    fn start(&self, origin: Origin) -> Connection<Connecting> {
         let id = self.inner.ids.mint_connection_id();
         Connection::new(
             Arc::clone(&self.inner) as Arc<dyn crate::connection::Owner>,
             id,
+            origin,
         )
     }
 

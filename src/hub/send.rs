@@ -86,13 +86,39 @@ impl Hub {
     /// also published for the other nodes; [`Delivery::remote`] says whether
     /// that worked (local delivery never depends on it).
     pub fn send_to_user(&self, user: &UserId, event: &Event) -> Result<Delivery, EncodeError> {
+        Ok(self.send_encoded_to_user(user, event.encode()?))
+    }
+
+    /// Sends an event already serialised (an [`Envelope`](crate::event::Envelope)
+    /// with a typed payload, or [`Event::encode`]) to every connection of
+    /// `user`, as [`send_to_user`](Hub::send_to_user) does. It cannot fail
+    /// to serialise, so it returns the [`Delivery`] itself; the event is
+    /// moved into the connections' queues without a copy.
+    ///
+    /// ```
+    /// # use ws_lifecycle::{Hub, event::{Envelope, EventName}, id::UserId};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// #[derive(serde::Serialize)]
+    /// struct Note<'a> {
+    ///     text: &'a str,
+    /// }
+    ///
+    /// let hub = Hub::new();
+    /// let alice = UserId::new("alice")?;
+    /// let event = Envelope::custom(EventName::new("note")?).encode(&Note { text: "hi" })?;
+    /// let delivery = hub.send_encoded_to_user(&alice, event);
+    /// assert!(delivery.is_miss()); // alice is not connected
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_encoded_to_user(&self, user: &UserId, event: EncodedEvent) -> Delivery {
         let routed = Arc::new(Routed {
             to: Addressee::User(user.clone()),
-            event: event.encode()?,
+            event,
         });
         let mut delivery = self.inner.route(user, &routed);
         delivery.remote = self.inner.publish(user, &routed.event);
-        Ok(delivery)
+        delivery
     }
 
     /// Sends `event` to every connection of each of `users` on this node
@@ -124,7 +150,17 @@ impl Hub {
         users: impl IntoIterator<Item = &'u UserId>,
         event: &Event,
     ) -> Result<FanOut, EncodeError> {
-        let encoded = event.encode()?;
+        Ok(self.send_encoded_to_users(users, &event.encode()?))
+    }
+
+    /// Sends an event already serialised (an [`Envelope`](crate::event::Envelope)
+    /// with a typed payload, or [`Event::encode`]) to every connection of
+    /// each of `users`, as [`send_to_users`](Hub::send_to_users) does.
+    pub fn send_encoded_to_users<'u>(
+        &self,
+        users: impl IntoIterator<Item = &'u UserId>,
+        encoded: &EncodedEvent,
+    ) -> FanOut {
         let mut out = FanOut::default();
         for user in users {
             let routed = Arc::new(Routed {
@@ -141,7 +177,7 @@ impl Hub {
                 out.remote_failed = out.remote_failed.saturating_add(1);
             }
         }
-        Ok(out)
+        out
     }
 
     /// Sends `event` to one connection; returns its sequence number there.
@@ -157,6 +193,27 @@ impl Hub {
     ) -> Result<u64, SendError<Event>> {
         match self.connection(id) {
             Some(handle) => handle.emit(event),
+            None => {
+                Metrics::inc(&self.inner.ctx.metrics.c.routing_misses);
+                Err(SendError::Closed(event))
+            }
+        }
+    }
+
+    /// Sends an event already serialised to one connection; returns its
+    /// sequence number there.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_to_connection`](Hub::send_to_connection) (never
+    /// [`SendError::Encode`]), handing the event back.
+    pub fn send_encoded_to_connection(
+        &self,
+        id: &ConnectionId,
+        event: EncodedEvent,
+    ) -> Result<u64, SendError<EncodedEvent>> {
+        match self.connection(id) {
+            Some(handle) => handle.emit_encoded_event(event),
             None => {
                 Metrics::inc(&self.inner.ctx.metrics.c.routing_misses);
                 Err(SendError::Closed(event))

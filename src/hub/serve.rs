@@ -8,7 +8,8 @@ use crate::app::Handler;
 use crate::auth::reauth::{Admission, Reauthenticate};
 use crate::auth::{AuthError, AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
 use crate::connection::{
-    Accepted as AcceptedStage, Authenticated, CloseReport, Connection, first_message_token,
+    Accepted as AcceptedStage, Adapter, Authenticated, CloseReport, Connection, Origin,
+    first_message_token,
 };
 use crate::hub::Hub;
 use crate::transport::Transport;
@@ -78,7 +79,8 @@ impl Hub {
         authenticator: &A,
         handler: &H,
     ) -> CloseReport {
-        let mut conn = self.connect().accept(transport);
+        let origin = Origin::of(Adapter::None, request);
+        let mut conn = self.connect_from(origin).accept(transport);
         let config = self.config();
         let span = conn.span().clone();
         let authenticated = async {
@@ -179,6 +181,6 @@ impl Hub {
         reauth: Option<&'a dyn Reauthenticate>,
     ) -> impl Future<Output = CloseReport> + 'a {
         let span = conn.span().clone();
-        conn.drive(handler, reauth).instrument(span)
+        conn.serve(handler, reauth).instrument(span)
     }
 }
