@@ -1,8 +1,8 @@
 //! Counters, gauges and histograms: read in process as a
 //! [`MetricsSnapshot`], and, with the `metrics` feature, emitted through the
 //! [`metrics`](https://docs.rs/metrics) facade to whatever exporter the
-//! application installs (the names are in [`names`] and in
-//! `docs/observability.md`).
+//! application installs (the names are in `metrics::names`, with the
+//! feature, and in `docs/observability.md`).
 //!
 //! Every event handed to the crate ends in exactly one of: written to a
 //! transport, refused to its caller (counted under `refused_*`), or dropped
