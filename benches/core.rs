@@ -105,6 +105,18 @@ fn one_core(c: &mut Criterion) {
         .build()
         .unwrap();
     let ev = event();
+    // With the `metrics` feature, a real recorder (the one the examples
+    // serve at `/metrics`) before the hub is built, so the facade's handles
+    // do their work; its histogram samples are drained outside the timing.
+    // `WS_LIFECYCLE_BENCH_RECORDER=none` leaves the facade without one
+    // (every handle a no-op): the crate's own cost.
+    #[cfg(feature = "metrics")]
+    let prometheus =
+        (std::env::var("WS_LIFECYCLE_BENCH_RECORDER").as_deref() != Ok("none")).then(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap()
+        });
     let mut g = c.benchmark_group("one_core");
     g.throughput(Throughput::Elements(1000));
     let frames = Arc::new(Semaphore::new(0));
@@ -124,6 +136,10 @@ fn one_core(c: &mut Criterion) {
                 to: &dyn Fn() -> u32| {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
+                #[cfg(feature = "metrics")]
+                if let Some(prometheus) = &prometheus {
+                    prometheus.run_upkeep();
+                }
                 rt.block_on(async {
                     let mut spent = Duration::ZERO;
                     for _ in 0..iters {

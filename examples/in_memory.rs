@@ -89,6 +89,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!("\nrouting table empty: {}", hub.connection_count() == 0);
-    print!("\n{}", hub.metrics());
+    println!("\n{:#?}", hub.metrics());
     Ok(())
 }

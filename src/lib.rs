@@ -91,6 +91,7 @@
 //! | `tungstenite` | no | `adapters::tungstenite::serve` for any tokio stream |
 //! | `redis` | no | `backplane::redis::RedisBackplane`: routing and presence across nodes |
 //! | `redis-tls` | no | `rediss://` URLs and `backplane::redis::TlsOptions` (rustls on `ring`) |
+//! | `metrics` | no | counters, gauges and histograms through the `metrics` facade (`metrics::names`, `docs/observability.md`) |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

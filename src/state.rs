@@ -168,6 +168,10 @@ const LONGEST_PATH: usize = 6;
 pub struct StateMachine {
     shared: Arc<Shared>,
     history: VecDeque<Transition>,
+    /// When the machine was made (the connection's id minted), for the
+    /// time-to-Ready and duration histograms.
+    #[cfg(feature = "metrics")]
+    started: std::time::Instant,
 }
 
 /// What a machine shares with its watches. Not a `tokio::sync::watch`: that
@@ -200,7 +204,15 @@ impl StateMachine {
                 changed: Notify::new(),
             }),
             history: VecDeque::with_capacity(LONGEST_PATH),
+            #[cfg(feature = "metrics")]
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// How long ago the machine was made.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn age(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// The current state.

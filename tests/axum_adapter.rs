@@ -26,6 +26,7 @@ mod ws_client;
 use ws_lifecycle::Hub;
 
 async fn start() -> (Hub, std::net::SocketAddr) {
+    let _ = server::prometheus(); // before the hub, as the example's `main`
     let hub = adapter_cases::hub();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! ulimit -n 65536
-//! cargo build --release --example axum_chat --example chaos_soak --features axum,tungstenite,jwt
+//! cargo build --release --example axum_chat --example chaos_soak --features axum,tungstenite,jwt,metrics
 //! target/release/examples/chaos_soak
 //! ```
 //!
@@ -33,7 +33,7 @@
 //! nodes with `--redis`, which must be built with the `redis` feature:
 //!
 //! ```text
-//! cargo build --release --example axum_chat --example chaos_soak --features axum,tungstenite,jwt,redis
+//! cargo build --release --example axum_chat --example chaos_soak --features axum,tungstenite,jwt,metrics,redis
 //! target/release/examples/chaos_soak --nodes 2
 //! ```
 //!

@@ -25,7 +25,12 @@ const BACKPLANE_DOWN: &str = " backplane down";
 /// What a build without the `redis` feature says when given `--redis`.
 const NO_REDIS: &str = "--features redis";
 /// How to build what the two-node mode needs.
-pub(crate) const BUILD_WITH_REDIS: &str = "cargo build --release --example axum_chat --example chaos_soak --features axum,tungstenite,jwt,redis";
+pub(crate) const BUILD_WITH_REDIS: &str = "cargo build --release --example axum_chat --example chaos_soak --features axum,tungstenite,jwt,metrics,redis";
+
+/// The hub's isolation refusals in `/metrics` (the `metrics` feature's
+/// deliveries counter; `docs/observability.md`).
+const ISOLATION_REFUSALS: &str =
+    r#"ws_lifecycle_deliveries_total{outcome="refused",reason="misaddressed"}"#;
 
 /// The running server. Dropping it kills the process (`kill_on_drop`), so
 /// no failure path leaves it behind.
@@ -198,7 +203,7 @@ impl Server {
             connections: value("ws_lifecycle_router_connections")?,
             users: value("ws_lifecycle_router_users")?,
             tasks: value("tokio_alive_tasks")?,
-            isolation_refusals: value("ws_lifecycle_isolation_refusals_total")?,
+            isolation_refusals: value(ISOLATION_REFUSALS)?,
             rss_kib: crate::proc::rss_kib(self.pid)?,
         })
     }

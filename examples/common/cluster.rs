@@ -40,9 +40,10 @@ struct Node {
 
 /// The chat examples' `main`: the demo secret (checked first: one too
 /// short to sign with stops the example before anything starts), logging,
-/// the command line (`--addr`, `--redis`), the hub (with the Redis backplane
-/// when asked), the listener, Ctrl-C; then `serve(listener, hub, secret,
-/// node name, shutdown)` runs the example's stack until `shutdown` resolves.
+/// the command line (`--addr`, `--redis`), the Prometheus recorder, the hub
+/// (with the Redis backplane when asked), the listener, Ctrl-C; then
+/// `serve(listener, hub, secret, node name, shutdown)` runs the example's
+/// stack until `shutdown` resolves.
 /// `example` names the binary (`axum_chat`), `adapter` its cargo feature
 /// (`axum`), for the messages.
 pub(crate) fn main<F, Fut>(example: &str, adapter: &str, serve: F) -> Result<(), BoxError>
@@ -62,6 +63,10 @@ where
             .map(str::to_owned)
             .or_else(|| std::env::var("WS_LIFECYCLE_REDIS_URL").ok())
             .filter(|url| !url.is_empty());
+        // The recorder first: the hub registers its metrics when built.
+        if let Some(handle) = server::prometheus() {
+            tokio::spawn(server::prometheus_upkeep(handle));
+        }
         let builder = Hub::builder().config(server::hub_config()?);
         let node = match redis {
             None => Node {

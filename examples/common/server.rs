@@ -1,6 +1,6 @@
 //! What the examples share besides the app: the command line, where to
 //! listen, the demo secret and authenticator (tokens are signed in
-//! `demo_jwt.rs`, beside this file), and the `/metrics` text.
+//! `demo_jwt.rs`, beside this file), and `/metrics` (a Prometheus recorder).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -103,26 +103,88 @@ pub(crate) const CLIENT_JS: &str = include_str!("../../client/ws-lifecycle.js");
 /// Its content type: module scripts must be served as JavaScript.
 pub(crate) const CLIENT_JS_TYPE: &str = "text/javascript; charset=utf-8";
 
-/// The hub's metrics, Prometheus text, then three gauges in the same
-/// format: the routing table's connections and users, and the runtime's
-/// alive tasks (what `examples/chaos_soak` compares with its baseline to
-/// find leaks). The task count includes the task serving the request. Served
-/// as `/metrics` by both chat examples, identically.
+/// Histogram buckets for the crate's histograms (names as in
+/// `docs/observability.md`); the exporter renders summaries otherwise.
+fn buckets() -> [(metrics_exporter_prometheus::Matcher, &'static [f64]); 4] {
+    use metrics_exporter_prometheus::Matcher::{Full, Suffix};
+    [
+        (
+            Full("ws_lifecycle_time_to_ready_seconds".into()),
+            &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
+        ),
+        (
+            Full("ws_lifecycle_connection_duration_seconds".into()),
+            &[1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 86400.0],
+        ),
+        (
+            Full("ws_lifecycle_backplane_publish_duration_seconds".into()),
+            &[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0],
+        ),
+        (
+            // The outbox depth and the write batch, in events.
+            Suffix("_events".into()),
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 256.0, 1024.0],
+        ),
+    ]
+}
+
+/// The process's Prometheus recorder (`metrics-exporter-prometheus`,
+/// rendering only): installed as the `metrics` facade's global recorder on
+/// the first call, its handle returned on every call. The chat examples
+/// call it before building their hub, whose handles are registered with
+/// the recorder current at that moment. `None` if another recorder was
+/// installed first (logged).
+pub(crate) fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = buckets()
+                .into_iter()
+                .try_fold(PrometheusBuilder::new(), |builder, (matcher, buckets)| {
+                    builder.set_buckets_for_metric(matcher, buckets)
+                });
+            match builder.and_then(PrometheusBuilder::install_recorder) {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    tracing::warn!(%error, "no Prometheus recorder: /metrics stays empty");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// Drains the recorder's histogram samples every few seconds between
+/// scrapes (rendering drains them too), so an unscraped process does not
+/// grow. Spawned by the chat examples' `main`.
+pub(crate) async fn prometheus_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+/// `/metrics`, Prometheus text: whatever the process emitted through the
+/// `metrics` facade (the hub's metrics when ws-lifecycle is built with its
+/// `metrics` feature) and three gauges set here: the routing table's
+/// connections and users, and the runtime's alive tasks (what
+/// `examples/chaos_soak` compares with its baseline to find leaks; the
+/// count includes the task serving the request). Served by both chat
+/// examples, identically.
 pub(crate) fn metrics(hub: &ws_lifecycle::Hub) -> String {
-    use std::fmt::Write as _;
-    let mut text = hub.metrics().to_string();
+    let Some(handle) = prometheus() else {
+        return String::new();
+    };
     let tasks = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();
-    // Writing to a String cannot fail.
-    let _ = writeln!(
-        text,
-        "ws_lifecycle_router_connections {}",
-        hub.connection_count()
-    );
-    let _ = writeln!(text, "ws_lifecycle_router_users {}", hub.user_count());
-    let _ = writeln!(text, "tokio_alive_tasks {tasks}");
-    text
+    metrics::gauge!("ws_lifecycle_router_connections").set(hub.connection_count() as f64);
+    metrics::gauge!("ws_lifecycle_router_users").set(hub.user_count() as f64);
+    metrics::gauge!("tokio_alive_tasks").set(tasks as f64);
+    handle.render()
 }
 
 /// Listens on `addr` with a backlog of 4,096: a connection storm (the load

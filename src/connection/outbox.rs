@@ -88,8 +88,9 @@ pub(crate) enum Drain {
     /// Write these (moved into the caller's batch). `emptied`: nothing else
     /// is pending (no event, close or ping), so the next step can wait for
     /// a wake-up without looking: anything that changes later sets the
-    /// writer's flag, which it keeps until the writer waits.
-    Items { emptied: bool },
+    /// writer's flag, which it keeps until the writer waits. `depth`: the
+    /// events queued when the batch was taken, the batch included.
+    Items { emptied: bool, depth: usize },
     /// Nothing to write yet.
     Wait,
     /// Send this close frame (if any) and stop.
@@ -441,6 +442,7 @@ impl Outbox {
         if !s.open || s.queue.is_empty() {
             return Drain::Wait;
         }
+        let depth = s.queue.len();
         for _ in 0..max {
             match s.pop_front() {
                 Some(q) => batch.push_back(q),
@@ -453,6 +455,7 @@ impl Outbox {
         // by the wake-up that led here).
         Drain::Items {
             emptied: s.queue.is_empty() && s.closing.is_none() && !s.ping,
+            depth,
         }
     }
 
@@ -575,7 +578,7 @@ mod tests {
                     .unwrap_or_else(|_| {
                         panic!("writer asleep with {} left", 2 * PER_PUSHER - next_seq + 1)
                     });
-                    emptied = matches!(step, Drain::Items { emptied: true });
+                    emptied = matches!(step, Drain::Items { emptied: true, .. });
                     for q in batch.drain(..) {
                         assert_eq!(q.seq, next_seq);
                         next_seq += 1;
@@ -615,7 +618,7 @@ mod tests {
                 crate::close::CloseReason::from_static("done"),
             ))));
             let step = waiting.await;
-            let Drain::Items { emptied } = step else {
+            let Drain::Items { emptied, .. } = step else {
                 panic!("expected the event first, got {step:?}")
             };
             emptied

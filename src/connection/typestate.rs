@@ -108,7 +108,7 @@ impl Core {
     fn advance(&mut self, to: ConnectionState, reason: &'static str) {
         match self.sm.transition(to, reason) {
             Ok(from) => {
-                self.ctx.metrics.transition(Some(from), to);
+                self.ctx.metrics.transition(from, to, &self.sm);
                 tracing::debug!(parent: &self.span, %from, %to, reason, "state transition");
             }
             Err(error) => {
@@ -150,7 +150,7 @@ impl Core {
                 }
                 self.advance(ConnectionState::Closed, cause.as_str());
             }
-            self.ctx.metrics.closed(cause.as_str());
+            self.ctx.metrics.closed(cause);
             self.owner.ended();
         }
         tracing::info!(parent: &self.span, cause = cause.as_str(), undelivered, "connection ended");
@@ -238,7 +238,7 @@ impl Connection<Connecting> {
     pub(crate) fn new(owner: Arc<dyn Owner>, id: ConnectionId, origin: Origin) -> Self {
         let span = span::new(&id, origin);
         let ctx = Arc::clone(owner.context());
-        ctx.metrics.transition(None, ConnectionState::Connecting);
+        ctx.metrics.opened();
         Connection {
             core: Core {
                 owner,

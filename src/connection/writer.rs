@@ -77,7 +77,10 @@ async fn write_all<S: TransportSink>(shared: &Arc<ConnShared>, batch: &mut Batch
             .outbox
             .next(&mut batch.items, BATCH, IDLE_CAPACITY, emptied)
             .await;
-        emptied = matches!(step, Drain::Items { emptied: true });
+        emptied = matches!(step, Drain::Items { emptied: true, .. });
+        if let Drain::Items { depth, .. } = step {
+            shared.ctx.metrics.write_batch(depth, batch.items.len());
+        }
         let written = match step {
             Drain::Close(frame) => {
                 // Best effort: the peer may already be gone.

@@ -151,6 +151,7 @@ async fn serve(
     // before the next event is trusted to it.
     let mut ping = tokio::time::interval(shared.config.command_timeout);
     let mut batch = Vec::with_capacity(16);
+    let timer = crate::metrics::PublishTimer::new();
     loop {
         tokio::select! {
             _ = stop.changed() => return None,
@@ -198,6 +199,7 @@ async fn serve(
                 .arg(&item.payload)
                 .ignore();
         }
+        let started = timer.start();
         if shared.within(pipe.query_async::<()>(conn)).await.is_err() {
             // Some of the pipeline may have landed: the users of all of it
             // are told, which errs on the side of a gap too many.
@@ -210,6 +212,7 @@ async fn serve(
             }
             return Some(lost);
         }
+        timer.done(started);
         let told = gaps.users.len() as u64 + u64::from(gaps.everyone);
         shared
             .stats

@@ -1,22 +1,68 @@
-//! Counters and gauges, read as a [`MetricsSnapshot`].
+//! Counters, gauges and histograms: read in process as a
+//! [`MetricsSnapshot`], and, with the `metrics` feature, emitted through the
+//! [`metrics`](https://docs.rs/metrics) facade to whatever exporter the
+//! application installs (the names are in `metrics::names`, with the
+//! feature, and in `docs/observability.md`).
 //!
 //! Every event handed to the crate ends in exactly one of: written to a
 //! transport, refused to its caller (counted under `refused_*`), or dropped
 //! (counted under `dropped_*`). Nothing is lost silently.
+//!
+//! # The `metrics` facade
+//!
+//! A hub registers its handles once, when it is built, with the recorder
+//! current at that moment: install the exporter's recorder before building
+//! the hub. Each count is kept in the snapshot and sent to the facade from
+//! the same call, so the two never disagree. Without the feature nothing is
+//! registered or emitted and the counting costs what it did before.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::state::ConnectionState;
+use crate::close::CloseCause;
+use crate::state::{ConnectionState, StateMachine};
+
+#[cfg(feature = "metrics")]
+mod facade;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod names;
+#[cfg(feature = "redis")]
+mod timer;
+
+#[cfg(feature = "redis")]
+pub(crate) use timer::PublishTimer;
+
+/// One counter: the snapshot's value and, with the `metrics` feature, the
+/// facade's handle (a no-op handle for counts the facade does not carry).
+#[derive(Debug)]
+pub(crate) struct Count {
+    n: AtomicU64,
+    #[cfg(feature = "metrics")]
+    facade: ::metrics::Counter,
+}
+
+impl Count {
+    fn new(#[cfg_attr(not(feature = "metrics"), allow(unused_variables))] name: &str) -> Self {
+        Count {
+            n: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            facade: facade::counter_for(name),
+        }
+    }
+
+    fn get(&self) -> u64 {
+        self.n.load(Ordering::Relaxed)
+    }
+}
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident,)*) => {
-        #[derive(Debug, Default)]
+        #[derive(Debug)]
         pub(crate) struct Counters {
-            $(pub(crate) $name: AtomicU64,)*
+            $(pub(crate) $name: Count,)*
         }
 
         /// A point-in-time copy of a hub's metrics.
@@ -37,25 +83,14 @@ macro_rules! counters {
         }
 
         impl Counters {
-            fn fill(&self, s: &mut MetricsSnapshot) {
-                $(s.$name = self.$name.load(Ordering::Relaxed);)*
+            fn new() -> Self {
+                Counters {
+                    $($name: Count::new(stringify!($name)),)*
+                }
             }
-        }
 
-        impl fmt::Display for MetricsSnapshot {
-            /// Prometheus text format.
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                for (state, n) in &self.connections {
-                    writeln!(f, "ws_lifecycle_connections{{state=\"{state}\"}} {n}")?;
-                }
-                for (code, n) in &self.auth_failures {
-                    writeln!(f, "ws_lifecycle_auth_failures_total{{code=\"{code}\"}} {n}")?;
-                }
-                for (cause, n) in &self.closes {
-                    writeln!(f, "ws_lifecycle_closes_total{{cause=\"{cause}\"}} {n}")?;
-                }
-                $(writeln!(f, concat!("ws_lifecycle_", stringify!($name), "_total {}"), self.$name)?;)*
-                Ok(())
+            fn fill(&self, s: &mut MetricsSnapshot) {
+                $(s.$name = self.$name.get();)*
             }
         }
     };
@@ -120,31 +155,72 @@ counters! {
 }
 
 /// The hub's live metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Metrics {
     pub(crate) c: Counters,
     states: [AtomicI64; ConnectionState::ALL.len()],
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     closes: Mutex<BTreeMap<&'static str, u64>>,
+    #[cfg(feature = "metrics")]
+    facade: facade::Facade,
+}
+
+impl Default for Metrics {
+    /// Registers the facade's handles (with the `metrics` feature) with the
+    /// recorder current on this thread.
+    fn default() -> Self {
+        Metrics {
+            c: Counters::new(),
+            states: Default::default(),
+            auth_failures: Mutex::default(),
+            closes: Mutex::default(),
+            #[cfg(feature = "metrics")]
+            facade: facade::Facade::register(),
+        }
+    }
 }
 
 impl Metrics {
-    pub(crate) fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn inc(counter: &Count) {
+        counter.n.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        counter.facade.increment(1);
     }
 
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    pub(crate) fn add(counter: &Count, n: u64) {
         if n > 0 {
-            counter.fetch_add(n, Ordering::Relaxed);
+            counter.n.fetch_add(n, Ordering::Relaxed);
+            #[cfg(feature = "metrics")]
+            counter.facade.increment(n);
         }
     }
 
-    /// Moves one connection from `from` (if any) to `to` in the state gauges.
-    pub(crate) fn transition(&self, from: Option<ConnectionState>, to: ConnectionState) {
-        if let Some(gauge) = from.and_then(|s| self.states.get(s.index())) {
+    /// A connection was minted: it enters `Connecting`.
+    pub(crate) fn opened(&self) {
+        self.enter(ConnectionState::Connecting);
+        #[cfg(feature = "metrics")]
+        self.facade.opened();
+    }
+
+    /// Moves one connection from `from` to `to` in the state gauges;
+    /// `machine` (already in `to`) says how long the connection has lived,
+    /// for the time-to-Ready and duration histograms.
+    pub(crate) fn transition(
+        &self,
+        from: ConnectionState,
+        to: ConnectionState,
+        #[cfg_attr(not(feature = "metrics"), allow(unused_variables))] machine: &StateMachine,
+    ) {
+        if let Some(gauge) = self.states.get(from.index()) {
             gauge.fetch_sub(1, Ordering::Relaxed);
         }
-        if let Some(gauge) = self.states.get(to.index()) {
+        self.enter(to);
+        #[cfg(feature = "metrics")]
+        self.facade.transition(from, to, machine);
+    }
+
+    fn enter(&self, state: ConnectionState) {
+        if let Some(gauge) = self.states.get(state.index()) {
             gauge.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -152,11 +228,25 @@ impl Metrics {
     /// Counts an authentication failure under its stable error code.
     pub(crate) fn auth_failure(&self, code: &'static str) {
         *self.auth_failures.lock().entry(code).or_default() += 1;
+        #[cfg(feature = "metrics")]
+        self.facade.auth_failure(code);
     }
 
-    /// Counts a connection's end under its cause.
-    pub(crate) fn closed(&self, cause: &'static str) {
-        *self.closes.lock().entry(cause).or_default() += 1;
+    /// Counts a connection's end under its cause (and, in the facade, the
+    /// close code sent).
+    pub(crate) fn closed(&self, cause: &CloseCause) {
+        *self.closes.lock().entry(cause.as_str()).or_default() += 1;
+        #[cfg(feature = "metrics")]
+        self.facade.closed(cause);
+    }
+
+    /// The writer took a batch of `batch` events from an outbox that held
+    /// `depth` (the batch included). Only the facade records it.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    #[inline]
+    pub(crate) fn write_batch(&self, depth: usize, batch: usize) {
+        #[cfg(feature = "metrics")]
+        self.facade.write_batch(depth, batch);
     }
 
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
