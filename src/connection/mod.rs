@@ -32,6 +32,7 @@
 //! | `shared` | the part other tasks reach: identity, owner, outbox; the first isolation check |
 //! | `outbox` | the pre-ready buffer and outbound queue in one ordered, bounded queue |
 //! | `writer` | the one task that writes to the transport; the second isolation check |
+//! | `signal` | how the outbox wakes its one writer |
 //! | `reader` | the reader loop: inbound messages, heartbeat, rate limit, expiry |
 //! | `expiry` | credential expiry and in-band re-authentication |
 //! | `handle` | [`ConnectionHandle`], [`SendError`] |
@@ -45,6 +46,7 @@ mod owner;
 mod reader;
 mod report;
 mod shared;
+mod signal;
 mod span;
 mod typestate;
 mod writer;

@@ -8,12 +8,9 @@
 //! once, before anything emitted later. One structure means there is no
 //! hand-off between a buffer and a queue that an emit could race.
 
+use crate::connection::signal::Signal;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
-
-use futures_util::task::AtomicWaker;
 
 use crate::sync::Mutex;
 use tokio::sync::Notify;
@@ -124,45 +121,6 @@ impl State {
         let q = self.queue.pop_front()?;
         self.bytes -= q.weight;
         Some(q)
-    }
-}
-
-/// Wakes the writer: a flag and the one waiter's waker. The writer task is
-/// the only one that ever waits, so this needs neither `Notify`'s waiter
-/// list nor its lock. A notification with nobody waiting is kept (the flag)
-/// until the next wait, as `Notify::notify_one` keeps a permit.
-#[derive(Debug, Default)]
-struct Signal {
-    set: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl Signal {
-    fn notify(&self) {
-        self.set.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-
-    /// Resolves once notified since the last wait returned.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: a notification is only consumed when this resolves.
-    async fn wait(&self) {
-        std::future::poll_fn(|cx| {
-            if self.set.swap(false, Ordering::AcqRel) {
-                return Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            // Checked again after registering: a notify between the first
-            // check and the registration found no waker to wake.
-            if self.set.swap(false, Ordering::AcqRel) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
     }
 }
 
@@ -489,6 +447,8 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
+    use std::task::Poll;
+
     use super::*;
     use crate::event::{Event, EventName};
 
