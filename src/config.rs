@@ -153,6 +153,17 @@ pub struct HubConfig {
     /// each batch anyway, so this only splits a large batch into several
     /// writes. Not allocated up front. Default: 8 KiB.
     pub write_buffer_size: usize,
+    /// Whether each write batch records the `metrics` feature's two
+    /// per-batch histograms, `ws_lifecycle_outbox_depth_events` and
+    /// `ws_lifecycle_write_batch_events` (docs/observability.md). Off by
+    /// default: in a fan-out every writer writes batches of one, so these
+    /// are two samples per delivery, and an exporter's histogram costs tens
+    /// of nanoseconds a sample (the Prometheus exporter's ~80 ns made
+    /// delivery up to 41% slower, docs/benchmarks.md); tokio keeps its own
+    /// poll-time histogram opt-in for the same reason. Turn it on to see
+    /// queues build up. Without the `metrics` feature it does nothing.
+    /// Default: `false`.
+    pub write_histograms: bool,
     /// How long a connection may be silent before the server pings it.
     /// Default: 25 s (Centrifuge 25 s, Socket.IO 25 s).
     pub ping_interval: Duration,
@@ -209,6 +220,7 @@ impl Default for HubConfig {
             close_timeout: Duration::from_secs(5),
             max_message_size: 64 * 1024,
             read_buffer_size: 1024,
+            write_histograms: false,
             write_buffer_size: 8 * 1024,
             ping_interval: PING_INTERVAL,
             pong_timeout: PONG_TIMEOUT,

@@ -89,6 +89,7 @@ async fn a_scripted_life_emits_exact_values() {
     let hub = hub_with(|c| {
         c.outbound_queue = BufferLimit::new(4, 1 << 20);
         c.slow_consumer = SlowConsumerPolicy::Close;
+        c.write_histograms = true;
     });
     let (alice, bob) = (user("alice"), user("bob"));
 
@@ -223,4 +224,43 @@ async fn a_scripted_life_emits_exact_values() {
     assert_eq!(m.closes.values().sum::<u64>(), 3);
     assert_eq!(m.auth_failures.get("signature_invalid"), Some(&1));
     assert_accounted(&m);
+}
+
+/// The two per-batch histograms are opt-in (`HubConfig::write_histograms`,
+/// off by default): without it, writes record neither, while everything
+/// else is emitted as usual.
+#[tokio::test]
+async fn the_per_batch_histograms_are_off_by_default() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let hub = hub_with(|_| {});
+    let alice = user("alice");
+    let (conn, mut client) = bind(&hub, &alice, 16).await;
+    let handle = conn.handle();
+    let server = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.run(conn, &Scripted::default()).await }
+    });
+    handle
+        .wait_ready(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let _ = hub.send_to_user(&alice, &event("e", json!(1))).unwrap();
+    let _ = next_json(&mut client).await;
+    client.close(None).await;
+    let _ = server.await.unwrap();
+
+    let reading = read(&snapshotter);
+    let samples = |name: &str| reading.histograms.get(name).map_or(0, Vec::len);
+    assert_eq!(
+        (samples(names::OUTBOX_DEPTH), samples(names::WRITE_BATCH)),
+        (0, 0)
+    );
+    assert_eq!(
+        reading
+            .counters
+            .get("ws_lifecycle_deliveries_total{outcome=written}"),
+        Some(&1)
+    );
 }

@@ -71,6 +71,7 @@ pub(crate) async fn run<S: TransportSink>(shared: Arc<ConnShared>, mut sink: S) 
 
 async fn write_all<S: TransportSink>(shared: &Arc<ConnShared>, batch: &mut Batch, sink: &mut S) {
     let write_timeout = shared.ctx.config.write_timeout;
+    let histograms = shared.ctx.config.write_histograms;
     let mut emptied = false;
     loop {
         let step = shared
@@ -78,7 +79,9 @@ async fn write_all<S: TransportSink>(shared: &Arc<ConnShared>, batch: &mut Batch
             .next(&mut batch.items, BATCH, IDLE_CAPACITY, emptied)
             .await;
         emptied = matches!(step, Drain::Items { emptied: true, .. });
-        if let Drain::Items { depth, .. } = step {
+        if let Drain::Items { depth, .. } = step
+            && histograms
+        {
             shared.ctx.metrics.write_batch(depth, batch.items.len());
         }
         let written = match step {
