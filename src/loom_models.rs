@@ -95,6 +95,7 @@ fn a_removed_connection_is_never_sent_to_and_nothing_accepted_is_lost() {
             claims: serde_json::Value::Null,
             extensions: crate::Extensions::new(),
             ended: parking_lot::Mutex::new(None),
+            span: tracing::Span::none(),
         });
         let removed = Arc::new(AtomicBool::new(false));
         let lifecycle = {

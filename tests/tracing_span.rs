@@ -376,3 +376,50 @@ async fn a_connection_authenticated_after_the_upgrade_by_hand_records_the_reques
     assert_eq!(&report.connection_id, &id);
     assert_span(&capture, &id, "none", Some(peer), "bob");
 }
+
+/// What other tasks log about a connection is in its span too: a sender
+/// that overflows a connection's queue (policy `Close`) logs "outbox full"
+/// from its own task, inside the connection's span, and `assert_span`
+/// checks every crate event, that one included.
+#[tokio::test]
+async fn an_overflow_logged_by_the_sender_is_inside_the_connections_span() {
+    use ws_lifecycle::config::{BufferLimit, SlowConsumerPolicy};
+    use ws_lifecycle::event::{Event, EventName};
+    let (capture, _guard) = Capture::install();
+    let mut config = ws_lifecycle::config::HubConfig::default();
+    config.outbound_queue = BufferLimit::new(2, 1 << 20);
+    config.slow_consumer = SlowConsumerPolicy::Close;
+    let hub = Hub::builder().config(config).build().unwrap();
+    let (tx, mut ids) = mpsc::unbounded_channel();
+    // The client never reads, and its side holds one frame: the writer
+    // blocks, the queue fills, the third send overflows it.
+    let (transport, _client) = memory::pair(1);
+    let carol = UserId::new("carol").unwrap();
+    let handler = Report(tx);
+    let serving = hub.serve(transport, carol.clone(), &handler);
+    let test = async {
+        let id = ids.recv().await.unwrap();
+        let event = Event::custom(EventName::new("e").unwrap(), serde_json::json!(1));
+        let mut overflowed = false;
+        for _ in 0..8 {
+            let delivery = hub.send_to_user(&carol, &event).unwrap();
+            if delivery.refused > 0 {
+                overflowed = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(overflowed, "the queue never overflowed");
+        id
+    };
+    let (report, id) = tokio::join!(serving, test);
+    assert_eq!(&report.connection_id, &id);
+    let events = capture.crate_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message == "outbox full: closing connection"),
+        "no overflow warning in {events:#?}"
+    );
+    assert_span(&capture, &id, "none", None, "carol");
+}

@@ -58,7 +58,7 @@ impl<T> SendError<T> {
 
     pub(crate) fn from_refused(refused: Refused, value: T) -> Self {
         match refused {
-            Refused::Full => SendError::Full(value),
+            Refused::Full | Refused::Overflowed => SendError::Full(value),
             Refused::TooLarge => SendError::TooLarge(value),
             // A handle addresses its own connection, so a misaddressed
             // refusal cannot happen here; treat it like a closed connection

@@ -73,6 +73,9 @@ pub(crate) enum Accepted {
 pub(crate) enum Refused {
     Closed,
     Full,
+    /// Full, and the overflow policy is closing the connection (logged by
+    /// the connection, in its span).
+    Overflowed,
     Misaddressed,
     /// Larger than the whole buffer or queue on its own: no policy could
     /// ever make room, so it is the caller's problem, not the peer's.
@@ -213,11 +216,10 @@ impl Outbox {
                 }
                 Action::Close(cause) => {
                     Metrics::inc(refused_counter);
-                    tracing::warn!(cause = cause.as_str(), "outbox full: closing connection");
                     s.closing = Some(cause);
                     drop(s);
                     self.wake_all();
-                    return Err(Refused::Full);
+                    return Err(Refused::Overflowed);
                 }
                 Action::DropOldest => {
                     while !s.fits(limit, weight) && s.pop_front().is_some() {

@@ -49,6 +49,8 @@ pub(crate) struct ConnShared {
     /// How the connection ended, recorded by its last step, so that
     /// `on_close` can still be told when the future driving it is dropped.
     pub(crate) ended: parking_lot::Mutex<Option<CloseReport>>,
+    /// The connection's span, for what other tasks log about it.
+    pub(crate) span: tracing::Span,
 }
 
 impl fmt::Debug for ConnShared {
@@ -69,12 +71,20 @@ impl ConnShared {
         if !event.is_for(&self.id, &self.user) {
             Metrics::inc(&self.ctx.metrics.c.isolation_refusals);
             tracing::error!(
-                connection_id = %self.id,
+                parent: &self.span,
                 "isolation check refused an event addressed to another user or connection"
             );
             return Err(Refused::Misaddressed);
         }
-        self.outbox.push(event, &self.ctx.config, &self.ctx.metrics)
+        let pushed = self.outbox.push(event, &self.ctx.config, &self.ctx.metrics);
+        if pushed == Err(Refused::Overflowed) {
+            // Logged here, by the sender's task, inside the connection's
+            // span: an operator filtering by connection sees why it closed.
+            let cause = self.outbox.close_cause();
+            let cause = cause.as_ref().map_or("overflow", |c| c.as_str());
+            tracing::warn!(parent: &self.span, cause, "outbox full: closing connection");
+        }
+        pushed
     }
 }
 
@@ -113,6 +123,7 @@ mod tests {
             claims: serde_json::Value::Null,
             extensions: Extensions::new(),
             ended: parking_lot::Mutex::new(None),
+            span: tracing::Span::none(),
         };
         for wrong in [Addressee::User(bob), Addressee::Connection(other)] {
             assert_eq!(conn.push(&routed(wrong)), Err(Refused::Misaddressed));

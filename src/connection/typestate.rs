@@ -310,6 +310,7 @@ impl<T: Transport> Connection<Accepted<T>> {
             claims: serde_json::Value::Object(outcome.claims),
             extensions: outcome.extensions,
             ended: parking_lot::Mutex::new(None),
+            span: self.core.span.clone(),
         });
         match self.core.owner.enter(&shared) {
             Ok(()) => {}

@@ -229,6 +229,7 @@ mod tests {
             claims: serde_json::Value::Null,
             extensions: crate::Extensions::new(),
             ended: parking_lot::Mutex::new(None),
+            span: tracing::Span::none(),
         });
         let routed = |to: UserId, n: i32| {
             let name = EventName::new("e").unwrap_or_else(|e| panic!("{e}"));
@@ -302,6 +303,7 @@ mod tests {
             claims: serde_json::Value::Null,
             extensions: crate::Extensions::new(),
             ended: parking_lot::Mutex::new(None),
+            span: tracing::Span::none(),
         });
         let event = {
             let name = EventName::new("e").unwrap_or_else(|e| panic!("{e}"));

@@ -274,7 +274,11 @@ impl Inner {
                     Ok((_, Accepted::Queued)) => d.queued += 1,
                     Ok((_, Accepted::Buffered)) => d.buffered += 1,
                     Err(
-                        Refused::Closed | Refused::Full | Refused::Misaddressed | Refused::TooLarge,
+                        Refused::Closed
+                        | Refused::Full
+                        | Refused::Overflowed
+                        | Refused::Misaddressed
+                        | Refused::TooLarge,
                     ) => d.refused += 1,
                 }
             }
