@@ -17,7 +17,6 @@ use crate::connection::{ConnShared, Context};
 use crate::event::{Event, EventName, WireMode};
 use crate::id::{IdGenerator, UlidGenerator, UserId};
 use crate::router::Router;
-use crate::state::StateMachine;
 
 fn routed(to: Addressee, n: i64) -> Arc<Routed> {
     let name = EventName::new("e").unwrap();
@@ -33,7 +32,6 @@ fn routed(to: Addressee, n: i64) -> Arc<Routed> {
 #[test]
 fn emits_racing_ready_are_flushed_once_in_order() {
     loom::model(|| {
-        let ids = UlidGenerator::new();
         let user = UserId::new("alice").unwrap();
         let outbox = Arc::new(Outbox::new());
         let env = Arc::new(Context::new(HubConfig::default()));
@@ -85,18 +83,11 @@ fn a_removed_connection_is_never_sent_to_and_nothing_accepted_is_lost() {
         let router = Arc::new(Router::new(1));
         let env = Arc::new(Context::new(HubConfig::default()));
         let user = UserId::new("alice").unwrap();
-        let shared = Arc::new(ConnShared {
-            id: UlidGenerator::new().mint_connection_id(),
-            user: user.clone(),
-            wire_mode: WireMode::Named,
-            outbox: Outbox::new(),
-            state: StateMachine::new().watch(),
-            ctx: Arc::clone(&env),
-            claims: serde_json::Value::Null,
-            extensions: crate::Extensions::new(),
-            ended: parking_lot::Mutex::new(None),
-            span: tracing::Span::none(),
-        });
+        let shared = Arc::new(ConnShared::detached(
+            UlidGenerator::new().mint_connection_id(),
+            user.clone(),
+            Arc::clone(&env),
+        ));
         let removed = Arc::new(AtomicBool::new(false));
         let lifecycle = {
             let (router, shared, removed) = (

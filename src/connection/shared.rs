@@ -64,6 +64,24 @@ impl fmt::Debug for ConnShared {
 }
 
 impl ConnShared {
+    /// A connection of `user` outside any hub, with id `id`, for the unit
+    /// tests of the parts that only need its shared core.
+    #[cfg(any(test, loom))]
+    pub(crate) fn detached(id: ConnectionId, user: UserId, ctx: Arc<Context>) -> Self {
+        ConnShared {
+            id,
+            user,
+            wire_mode: WireMode::Named,
+            outbox: Outbox::new(),
+            state: crate::state::StateMachine::new().watch(),
+            ctx,
+            claims: serde_json::Value::Null,
+            extensions: Extensions::new(),
+            ended: parking_lot::Mutex::new(None),
+            span: tracing::Span::none(),
+        }
+    }
+
     /// Queues `event` (or buffers it before Ready) with the next sequence
     /// number, after the first isolation check: an event addressed to
     /// another user or connection is refused and counted, never queued.
@@ -94,7 +112,6 @@ mod tests {
     use crate::connection::outbox::Addressee;
     use crate::event::{Event, EventName};
     use crate::id::{IdGenerator, UlidGenerator};
-    use crate::state::StateMachine;
 
     fn routed(to: Addressee) -> Arc<Routed> {
         let name = EventName::new("e").unwrap_or_else(|e| panic!("{e}"));
@@ -113,18 +130,7 @@ mod tests {
         let (own, other) = (ids.mint_connection_id(), ids.mint_connection_id());
         let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
         let bob = UserId::new("bob").unwrap_or_else(|e| panic!("{e}"));
-        let conn = ConnShared {
-            id: own.clone(),
-            user: alice.clone(),
-            wire_mode: WireMode::Named,
-            outbox: Outbox::new(),
-            state: StateMachine::new().watch(),
-            ctx: Arc::new(Context::default()),
-            claims: serde_json::Value::Null,
-            extensions: Extensions::new(),
-            ended: parking_lot::Mutex::new(None),
-            span: tracing::Span::none(),
-        };
+        let conn = ConnShared::detached(own.clone(), alice.clone(), Arc::new(Context::default()));
         for wrong in [Addressee::User(bob), Addressee::Connection(other)] {
             assert_eq!(conn.push(&routed(wrong)), Err(Refused::Misaddressed));
         }

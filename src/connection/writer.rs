@@ -207,11 +207,10 @@ async fn write_batch<S: TransportSink>(
 mod tests {
     use super::*;
     use crate::config::HubConfig;
-    use crate::connection::outbox::{Addressee, Outbox, Routed};
+    use crate::connection::outbox::{Addressee, Routed};
     use crate::connection::shared::Context;
-    use crate::event::{Event, EventName, WireMode};
+    use crate::event::{Event, EventName};
     use crate::id::{IdGenerator, UlidGenerator, UserId};
-    use crate::state::StateMachine;
     use crate::transport::{Transport, memory};
 
     #[tokio::test]
@@ -219,18 +218,11 @@ mod tests {
         let ctx = Arc::new(Context::new(HubConfig::default()));
         let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
         let bob = UserId::new("bob").unwrap_or_else(|e| panic!("{e}"));
-        let shared = Arc::new(ConnShared {
-            id: UlidGenerator::new().mint_connection_id(),
-            user: alice.clone(),
-            wire_mode: WireMode::Named,
-            outbox: Outbox::new(),
-            state: StateMachine::new().watch(),
-            ctx: Arc::clone(&ctx),
-            claims: serde_json::Value::Null,
-            extensions: crate::Extensions::new(),
-            ended: parking_lot::Mutex::new(None),
-            span: tracing::Span::none(),
-        });
+        let shared = Arc::new(ConnShared::detached(
+            UlidGenerator::new().mint_connection_id(),
+            alice.clone(),
+            Arc::clone(&ctx),
+        ));
         let routed = |to: UserId, n: i32| {
             let name = EventName::new("e").unwrap_or_else(|e| panic!("{e}"));
             let event = Event::custom(name, serde_json::json!(n)).encode();
@@ -293,18 +285,11 @@ mod tests {
     async fn the_deadline_bounds_each_write_not_the_whole_batch() {
         let ctx = Arc::new(Context::new(HubConfig::default()));
         let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
-        let shared = Arc::new(ConnShared {
-            id: UlidGenerator::new().mint_connection_id(),
-            user: alice.clone(),
-            wire_mode: WireMode::Named,
-            outbox: Outbox::new(),
-            state: StateMachine::new().watch(),
-            ctx: Arc::clone(&ctx),
-            claims: serde_json::Value::Null,
-            extensions: crate::Extensions::new(),
-            ended: parking_lot::Mutex::new(None),
-            span: tracing::Span::none(),
-        });
+        let shared = Arc::new(ConnShared::detached(
+            UlidGenerator::new().mint_connection_id(),
+            alice.clone(),
+            Arc::clone(&ctx),
+        ));
         let event = {
             let name = EventName::new("e").unwrap_or_else(|e| panic!("{e}"));
             let event = Event::custom(name, serde_json::json!(1)).encode();
