@@ -124,7 +124,8 @@ async fn claims_and_extensions_reach_every_callback() {
             plan: "team".into()
         }
     );
-    assert_eq!(handle.claims_json()["plan"], "team");
+    let raw: serde_json::Value = serde_json::from_str(handle.claims_json()).unwrap();
+    assert_eq!(raw["plan"], "team");
     #[derive(Debug, Deserialize)]
     #[allow(dead_code)]
     struct Wrong {

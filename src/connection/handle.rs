@@ -213,13 +213,15 @@ impl ConnectionHandle {
     /// [`ClaimsError`] when the claims do not fit `T` (a missing field, a
     /// wrong type).
     pub fn claims<T: serde::de::DeserializeOwned>(&self) -> Result<T, ClaimsError> {
-        T::deserialize(&self.shared.claims).map_err(|e| ClaimsError(e.to_string()))
+        let text = self.shared.claims.as_deref().unwrap_or("{}");
+        serde_json::from_str(text).map_err(|e| ClaimsError(e.to_string()))
     }
 
-    /// The verified claims as JSON (an object; empty when the
-    /// authenticator returned none).
-    pub fn claims_json(&self) -> &serde_json::Value {
-        &self.shared.claims
+    /// The verified claims as compact JSON text (`{}` when the
+    /// authenticator returned none), for the application to parse its own
+    /// way or pass on.
+    pub fn claims_json(&self) -> &str {
+        self.shared.claims.as_deref().unwrap_or("{}")
     }
 
     /// The application's values attached while authenticating (see

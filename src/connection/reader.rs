@@ -4,9 +4,7 @@
 //! authentication.
 
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
 use tokio::time::Instant;
@@ -159,59 +157,57 @@ impl<T: Transport> Connection<Authenticated<T>> {
     }
 
     /// [`drive`](Self::drive), then [`Handler::on_close`], exactly once on
-    /// every exit path: also when the returned future is dropped before the
-    /// end (then after the connection has been dropped, with its report,
-    /// cause `dropped`).
-    pub(crate) fn serve<'a, H: Handler>(
+    /// every exit path: also when this future is dropped before the end
+    /// (then after the connection has been dropped, with its report, cause
+    /// `dropped`).
+    ///
+    /// The driving future stays inline (boxing it cost ~1.7 KiB per idle
+    /// connection: its state no longer shared room with the upgrade's). The
+    /// order of drops does the work instead: the guard is declared before
+    /// the driving future, so when this future is dropped mid-await the
+    /// driving future (and the connection, whose `Drop` records the report)
+    /// goes first, then the guard, which finds the report.
+    pub(crate) async fn serve<H: Handler>(
         self,
-        handler: &'a H,
-        reauth: Option<&'a dyn Reauthenticate>,
-    ) -> OnClose<'a, H, impl Future<Output = CloseReport> + use<'a, H, T>> {
-        let handle = self.handle();
-        OnClose {
-            drive: Some(Box::pin(self.drive(handler, reauth))),
+        handler: &H,
+        reauth: Option<&dyn Reauthenticate>,
+    ) -> CloseReport {
+        let mut guard = OnClose {
             handler,
-            handle,
+            handle: self.handle(),
+            told: false,
+        };
+        let report = self.drive(handler, reauth).await;
+        guard.tell(&report);
+        report
+    }
+}
+
+/// Tells the application how a connection ended, once: when its driving
+/// future returns, or, if that future is dropped first, from the report
+/// the connection recorded as it was dropped.
+struct OnClose<'a, H: Handler> {
+    handler: &'a H,
+    handle: ConnectionHandle,
+    told: bool,
+}
+
+impl<H: Handler> OnClose<'_, H> {
+    fn tell(&mut self, report: &CloseReport) {
+        if !std::mem::replace(&mut self.told, true) {
+            notify_close(self.handler, &self.handle, report);
         }
     }
 }
 
-/// A connection's driving future that tells the application how it ended,
-/// once, whether it finishes or is dropped. The driving future is boxed so
-/// that this wrapper controls when it is dropped: first the connection (its
-/// `Drop` records the report), then `on_close`.
-pub(crate) struct OnClose<'a, H: Handler, F> {
-    drive: Option<Pin<Box<F>>>,
-    handler: &'a H,
-    handle: ConnectionHandle,
-}
-
-impl<H: Handler, F: Future<Output = CloseReport>> Future for OnClose<'_, H, F> {
-    type Output = CloseReport;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReport> {
-        let this = self.get_mut();
-        let Some(drive) = this.drive.as_mut() else {
-            // Polled after it finished: a misuse of the future, which
-            // `Future` leaves unspecified; never finishing is the safe answer.
-            return Poll::Pending;
-        };
-        let report = std::task::ready!(drive.as_mut().poll(cx));
-        this.drive = None;
-        notify_close(this.handler, &this.handle, &report);
-        Poll::Ready(report)
-    }
-}
-
-impl<H: Handler, F> Drop for OnClose<'_, H, F> {
+impl<H: Handler> Drop for OnClose<'_, H> {
     fn drop(&mut self) {
-        if let Some(drive) = self.drive.take() {
-            // Ends the connection (`Core::drop`), which records its report.
-            drop(drive);
-            let report = self.handle.shared.ended.lock().take();
-            if let Some(report) = report {
-                notify_close(self.handler, &self.handle, &report);
-            }
+        if self.told {
+            return;
+        }
+        let report = self.handle.shared.ended.lock().take();
+        if let Some(report) = report {
+            self.tell(&report);
         }
     }
 }

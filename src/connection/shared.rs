@@ -41,14 +41,17 @@ pub(crate) struct ConnShared {
     pub(crate) outbox: Outbox,
     pub(crate) state: StateWatch,
     pub(crate) ctx: Arc<Context>,
-    /// The verified claims, as the authenticator returned them (a JSON
-    /// object; empty when there were none).
-    pub(crate) claims: serde_json::Value,
+    /// The verified claims, as the authenticator returned them, kept as
+    /// their compact JSON text (`None`: none): a parsed map costs several
+    /// times its text for every idle connection, and the application reads
+    /// claims rarely (`ConnectionHandle::claims` parses them then).
+    pub(crate) claims: Option<Box<str>>,
     /// The application's values, attached while authenticating.
     pub(crate) extensions: Extensions,
     /// How the connection ended, recorded by its last step, so that
     /// `on_close` can still be told when the future driving it is dropped.
-    pub(crate) ended: parking_lot::Mutex<Option<CloseReport>>,
+    /// Boxed: a word per live connection, the report only once it ends.
+    pub(crate) ended: parking_lot::Mutex<Option<Box<CloseReport>>>,
     /// The connection's span, for what other tasks log about it.
     pub(crate) span: tracing::Span,
 }
@@ -75,7 +78,7 @@ impl ConnShared {
             outbox: Outbox::new(),
             state: crate::state::StateMachine::new().watch(),
             ctx,
-            claims: serde_json::Value::Null,
+            claims: None,
             extensions: Extensions::new(),
             ended: parking_lot::Mutex::new(None),
             span: tracing::Span::none(),

@@ -162,7 +162,7 @@ impl Core {
             undelivered,
         };
         if let Some(shared) = &self.shared {
-            *shared.ended.lock() = Some(report.clone());
+            *shared.ended.lock() = Some(Box::new(report.clone()));
         }
         report
     }
@@ -190,6 +190,17 @@ impl Core {
         let _ = tokio::time::timeout(timeout, sink.close(cause.frame())).await;
         self.finish(&cause)
     }
+}
+
+/// The claims as compact JSON text, `None` when there are none. A map of
+/// JSON values always serialises, so the fallback never happens in practice.
+fn compact_claims(claims: &serde_json::Map<String, serde_json::Value>) -> Option<Box<str>> {
+    if claims.is_empty() {
+        return None;
+    }
+    serde_json::to_string(claims)
+        .ok()
+        .map(String::into_boxed_str)
 }
 
 impl Drop for Core {
@@ -307,7 +318,7 @@ impl<T: Transport> Connection<Accepted<T>> {
             outbox: Outbox::new(),
             state: self.core.sm.watch(),
             ctx: Arc::clone(&ctx),
-            claims: serde_json::Value::Object(outcome.claims),
+            claims: compact_claims(&outcome.claims),
             extensions: outcome.extensions,
             ended: parking_lot::Mutex::new(None),
             span: self.core.span.clone(),
