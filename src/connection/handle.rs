@@ -127,23 +127,28 @@ impl ConnectionHandle {
             Ok(encoded) => encoded,
             Err(error) => return Err(SendError::Encode { event, error }),
         };
-        self.emit_encoded(encoded)
-            .map_err(|refused| SendError::from_refused(refused, event))
+        self.push_own(encoded)
+            .map_err(|(refused, _)| SendError::from_refused(refused, event))
     }
 
     /// Emits one of the crate's control events (counted like any refusal
     /// when the connection is full or closing: its overflow policy is
     /// already dealing with it).
     pub(crate) fn emit_control(&self, control: Control) {
-        let _ = self.emit_encoded(control.encode());
+        let _ = self.push_own(control.encode());
     }
 
-    fn emit_encoded(&self, event: EncodedEvent) -> Result<u64, Refused> {
+    /// Pushes `event`, addressed to this connection; a refusal hands back
+    /// the addressed event (no queue kept it).
+    fn push_own(&self, event: EncodedEvent) -> Result<u64, (Refused, Arc<Routed>)> {
         let routed = Arc::new(Routed {
             to: Addressee::Connection(self.shared.id.clone()),
             event,
         });
-        self.shared.push(&routed).map(|(seq, _)| seq)
+        match self.shared.push(&routed) {
+            Ok((seq, _)) => Ok(seq),
+            Err(refused) => Err((refused, routed)),
+        }
     }
 
     /// Asks the connection to close with `frame` after writing what is
@@ -242,18 +247,11 @@ impl ConnectionHandle {
     /// [`SendError::TooLarge`] when it is larger than the whole buffer; each
     /// hands the event back. Never [`SendError::Encode`].
     pub fn emit_encoded_event(&self, event: EncodedEvent) -> Result<u64, SendError<EncodedEvent>> {
-        let routed = Arc::new(Routed {
-            to: Addressee::Connection(self.shared.id.clone()),
-            event,
-        });
-        match self.shared.push(&routed) {
-            Ok((seq, _)) => Ok(seq),
+        self.push_own(event).map_err(|(refused, routed)| {
             // Refused: no queue kept a reference, so the event comes back
             // without a copy (cloned only if one somehow did).
-            Err(refused) => {
-                let event = Arc::try_unwrap(routed).map_or_else(|r| r.event.clone(), |r| r.event);
-                Err(SendError::from_refused(refused, event))
-            }
-        }
+            let event = Arc::try_unwrap(routed).map_or_else(|r| r.event.clone(), |r| r.event);
+            SendError::from_refused(refused, event)
+        })
     }
 }
