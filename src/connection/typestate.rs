@@ -419,15 +419,17 @@ impl<T: Transport> Connection<ServicesReady<T>> {
     /// a Tokio runtime (as every async entry point of the crate is).
     pub fn ready(mut self) -> Connection<Ready<T>> {
         let shared = self.stage.shared;
+        // In this order, so both hold: whoever sees Ready (`wait_ready`) and
+        // then sends finds the event queued for writing, not buffered
+        // (`tests/cluster_cases`: the send_to_users case saw that race on a
+        // multi-thread runtime), and nothing is written before the state
+        // says Ready (the writer starts last; what was queued meanwhile
+        // left it a wake-up).
+        shared.outbox.open();
+        self.core.advance(ConnectionState::Ready, "ready");
         let task =
             writer::run(Arc::clone(&shared), self.stage.sink).instrument(self.core.span.clone());
         self.core.writer = Some(tokio::spawn(task));
-        // The queue opens before the state says Ready: whoever sees Ready
-        // (`wait_ready`) and then sends finds the event queued for writing,
-        // not buffered (`tests/cluster_cases`: the send_to_users case saw
-        // that race on a multi-thread runtime).
-        shared.outbox.open();
-        self.core.advance(ConnectionState::Ready, "ready");
         Connection {
             core: self.core,
             stage: Ready {
