@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::event::WireMode;
 use crate::limits::{PING_INTERVAL, PONG_TIMEOUT, RateLimit};
+use crate::stream::HistoryConfig;
 
 /// A bound on a per-connection buffer, in events and in bytes; whichever is
 /// reached first applies.
@@ -202,6 +203,10 @@ pub struct HubConfig {
     /// Shards of the routing table (rounded up to a power of two). More
     /// shards, less contention between cores. Default: 64.
     pub router_shards: usize,
+    /// How much of each user's stream is kept for resuming clients
+    /// (see [`stream`](crate::stream)). Default: 2 minutes, at most 1,000
+    /// events per user, 64 MiB in all.
+    pub history: HistoryConfig,
 }
 
 impl Default for HubConfig {
@@ -234,6 +239,7 @@ impl Default for HubConfig {
             connection_limit_policy: ConnectionLimitPolicy::default(),
             wire_mode: WireMode::default(),
             router_shards: 64,
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -300,6 +306,18 @@ impl HubConfig {
         ] {
             if value == 0 {
                 return fail(field, "must be at least 1");
+            }
+        }
+        let history = &self.history;
+        if history.enabled {
+            if history.window < ms {
+                return fail("history.window", "must be at least 1 ms (or history off)");
+            }
+            if history.max_events_per_user == 0 || history.max_bytes == 0 {
+                return fail(
+                    "history.max_events_per_user and max_bytes",
+                    "must be at least 1 (or history off)",
+                );
             }
         }
         if self.max_connections == Some(0) {

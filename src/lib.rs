@@ -114,6 +114,7 @@ mod loom_models;
 pub mod metrics;
 mod router;
 pub mod state;
+pub mod stream;
 mod sync;
 pub mod transport;
 pub mod upgrade;

@@ -172,6 +172,11 @@ impl Router {
         }
     }
 
+    /// Whether `user` has a connection in the table.
+    pub(crate) fn has_user(&self, user: &UserId) -> bool {
+        self.with_user(user, |conns| !conns.is_empty())
+    }
+
     pub(crate) fn connection(&self, id: &ConnectionId) -> Option<Arc<ConnShared>> {
         self.shard(&self.conns, id)?.read().get(id).cloned()
     }

@@ -1,7 +1,7 @@
 //! The demo application every example serves, speaking the protocol in
 //! `docs/protocol.md` (its last section):
 //!
-//! * on ready: `{"type":"ready","connection_id":"…","user":"…"}`;
+//! * on ready: `{"type":"ready","connection_id":"…","user":"…","epoch":"…","off":N,"recovered":B}`;
 //! * `{"type":"publish","to":"<user>","payload":"<text>"}` delivers
 //!   `{"type":"message","from":"<sender>","payload":"<text>"}` to every
 //!   connection of `to`;
@@ -70,10 +70,15 @@ fn close(code: CloseCode, reason: &'static str) -> CloseFrame {
 impl Handler for ChatApp {
     async fn on_ready(&self, conn: &ConnectionHandle) -> Result<(), CloseFrame> {
         // Emitted before Ready: buffered and written first, once Ready.
-        let ready = Event::custom(name("ready")?, json!(null))
+        let mut ready = Event::custom(name("ready")?, json!(null))
             .with_field("connection_id", conn.id().as_str())
             .and_then(|e| e.with_field("user", conn.user().as_str()))
             .map_err(|_| internal())?;
+        // Where this connection joined the user's stream, and whether the
+        // resume it asked for (`since`) worked: the client's next `since`.
+        if let Some(resume) = conn.resume() {
+            ready = ready.with_resume(resume);
+        }
         conn.emit(ready).map_err(|_| internal())?;
         Ok(())
     }

@@ -17,6 +17,7 @@ use std::time::SystemTime;
 use crate::event::WireMode;
 use crate::extensions::Extensions;
 use crate::id::UserId;
+use crate::stream::Position;
 
 mod error;
 mod extract;
@@ -62,6 +63,11 @@ pub struct AuthOutcome {
     /// The application's own values for this connection (a tenant, a plan),
     /// readable from its handle: see [`Extensions`].
     pub extensions: Extensions,
+    /// Where the client asks to resume its user's stream (the `since`
+    /// query parameter, which the adapters read): see
+    /// [`stream`](crate::stream). It only selects inside `user`'s own
+    /// stream.
+    pub since: Option<Position>,
 }
 
 impl fmt::Debug for AuthOutcome {
@@ -74,6 +80,7 @@ impl fmt::Debug for AuthOutcome {
             .field("selected_subprotocol", &self.selected_subprotocol)
             .field("wire_mode", &self.wire_mode)
             .field("extensions", &self.extensions)
+            .field("since", &self.since)
             .finish()
     }
 }
@@ -100,7 +107,16 @@ impl AuthOutcome {
             selected_subprotocol: None,
             wire_mode: None,
             extensions: Extensions::new(),
+            since: None,
         }
+    }
+
+    /// Asks to resume `user`'s stream after `since` (what an adapter does
+    /// with the `since` query parameter).
+    #[must_use]
+    pub fn with_since(mut self, since: Position) -> Self {
+        self.since = Some(since);
+        self
     }
 
     /// Attaches `value` to the connection (one per type; see

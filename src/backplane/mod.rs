@@ -12,6 +12,18 @@
 //! so a backplane can listen only for the users this node has; and it waits
 //! for [`Backplane::ready_for`] before a connection becomes Ready, so every
 //! event published after a connection is Ready reaches it.
+//!
+//! **Streams.** By default each node keeps its own stream per user
+//! ([`crate::stream`]): offsets are this node's, and a client can resume
+//! only on the node it left. A backplane that keeps the users' streams
+//! itself ([`Backplane::keeps_streams`], as the Redis one does) assigns
+//! each event its offset when it is published, delivers it to *every*
+//! node, this one included, through [`NodeLink::deliver_at`], and answers
+//! [`Backplane::read_stream`]: then offsets are the same on every node,
+//! and a client resumes anywhere. [`deliver_at`](NodeLink::deliver_at)
+//! checks each event's place against the last one this node delivered and
+//! reports a [`Placement::Hole`] for the backplane to repair from its
+//! history (or to give up on with [`NodeLink::skip_to`]).
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -25,6 +37,7 @@ use crate::close::CloseFrame;
 use crate::event::EncodedEvent;
 use crate::event::control::GapReason;
 use crate::id::UserId;
+use crate::stream::{HistoryConfig, Position};
 
 /// A boxed future, so [`Backplane`] stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -42,6 +55,10 @@ pub enum BackplaneError {
     /// reached for this event.
     #[error("the backplane's outgoing queue is full")]
     Overloaded,
+    /// The backplane does not keep the users' streams
+    /// ([`Backplane::keeps_streams`] is `false`).
+    #[error("this backplane does not keep the users' streams")]
+    NoStreams,
 }
 
 impl BackplaneError {
@@ -50,6 +67,7 @@ impl BackplaneError {
         match self {
             BackplaneError::Down => "backplane_down",
             BackplaneError::Overloaded => "backplane_overloaded",
+            BackplaneError::NoStreams => "backplane_no_streams",
         }
     }
 }
@@ -65,6 +83,48 @@ pub enum Remote {
     Published,
     /// Not handed on; the other nodes will not see it (also counted).
     Failed(BackplaneError),
+}
+
+/// What [`Backplane::read_stream`] found in a user's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamRead {
+    /// The stream's epoch and latest offset (0: empty), read atomically
+    /// with `events`.
+    pub position: Position,
+    /// When a `since` of the same epoch was asked for and the history
+    /// holds every event after it: those events, `(offset, event)` in
+    /// offset order. `None` otherwise (another epoch, trimmed, ahead of
+    /// the stream, no history): then nothing is replayed.
+    pub events: Option<Vec<(u64, EncodedEvent)>>,
+}
+
+impl StreamRead {
+    /// A read at `position`, with `events` after the asked offset.
+    pub fn new(position: Position, events: Option<Vec<(u64, EncodedEvent)>>) -> Self {
+        StreamRead { position, events }
+    }
+}
+
+/// Where [`NodeLink::deliver_at`] placed an event of a user's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Placement {
+    /// The next offset (or this node's first for the user): handed to
+    /// this many local connections.
+    Delivered(usize),
+    /// At or below the last offset delivered here: a repeat, dropped.
+    Repeat,
+    /// Past the next one: events `after + 1 ..` up to this one are missing
+    /// here. Nothing was delivered; read them from the history and deliver
+    /// them first (then this one again), or call [`NodeLink::skip_to`].
+    Hole {
+        /// The last offset delivered here.
+        after: u64,
+    },
+    /// Of another epoch: the stream was restarted. The user's connections
+    /// were told (a `gap`), and the event handed to this many.
+    Restarted(usize),
 }
 
 /// Carries events and control between nodes. See the [module docs](self).
@@ -138,6 +198,34 @@ pub trait Backplane: Send + Sync + 'static {
     fn release(&self, user: &UserId) {
         let _ = user;
     }
+
+    /// Whether this backplane keeps the users' streams (see the [module
+    /// docs](self)): [`publish`](Backplane::publish) then assigns the
+    /// event's offset and delivers it to every node *including this one*
+    /// through [`NodeLink::deliver_at`], and the hub does not deliver it
+    /// locally itself. Default: `false`.
+    fn keeps_streams(&self) -> bool {
+        false
+    }
+
+    /// Reads `user`'s stream: its position and, with `since` of the same
+    /// epoch, every retained event after it (see [`StreamRead`]). Called
+    /// for a connection once [`ready_for`](Backplane::ready_for) resolved,
+    /// so nothing published after the read can be missed. Only called when
+    /// [`keeps_streams`](Backplane::keeps_streams) is `true`.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError`] when the stream cannot be read; the connection
+    /// is then not recovered.
+    fn read_stream<'a>(
+        &'a self,
+        user: &'a UserId,
+        since: Option<&'a Position>,
+    ) -> BoxFuture<'a, Result<StreamRead, BackplaneError>> {
+        let _ = (user, since);
+        Box::pin(async { Err(BackplaneError::NoStreams) })
+    }
 }
 
 /// What a backplane may ask of the hub it serves; the hub implements it,
@@ -145,6 +233,9 @@ pub trait Backplane: Send + Sync + 'static {
 /// `backplane`).
 pub(crate) trait Node: Send + Sync {
     fn deliver(&self, user: &UserId, event: EncodedEvent) -> usize;
+    fn deliver_at(&self, user: &UserId, position: &Position, event: EncodedEvent) -> Placement;
+    fn skip_to(&self, user: &UserId, position: &Position) -> usize;
+    fn history(&self) -> HistoryConfig;
     fn disconnect_local(&self, user: &UserId, frame: &CloseFrame) -> usize;
     fn notify_gap(&self, reason: GapReason) -> usize;
     fn notify_gap_to(&self, user: &UserId, reason: GapReason) -> usize;
@@ -178,6 +269,42 @@ impl NodeLink {
     /// `None` once the hub is gone.
     pub fn deliver(&self, user: &UserId, event: EncodedEvent) -> Option<usize> {
         self.node.upgrade().map(|node| node.deliver(user, event))
+    }
+
+    /// Delivers an event of `user`'s stream at `position` (for a backplane
+    /// that [keeps the streams](Backplane::keeps_streams)): handed to the
+    /// user's local connections only when it is the next offset after the
+    /// last one delivered here. See [`Placement`]; `None` once the hub is
+    /// gone.
+    pub fn deliver_at(
+        &self,
+        user: &UserId,
+        position: &Position,
+        event: EncodedEvent,
+    ) -> Option<Placement> {
+        self.node
+            .upgrade()
+            .map(|node| node.deliver_at(user, position, event))
+    }
+
+    /// Gives up on a [`Placement::Hole`] that the history could not fill:
+    /// `user`'s local connections get a `gap` event (`stream_hole`), and
+    /// this node goes on from `position` (deliver that event again with
+    /// [`deliver_at`](NodeLink::deliver_at) afterwards). Returns how many
+    /// connections were told.
+    pub fn skip_to(&self, user: &UserId, position: &Position) -> usize {
+        self.node
+            .upgrade()
+            .map_or(0, |node| node.skip_to(user, position))
+    }
+
+    /// The hub's history settings, for a backplane that keeps the history
+    /// (the default settings once the hub is gone).
+    pub fn history(&self) -> HistoryConfig {
+        self.node
+            .upgrade()
+            .map(|node| node.history())
+            .unwrap_or_default()
     }
 
     /// Closes this node's connections of `user` with `frame`; returns how
@@ -283,5 +410,17 @@ impl<B: Backplane> Backplane for Arc<B> {
 
     fn release(&self, user: &UserId) {
         (**self).release(user);
+    }
+
+    fn keeps_streams(&self) -> bool {
+        (**self).keeps_streams()
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        user: &'a UserId,
+        since: Option<&'a Position>,
+    ) -> BoxFuture<'a, Result<StreamRead, BackplaneError>> {
+        (**self).read_stream(user, since)
     }
 }

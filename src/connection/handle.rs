@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::close::{CloseCause, CloseFrame};
-use crate::connection::outbox::{Addressee, Refused, Routed};
+use crate::stream::ResumeOutcome;
+use crate::connection::outbox::{Refused, Routed};
 use crate::connection::shared::ConnShared;
 use crate::event::control::Control;
 use crate::event::{EncodeError, EncodedEvent, Event};
@@ -141,10 +142,7 @@ impl ConnectionHandle {
     /// Pushes `event`, addressed to this connection; a refusal hands back
     /// the addressed event (no queue kept it).
     fn push_own(&self, event: EncodedEvent) -> Result<u64, (Refused, Arc<Routed>)> {
-        let routed = Arc::new(Routed {
-            to: Addressee::Connection(self.shared.id.clone()),
-            event,
-        });
+        let routed = Routed::for_connection(self.shared.id.clone(), event);
         match self.shared.push(&routed) {
             Ok((seq, _)) => Ok(seq),
             Err(refused) => Err((refused, routed)),
@@ -220,6 +218,20 @@ impl ConnectionHandle {
     pub fn claims<T: serde::de::DeserializeOwned>(&self) -> Result<T, ClaimsError> {
         let text = self.shared.claims.as_deref().unwrap_or("{}");
         serde_json::from_str(text).map_err(|e| ClaimsError(e.to_string()))
+    }
+
+    /// Where this connection joined its user's stream, and whether the
+    /// resume it asked for (`since`) succeeded: set before
+    /// [`Handler::on_ready`](crate::Handler::on_ready) runs, so the
+    /// application can put it in its `ready` frame. `None` for a
+    /// connection driven by hand through
+    /// [`Connection::ready`](crate::connection::Connection::ready) (it
+    /// joins no stream position).
+    ///
+    /// [`Event::with_resume`](crate::event::Event::with_resume) puts it in
+    /// a `ready` event.
+    pub fn resume(&self) -> Option<&ResumeOutcome> {
+        self.shared.resume.get().map(|outcome| &**outcome)
     }
 
     /// The verified claims as compact JSON text (`{}` when the

@@ -52,7 +52,7 @@ mod typestate;
 mod writer;
 
 pub use handle::{ClaimsError, ConnectionHandle, SendError};
-pub(crate) use owner::{EnterError, Owner};
+pub(crate) use owner::{EnterError, Joined, Owner};
 pub(crate) use reader::first_message_token;
 pub use report::CloseReport;
 pub(crate) use shared::{ConnShared, Context};

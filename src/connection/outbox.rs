@@ -10,6 +10,7 @@
 
 use crate::connection::signal::Signal;
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use crate::sync::Mutex;
@@ -34,10 +35,31 @@ pub(crate) enum Addressee {
 #[derive(Debug)]
 pub(crate) struct Routed {
     pub(crate) to: Addressee,
+    /// Its offset in the user's stream (none for an event addressed to one
+    /// connection).
+    pub(crate) off: Option<NonZeroU64>,
     pub(crate) event: EncodedEvent,
 }
 
 impl Routed {
+    /// An event for `user` at offset `off` of their stream.
+    pub(crate) fn for_user(user: UserId, off: u64, event: EncodedEvent) -> Arc<Routed> {
+        Arc::new(Routed {
+            to: Addressee::User(user),
+            off: NonZeroU64::new(off),
+            event,
+        })
+    }
+
+    /// An event for one connection: no offset.
+    pub(crate) fn for_connection(id: ConnectionId, event: EncodedEvent) -> Arc<Routed> {
+        Arc::new(Routed {
+            to: Addressee::Connection(id),
+            off: None,
+            event,
+        })
+    }
+
     pub(crate) fn is_for(&self, id: &ConnectionId, user: &UserId) -> bool {
         match &self.to {
             Addressee::User(to) => to.ptr_eq(user) || to == user,
@@ -105,6 +127,10 @@ struct State {
     closing: Option<CloseCause>,
     next_seq: u64,
     queue: VecDeque<Queued>,
+    /// Before Ready: the events of the user's stream that arrived, in
+    /// arrival order, waiting for their place after the replay of a resume
+    /// (they get their `seq` when the outbox opens).
+    held: VecDeque<Queued>,
     bytes: usize,
     /// Events the writer took from the queue but never wrote (it failed or
     /// was stopped mid-batch); reported with the queue's leftovers.
@@ -117,11 +143,15 @@ struct State {
 
 impl State {
     fn fits(&self, limit: BufferLimit, weight: usize) -> bool {
-        self.queue.len() < limit.max_events && self.bytes + weight <= limit.max_bytes
+        self.queue.len() + self.held.len() < limit.max_events
+            && self.bytes + weight <= limit.max_bytes
     }
 
     fn pop_front(&mut self) -> Option<Queued> {
-        let q = self.queue.pop_front()?;
+        let q = match self.queue.pop_front() {
+            Some(q) => q,
+            None => self.held.pop_front()?,
+        };
         self.bytes -= q.weight;
         Some(q)
     }
@@ -150,6 +180,7 @@ impl Outbox {
                 closing: None,
                 next_seq: 1,
                 queue: VecDeque::new(),
+                held: VecDeque::new(),
                 bytes: 0,
                 lost_by_writer: 0,
                 ping: false,
@@ -233,6 +264,13 @@ impl Outbox {
                 }
             }
         }
+        if !s.open && event.off.is_some() {
+            s.held.push_back(Queued::new(0, Arc::clone(event)));
+            s.bytes += weight;
+            drop(s);
+            Metrics::inc(&c.events_buffered);
+            return Ok((0, Accepted::Buffered));
+        }
         let seq = s.next_seq;
         s.next_seq += 1;
         let was_empty = s.queue.is_empty();
@@ -255,9 +293,38 @@ impl Outbox {
     }
 
     /// Turns the pre-ready buffer into the outbound queue and wakes the
-    /// writer, which flushes what was buffered before anything later.
-    pub(crate) fn open(&self) {
-        self.state.lock().open = true;
+    /// writer, which flushes what was buffered before anything later: the
+    /// connection's own events first (its `ready` frame), then `replay`
+    /// (a resume's missed events, in offset order), then the held events
+    /// of the user's stream past offset `after` (past the replay: the
+    /// seam's overlap is dropped here), in arrival order.
+    pub(crate) fn open(&self, replay: Vec<Arc<Routed>>, after: u64) {
+        let mut s = self.state.lock();
+        let s = &mut *s;
+        let mut last = after;
+        for event in replay {
+            let off = event.off.map_or(0, NonZeroU64::get);
+            if off > last {
+                last = off;
+                let q = Queued::new(s.next_seq, event);
+                s.next_seq += 1;
+                s.bytes += q.weight;
+                s.queue.push_back(q);
+            }
+        }
+        for mut q in std::mem::take(&mut s.held) {
+            let off = q.event.off.map_or(0, NonZeroU64::get);
+            if off <= last {
+                // Replayed already: a repeat, not a loss.
+                s.bytes -= q.weight;
+                continue;
+            }
+            last = off;
+            q.seq = s.next_seq;
+            s.next_seq += 1;
+            s.queue.push_back(q);
+        }
+        s.open = true;
         self.writer.notify();
     }
 
@@ -434,8 +501,9 @@ impl Outbox {
         if was_open {
             s.closing = Some(CloseCause::Dropped);
         }
-        let n = s.queue.len() as u64;
+        let n = (s.queue.len() + s.held.len()) as u64;
         s.queue.clear();
+        s.held.clear();
         s.bytes = 0;
         let lost = s.lost_by_writer;
         drop(s);
@@ -448,152 +516,5 @@ impl Outbox {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::task::Poll;
-
-    use super::*;
-    use crate::event::{Event, EventName};
-
-    fn routed(to: UserId) -> Arc<Routed> {
-        let name = EventName::new("e").unwrap_or_else(|e| panic!("{e}"));
-        let event = Event::custom(name, serde_json::json!(1)).encode();
-        Arc::new(Routed {
-            to: Addressee::User(to),
-            event: event.unwrap_or_else(|e| panic!("{e}")),
-        })
-    }
-
-    #[test]
-    fn sequence_numbers_follow_queue_order_and_a_closing_outbox_refuses() {
-        let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
-        let (config, metrics) = (HubConfig::default(), Metrics::default());
-        let outbox = Outbox::new();
-        let event = routed(alice);
-        assert_eq!(
-            outbox.push(&event, &config, &metrics),
-            Ok((1, Accepted::Buffered))
-        );
-        outbox.open();
-        assert_eq!(
-            outbox.push(&event, &config, &metrics),
-            Ok((2, Accepted::Queued))
-        );
-        assert!(outbox.request_close(CloseCause::Dropped));
-        assert_eq!(outbox.push(&event, &config, &metrics), Err(Refused::Closed));
-        let m = metrics.snapshot();
-        assert_eq!(
-            (m.events_buffered, m.events_queued, m.refused_closed),
-            (1, 1, 1)
-        );
-    }
-
-    /// The writer waits without looking after a batch that emptied the
-    /// queue: a push racing that wait must still wake it. Two threads push
-    /// while a writer on a third drains; every event arrives, in sequence
-    /// order, and the writer never sleeps on a non-empty queue (the
-    /// deadline would fire).
-    #[test]
-    fn a_push_racing_the_writers_wait_always_wakes_it() {
-        const PER_PUSHER: u64 = 20_000;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
-        let config = HubConfig {
-            outbound_queue: BufferLimit::new(usize::MAX, usize::MAX),
-            ..HubConfig::default()
-        };
-        let (config, metrics) = (Arc::new(config), Arc::new(Metrics::default()));
-        let outbox = Arc::new(Outbox::new());
-        outbox.open();
-        let pushers: Vec<_> = (0..2)
-            .map(|_| {
-                let (outbox, config, metrics) = (
-                    Arc::clone(&outbox),
-                    Arc::clone(&config),
-                    Arc::clone(&metrics),
-                );
-                let event = routed(alice.clone());
-                std::thread::spawn(move || {
-                    for i in 0..PER_PUSHER {
-                        let pushed = outbox.push(&event, &config, &metrics);
-                        assert!(pushed.is_ok(), "{pushed:?}");
-                        if i % 64 == 0 {
-                            std::thread::yield_now();
-                        }
-                    }
-                })
-            })
-            .collect();
-        let writer = {
-            let outbox = Arc::clone(&outbox);
-            runtime.spawn(async move {
-                let (mut batch, mut next_seq, mut emptied) = (VecDeque::new(), 1, false);
-                while next_seq <= 2 * PER_PUSHER {
-                    let step = tokio::time::timeout(
-                        std::time::Duration::from_secs(10),
-                        outbox.next(&mut batch, 64, 8, emptied),
-                    )
-                    .await
-                    .unwrap_or_else(|_| {
-                        panic!("writer asleep with {} left", 2 * PER_PUSHER - next_seq + 1)
-                    });
-                    emptied = matches!(step, Drain::Items { emptied: true, .. });
-                    for q in batch.drain(..) {
-                        assert_eq!(q.seq, next_seq);
-                        next_seq += 1;
-                    }
-                }
-            })
-        };
-        for pusher in pushers {
-            pusher.join().unwrap_or_else(|_| panic!("pusher panicked"));
-        }
-        runtime
-            .block_on(writer)
-            .unwrap_or_else(|e| panic!("writer failed: {e}"));
-    }
-
-    /// A close asked for while events are queued arrives with the same
-    /// wake-up as the events: after writing them the writer must look
-    /// again, not wait for a wake-up that was already spent (the emitter
-    /// property test found this).
-    #[tokio::test(start_paused = true)]
-    async fn a_close_queued_behind_events_is_not_slept_through() {
-        let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
-        let (config, metrics) = (HubConfig::default(), Metrics::default());
-        let outbox = Outbox::new();
-        outbox.open();
-        let mut batch = VecDeque::new();
-        let emptied = {
-            // The writer waits on an empty queue.
-            let mut waiting = std::pin::pin!(outbox.next(&mut batch, 64, 8, false));
-            let first = std::future::poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx))).await;
-            assert!(first.is_pending());
-            // An event and a close arrive before it runs again.
-            let pushed = outbox.push(&routed(alice), &config, &metrics);
-            assert!(pushed.is_ok());
-            assert!(outbox.request_close(CloseCause::Requested(CloseFrame::new(
-                crate::close::CloseCode::NORMAL,
-                crate::close::CloseReason::from_static("done"),
-            ))));
-            let step = waiting.await;
-            let Drain::Items { emptied, .. } = step else {
-                panic!("expected the event first, got {step:?}")
-            };
-            emptied
-        };
-        batch.clear();
-        let next = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            outbox.next(&mut batch, 64, 8, emptied),
-        )
-        .await;
-        assert!(
-            matches!(next, Ok(Drain::Close(Some(_)))),
-            "the close was slept through: {next:?}"
-        );
-    }
-}
+#[path = "outbox_tests.rs"]
+mod tests;

@@ -8,8 +8,20 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use crate::connection::outbox::Routed;
 use crate::connection::shared::{ConnShared, Context};
 use crate::id::UserId;
+use crate::stream::Position;
+
+/// Where a connection joins its user's stream.
+pub(crate) struct Joined {
+    /// The stream's epoch and latest offset once the connection listens.
+    pub(crate) position: Position,
+    /// With a `since` in the same epoch: the retained events after it,
+    /// when they cover everything up to `position` (`None`: they do not,
+    /// or the history could not be read).
+    pub(crate) history: Option<Vec<Arc<Routed>>>,
+}
 
 /// Why a connection could not enter the routing table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +58,14 @@ pub(crate) trait Owner: Send + Sync + 'static {
     /// one; `false` when that could not be confirmed in time (local
     /// delivery goes on).
     fn listening<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, bool>;
+
+    /// Reads `user`'s stream for a connection that already listens: its
+    /// position and, when `since` asks for it, the history after it.
+    fn join_stream<'a>(
+        &'a self,
+        user: &'a UserId,
+        since: Option<&'a Position>,
+    ) -> BoxFuture<'a, Joined>;
 
     /// The connection reached a terminal state: one live connection fewer.
     fn ended(&self);

@@ -15,10 +15,13 @@ use crate::auth::{AuthError, AuthFailure};
 use crate::close::CloseCause;
 use crate::config::HubConfig;
 use crate::connection::handle::ConnectionHandle;
+use crate::connection::outbox::Routed;
+use crate::connection::owner::Owner;
 use crate::connection::report::CloseReport;
 use crate::connection::typestate::{Accepted, Authenticated, Connection};
 use crate::event::control::ClientControl;
 use crate::limits::Bucket;
+use crate::stream::{self, Position, ResumeOutcome};
 use crate::transport::{Message, Transport, TransportError, TransportStream};
 
 impl<T: Transport> Connection<Authenticated<T>> {
@@ -32,14 +35,17 @@ impl<T: Transport> Connection<Authenticated<T>> {
         handler: &H,
         reauth: Option<&dyn Reauthenticate>,
     ) -> CloseReport {
-        let conn = self;
+        let mut conn = self;
         let ctx = Arc::clone(&conn.core.ctx);
         let owner = Arc::clone(&conn.core.owner);
         let config = &ctx.config;
         let handle = conn.handle();
-        // The one-off steps (the hook, the backplane, the close) are boxed:
-        // inline, their states would size this future, which lives as long
-        // as the connection, for its whole life (docs/benchmarks.md).
+        // The one-off steps (joining the stream, the hook, the close) are
+        // boxed: inline, their states would size this future, which lives
+        // as long as the connection, for its whole life
+        // (docs/benchmarks.md).
+        let since = conn.stage.since.take();
+        let (replay, after) = Box::pin(join_stream(&*owner, &handle, since)).await;
         let hook = Box::pin(AssertUnwindSafe(handler.on_ready(&handle)).catch_unwind());
         let early = match tokio::time::timeout(config.services_ready_timeout, hook).await {
             Err(_) => Some(CloseCause::NotReadyInTime),
@@ -53,16 +59,7 @@ impl<T: Transport> Connection<Authenticated<T>> {
         if let Some(cause) = early {
             return Box::pin(conn.close(cause)).await;
         }
-        // Every event published after Ready must reach this connection, so
-        // the backplane listens for its user first. A backplane that is down
-        // answers at once: local delivery goes on, and the connection gets a
-        // `gap` event once the backplane is back.
-        if !owner.listening(handle.user()).await {
-            tracing::warn!(
-                "backplane not listening for this user yet: remote events may be missed"
-            );
-        }
-        let mut conn = conn.services_ready().ready();
+        let mut conn = conn.services_ready().ready_after(replay, after);
         let mut expiry = conn.take_expiry();
         let mut bucket = config.inbound_rate.map(Bucket::new);
         // Heartbeat: a ping after `ping_interval` of silence, then the peer
@@ -258,4 +255,52 @@ pub(crate) async fn first_message_token<T: Transport>(
             None | Some(Err(_)) => return Err(AuthError::TokenMissing.into()),
         }
     }
+}
+
+/// Joins the connection's user's stream before its on-ready hook: listen
+/// first (the backplane confirms the user's subscription; the connection is
+/// already in the routing table, so local events are held), then read the
+/// stream's position and, with `since`, the history after it. Records the
+/// [`ResumeOutcome`] on the connection and returns what to replay and the
+/// offset after which held live events follow.
+async fn join_stream(
+    owner: &dyn Owner,
+    handle: &ConnectionHandle,
+    since: Option<Position>,
+) -> (Vec<Arc<Routed>>, u64) {
+    // Every event published after Ready must reach this connection, so the
+    // backplane listens for its user first. A backplane that is down
+    // answers at once: local delivery goes on, and the connection gets a
+    // `gap` event once the backplane is back.
+    if !owner.listening(handle.user()).await {
+        tracing::warn!("backplane not listening for this user yet: remote events may be missed");
+    }
+    let joined = owner.join_stream(handle.user(), since.as_ref()).await;
+    let asked = since
+        .as_ref()
+        .filter(|since| since.epoch == joined.position.epoch)
+        .map(|since| since.offset);
+    let history = joined.history.map(|events| {
+        events
+            .into_iter()
+            .map(|r| (r.off.map_or(0, std::num::NonZeroU64::get), r))
+            .collect()
+    });
+    let replay = stream::replay(asked, joined.position.offset, history);
+    if since.is_some() {
+        tracing::info!(
+            recovered = replay.recovered,
+            replayed = replay.replayed,
+            "resume"
+        );
+    }
+    let outcome = ResumeOutcome {
+        requested: since,
+        position: joined.position,
+        recovered: replay.recovered,
+        replayed: replay.replayed,
+    };
+    let _ = handle.shared.resume.set(Box::new(outcome));
+    let events = replay.events.into_iter().map(|(_, r)| r).collect();
+    (events, replay.after)
 }

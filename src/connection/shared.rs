@@ -13,6 +13,7 @@ use crate::extensions::Extensions;
 use crate::id::{ConnectionId, UserId};
 use crate::metrics::Metrics;
 use crate::state::StateWatch;
+use crate::stream::ResumeOutcome;
 
 /// What every connection of a hub reads: its configuration and the metrics
 /// it counts into.
@@ -54,6 +55,9 @@ pub(crate) struct ConnShared {
     pub(crate) ended: parking_lot::Mutex<Option<Box<CloseReport>>>,
     /// The connection's span, for what other tasks log about it.
     pub(crate) span: tracing::Span,
+    /// Where the connection joined its user's stream, set once before the
+    /// on-ready hook runs. Boxed: a word per connection.
+    pub(crate) resume: std::sync::OnceLock<Box<ResumeOutcome>>,
 }
 
 impl fmt::Debug for ConnShared {
@@ -82,6 +86,7 @@ impl ConnShared {
             extensions: Extensions::new(),
             ended: parking_lot::Mutex::new(None),
             span: tracing::Span::none(),
+            resume: std::sync::OnceLock::new(),
         }
     }
 
@@ -121,6 +126,7 @@ mod tests {
         let event = Event::custom(name, serde_json::json!(1)).encode();
         Arc::new(Routed {
             to,
+            off: None,
             event: event.unwrap_or_else(|e| panic!("{e}")),
         })
     }

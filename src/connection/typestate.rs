@@ -9,7 +9,7 @@ use crate::auth::{AuthError, AuthOutcome};
 use crate::close::{CloseCause, CloseCode, CloseFrame, CloseReason};
 use crate::connection::expiry::Expiry;
 use crate::connection::handle::{ConnectionHandle, SendError};
-use crate::connection::outbox::Outbox;
+use crate::connection::outbox::{Outbox, Routed};
 use crate::connection::owner::{EnterError, Owner};
 use crate::connection::report::CloseReport;
 use crate::connection::shared::{ConnShared, Context};
@@ -19,6 +19,7 @@ use crate::event::Event;
 use crate::id::{ConnectionId, UserId};
 use crate::metrics::Metrics;
 use crate::state::{ConnectionState, StateMachine, StateWatch, Transition};
+use crate::stream::Position;
 use crate::transport::{Transport, TransportSink};
 
 mod sealed {
@@ -41,9 +42,11 @@ pub struct Accepted<T: Transport> {
 /// A user is bound and the connection is in the routing table; events
 /// addressed to it are buffered.
 pub struct Authenticated<T: Transport> {
-    shared: Arc<ConnShared>,
+    pub(super) shared: Arc<ConnShared>,
     sink: T::Sink,
     stream: T::Stream,
+    /// Where the client asks to resume its user's stream.
+    pub(super) since: Option<Position>,
 }
 
 /// The application's on-ready hook finished; events are still buffered.
@@ -322,6 +325,7 @@ impl<T: Transport> Connection<Accepted<T>> {
             extensions: outcome.extensions,
             ended: parking_lot::Mutex::new(None),
             span: self.core.span.clone(),
+            resume: std::sync::OnceLock::new(),
         });
         match self.core.owner.enter(&shared) {
             Ok(()) => {}
@@ -354,6 +358,7 @@ impl<T: Transport> Connection<Accepted<T>> {
                 shared,
                 sink: self.stage.sink,
                 stream: self.stage.stream,
+                since: outcome.since,
             },
         })
     }
@@ -411,13 +416,22 @@ impl<T: Transport> Connection<ServicesReady<T>> {
     }
 
     /// Becomes Ready: the writer task takes the write half and flushes the
-    /// pre-ready buffer, in order, before anything emitted later.
+    /// pre-ready buffer, in order, before anything emitted later: the
+    /// connection's own events first, then the events of its user's stream
+    /// that arrived meanwhile.
     ///
     /// # Panics
     ///
     /// Spawns the writer with [`tokio::spawn`], so it must be called within
     /// a Tokio runtime (as every async entry point of the crate is).
-    pub fn ready(mut self) -> Connection<Ready<T>> {
+    pub fn ready(self) -> Connection<Ready<T>> {
+        self.ready_after(Vec::new(), 0)
+    }
+
+    /// [`ready`](Connection::ready) for a connection that joined its
+    /// user's stream at offset `after`: `replay` (a resume's missed events)
+    /// goes first, then the held events past it.
+    pub(super) fn ready_after(mut self, replay: Vec<Arc<Routed>>, after: u64) -> Connection<Ready<T>> {
         let shared = self.stage.shared;
         // In this order, so both hold: whoever sees Ready (`wait_ready`) and
         // then sends finds the event queued for writing, not buffered
@@ -425,7 +439,7 @@ impl<T: Transport> Connection<ServicesReady<T>> {
         // multi-thread runtime), and nothing is written before the state
         // says Ready (the writer starts last; what was queued meanwhile
         // left it a wake-up).
-        shared.outbox.open();
+        shared.outbox.open(replay, after);
         self.core.advance(ConnectionState::Ready, "ready");
         let task =
             writer::run(Arc::clone(&shared), self.stage.sink).instrument(self.core.span.clone());

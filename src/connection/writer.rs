@@ -194,7 +194,8 @@ async fn write_batch<S: TransportSink>(
             batch.items.pop_front();
             continue;
         }
-        let frame = q.event.event.frame(q.seq, shared.wire_mode);
+        let off = q.event.off.map(std::num::NonZeroU64::get);
+        let frame = q.event.event.frame_at(q.seq, off, shared.wire_mode);
         sink.feed(Message::Text(frame.into())).await?;
         batch.items.pop_front();
         progress.bump();
@@ -228,6 +229,7 @@ mod tests {
             let event = Event::custom(name, serde_json::json!(n)).encode();
             Arc::new(Routed {
                 to: Addressee::User(to),
+                off: None,
                 event: event.unwrap_or_else(|e| panic!("{e}")),
             })
         };
@@ -295,6 +297,7 @@ mod tests {
             let event = Event::custom(name, serde_json::json!(1)).encode();
             Arc::new(Routed {
                 to: Addressee::User(alice),
+                off: None,
                 event: event.unwrap_or_else(|e| panic!("{e}")),
             })
         };

@@ -20,6 +20,7 @@ pub enum WireMode {
 const PREFIX: &str = "{\"v\":1,\"seq\":";
 const _: () = assert!(WIRE_VERSION == 1, "update PREFIX with WIRE_VERSION");
 const TYPE_KEY: &str = ",\"type\":";
+const OFF_KEY: &str = ",\"off\":";
 
 /// Every control event's name (see [`Control`](crate::event::control::Control)).
 pub(crate) const CONTROL_NAMES: [&str; 4] =
@@ -89,17 +90,34 @@ impl EncodedEvent {
 
     /// The exact length of the frame for `seq` in `mode`.
     pub fn frame_len(&self, seq: u64, mode: WireMode) -> usize {
+        self.frame_len_at(seq, None, mode)
+    }
+
+    /// The exact length of the frame for `seq` and the stream offset `off`
+    /// in `mode`.
+    pub fn frame_len_at(&self, seq: u64, off: Option<u64>, mode: WireMode) -> usize {
         let tag = match (&self.tag, mode) {
             (TypeTag::Agent(_), WireMode::LegacyNumeric) => 1,
             (tag, _) => tag.name().len() + 2,
         };
-        PREFIX.len() + digits(seq) + TYPE_KEY.len() + tag + self.tail.len()
+        let off = off.map_or(0, |off| OFF_KEY.len() + digits(off));
+        PREFIX.len() + digits(seq) + off + TYPE_KEY.len() + tag + self.tail.len()
     }
 
     /// Appends the full frame for `seq` in `mode` to `out`.
     pub fn write_frame(&self, seq: u64, mode: WireMode, out: &mut String) {
+        self.write_frame_at(seq, None, mode, out);
+    }
+
+    /// Appends the full frame for `seq` and the stream offset `off` (the
+    /// `"off"` field, present only when `Some`) in `mode` to `out`.
+    pub fn write_frame_at(&self, seq: u64, off: Option<u64>, mode: WireMode, out: &mut String) {
         out.push_str(PREFIX);
         push_u64(out, seq);
+        if let Some(off) = off {
+            out.push_str(OFF_KEY);
+            push_u64(out, off);
+        }
         out.push_str(TYPE_KEY);
         match (&self.tag, mode) {
             (TypeTag::Agent(kind), WireMode::LegacyNumeric) => {
@@ -112,8 +130,23 @@ impl EncodedEvent {
 
     /// The frame for `seq` in `mode`, in a string of exactly its length.
     pub fn frame(&self, seq: u64, mode: WireMode) -> String {
-        let mut out = String::with_capacity(self.frame_len(seq, mode));
-        self.write_frame(seq, mode, &mut out);
+        self.frame_at(seq, None, mode)
+    }
+
+    /// The frame for `seq` and the stream offset `off` in `mode`, in a
+    /// string of exactly its length: what a connection writes for an event
+    /// of its user's stream.
+    ///
+    /// ```
+    /// use ws_lifecycle::event::{Event, EventName, WireMode};
+    ///
+    /// let event = Event::custom(EventName::new("note")?, serde_json::json!(1)).encode()?;
+    /// assert_eq!(event.frame_at(3, Some(41), WireMode::Named), r#"{"v":1,"seq":3,"off":41,"type":"note","payload":1}"#);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn frame_at(&self, seq: u64, off: Option<u64>, mode: WireMode) -> String {
+        let mut out = String::with_capacity(self.frame_len_at(seq, off, mode));
+        self.write_frame_at(seq, off, mode, &mut out);
         out
     }
 
@@ -264,11 +297,13 @@ mod tests {
             assert_eq!(back.as_ref(), Ok(&encoded));
             assert_eq!(encoded.to_wire().len(), encoded.wire_len());
             for (seq, mode) in [(1, WireMode::Named), (12345, WireMode::LegacyNumeric)] {
-                let frame = encoded.frame(seq, mode);
-                assert_eq!(
-                    (frame.len(), frame.capacity()),
-                    (encoded.frame_len(seq, mode), frame.len())
-                );
+                for off in [None, Some(1), Some(u64::MAX)] {
+                    let frame = encoded.frame_at(seq, off, mode);
+                    assert_eq!(
+                        (frame.len(), frame.capacity()),
+                        (encoded.frame_len_at(seq, off, mode), frame.len())
+                    );
+                }
             }
         }
         for corrupt in [

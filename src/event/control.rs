@@ -22,6 +22,12 @@ pub enum GapReason {
     /// Another node (or this one) lost events it had accepted for the user
     /// before they reached the backplane.
     BackplaneLostEvents,
+    /// The user's stream was restarted (its history was lost, for example
+    /// Redis lost the key): offsets start again under a new epoch.
+    StreamRestarted,
+    /// This node missed events of the user's stream and could not read
+    /// them back from the history.
+    StreamHole,
 }
 
 impl GapReason {
@@ -30,6 +36,8 @@ impl GapReason {
         match self {
             GapReason::BackplaneReconnected => "backplane_reconnected",
             GapReason::BackplaneLostEvents => "backplane_lost_events",
+            GapReason::StreamRestarted => "stream_restarted",
+            GapReason::StreamHole => "stream_hole",
         }
     }
 }

@@ -189,11 +189,11 @@ pub struct Fields(serde_json::Map<String, serde_json::Value>);
 /// A field name was rejected: it breaks the grammar or is the envelope's own.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid event field name: use 1 to 64 bytes of [a-z0-9_], not v, seq, type, payload, thread_id or run_id"
+    "invalid event field name: use 1 to 64 bytes of [a-z0-9_], not v, seq, off, type, payload, thread_id or run_id"
 )]
 pub struct FieldError;
 
-const ENVELOPE_FIELDS: [&str; 6] = ["v", "seq", "type", "payload", "thread_id", "run_id"];
+const ENVELOPE_FIELDS: [&str; 7] = ["v", "seq", "off", "type", "payload", "thread_id", "run_id"];
 
 impl Fields {
     /// Checks a field name against the grammar and the envelope's own.
@@ -268,6 +268,35 @@ impl Event {
             Event::Agent { .. } => Fields::check(name)?,
         }
         Ok(self)
+    }
+
+    /// Adds a connection's stream position to a custom event: the fields
+    /// `epoch`, `off` and `recovered` of the `ready` frame that
+    /// `docs/protocol.md` describes (`off` is the envelope's own field, so
+    /// [`with_field`](Event::with_field) refuses it). Meant for the
+    /// connection's own `ready` event, emitted with
+    /// [`ConnectionHandle::emit`](crate::ConnectionHandle::emit): an event
+    /// sent to a user's stream gets its own `off`.
+    ///
+    /// ```
+    /// # use ws_lifecycle::{ConnectionHandle, event::{Event, EventName}};
+    /// # fn ready(conn: &ConnectionHandle) -> Result<Event, Box<dyn std::error::Error>> {
+    /// let mut ready = Event::custom(EventName::new("ready")?, serde_json::Value::Null);
+    /// if let Some(resume) = conn.resume() {
+    ///     ready = ready.with_resume(resume);
+    /// }
+    /// # Ok(ready)
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_resume(mut self, resume: &crate::stream::ResumeOutcome) -> Self {
+        if let Event::Custom { fields, .. } = &mut self {
+            let position = &resume.position;
+            fields.0.insert("epoch".to_owned(), position.epoch.as_str().into());
+            fields.0.insert("off".to_owned(), position.offset.into());
+            fields.0.insert("recovered".to_owned(), resume.recovered.into());
+        }
+        self
     }
 
     /// Serialises the event once, for any number of connections.

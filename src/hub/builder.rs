@@ -1,5 +1,7 @@
 //! [`HubBuilder`].
 
+use crate::stream::HistoryConfig;
+use crate::stream::table::Table;
 use std::sync::{Arc, Weak};
 
 use crate::backplane::{Backplane, Node, NodeLink, SharedBackplane};
@@ -73,7 +75,17 @@ impl HubBuilder {
     /// Builds without validating: for configurations known to be valid
     /// (the default, checked by a test).
     pub(super) fn assemble(self) -> Hub {
+        let remote_streams = self.backplane.as_ref().is_some_and(|b| b.keeps_streams());
+        // A backplane that keeps the streams keeps their history too: this
+        // node only tracks where its deliveries stand.
+        let history = if remote_streams {
+            HistoryConfig::off()
+        } else {
+            self.config.history
+        };
         let inner = Arc::new(Inner {
+            streams: Table::new(self.config.router_shards, history),
+            remote_streams,
             router: Router::new(self.config.router_shards),
             admission: Arc::new(Admission::new(&self.config)),
             ctx: Arc::new(Context::new(self.config)),

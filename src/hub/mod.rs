@@ -17,6 +17,8 @@ use crate::connection::{Connecting, Connection, Context, Origin};
 use crate::id::{IdGenerator, UserId};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::router::Router;
+use crate::connection::outbox::Routed;
+use crate::stream::table::Table;
 
 mod admission;
 mod builder;
@@ -37,6 +39,12 @@ pub(crate) struct Inner {
     router: Router,
     ids: Arc<dyn IdGenerator>,
     backplane: Option<SharedBackplane>,
+    /// The users' streams as this node knows them: offsets and history, or
+    /// (when the backplane keeps the streams) where this node's deliveries
+    /// stand.
+    streams: Table<Arc<Routed>>,
+    /// Whether the backplane keeps the streams.
+    remote_streams: bool,
 }
 
 /// Runs connections and routes events to them. Cheap to clone: clones share
@@ -197,7 +205,54 @@ impl Hub {
 
     /// Whether `user` has a routable connection on this node.
     pub fn is_online(&self, user: &UserId) -> bool {
-        self.inner.router.with_user(user, |conns| !conns.is_empty())
+        self.inner.router.has_user(user)
+    }
+
+    /// What this node's stream table holds now: the users it tracks and
+    /// the bytes counted against
+    /// [`HistoryConfig::max_bytes`](crate::stream::HistoryConfig::max_bytes).
+    pub fn history_usage(&self) -> crate::stream::HistoryUsage {
+        crate::stream::HistoryUsage {
+            streams: self.inner.streams.users(),
+            bytes: self.inner.streams.bytes(),
+        }
+    }
+
+    /// `user`'s current position in their stream: its epoch and the offset
+    /// of its latest event (see [`stream`](crate::stream)). Read from the
+    /// backplane when it keeps the streams; otherwise this node's, `None`
+    /// when it has none for the user (no connection here and no retained
+    /// history).
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError`] when the backplane cannot be read.
+    ///
+    /// ```
+    /// # use ws_lifecycle::{Hub, event::{Event, EventName}, id::UserId};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let hub = Hub::new();
+    /// let alice = UserId::new("alice")?;
+    /// let note = Event::custom(EventName::new("note")?, serde_json::json!("hi"));
+    /// let delivery = hub.send_to_user(&alice, &note)?;
+    /// assert_eq!(delivery.offset, Some(1)); // kept: alice can resume it
+    /// let position = hub.stream_position(&alice).await?.expect("retained");
+    /// assert_eq!(position.offset, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn stream_position(
+        &self,
+        user: &UserId,
+    ) -> Result<Option<crate::stream::Position>, BackplaneError> {
+        match &self.inner.backplane {
+            Some(backplane) if self.inner.remote_streams => backplane
+                .read_stream(user, None)
+                .await
+                .map(|read| Some(read.position)),
+            _ => Ok(self.inner.streams.position(user)),
+        }
     }
 
     /// Connections in the routing table.

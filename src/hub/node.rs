@@ -8,16 +8,18 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use crate::backplane::Node;
+use crate::backplane::{Node, Placement};
 use crate::close::{CloseCause, CloseFrame};
 use crate::connection::outbox::{Addressee, Routed};
-use crate::connection::{ConnShared, Context, EnterError, Owner};
+use crate::connection::{ConnShared, Context, EnterError, Joined, Owner};
 use crate::event::EncodedEvent;
 use crate::event::control::{Control, GapReason};
 use crate::hub::Inner;
 use crate::id::UserId;
 use crate::metrics::Metrics;
 use crate::router::InsertError;
+use crate::stream::table::Positioned;
+use crate::stream::{Epoch, HistoryConfig, Position};
 
 impl Owner for Inner {
     fn context(&self) -> &Arc<Context> {
@@ -88,11 +90,17 @@ impl Owner for Inner {
     }
 
     fn leave(&self, conn: &Arc<ConnShared>) {
-        self.router.remove(conn, |user| {
+        let last = self.router.remove(conn, |user| {
             if let Some(backplane) = &self.backplane {
                 backplane.user_left(user);
             }
         });
+        if last {
+            // Checked again under the stream's lock: a connection that
+            // arrived meanwhile keeps the entry.
+            self.streams
+                .release(&conn.user, |user| self.router.has_user(user));
+        }
     }
 
     fn listening<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, bool> {
@@ -107,23 +115,74 @@ impl Owner for Inner {
             .boxed()
     }
 
+    fn join_stream<'a>(
+        &'a self,
+        user: &'a UserId,
+        since: Option<&'a Position>,
+    ) -> BoxFuture<'a, Joined> {
+        if !self.remote_streams {
+            let read = self.streams.read(user, since);
+            let joined = Joined {
+                position: read.position,
+                history: read.history.map(|h| h.into_iter().map(|(_, r)| r).collect()),
+            };
+            return std::future::ready(joined).boxed();
+        }
+        async move {
+            let read = match &self.backplane {
+                Some(backplane) => backplane.read_stream(user, since).await,
+                None => Err(crate::backplane::BackplaneError::NoStreams),
+            };
+            match read {
+                Ok(read) => {
+                    self.streams.join_at(user, &read.position);
+                    let history = read.events.map(|events| {
+                        events
+                            .into_iter()
+                            .map(|(off, event)| Routed::for_user(user.clone(), off, event))
+                            .collect()
+                    });
+                    Joined {
+                        position: read.position,
+                        history,
+                    }
+                }
+                Err(error) => {
+                    // Not recovered; the position is this node's last
+                    // delivery if it has one (else an epoch nobody knows).
+                    tracing::warn!(
+                        code = error.code(),
+                        "the user's stream could not be read: not recovered"
+                    );
+                    let position = self.streams.position(user).unwrap_or(Position {
+                        epoch: Epoch::mint(),
+                        offset: 0,
+                    });
+                    Joined {
+                        position,
+                        history: None,
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+
     fn ended(&self) {
         self.admission.release_live();
     }
 }
 
 impl Inner {
-    /// Offers `event` to `user`'s local connections; how many took it.
-    fn tell(&self, user: &UserId, event: EncodedEvent) -> usize {
+    /// Tells `user`'s local connections of a gap (a control event: no
+    /// offset, not part of the stream); how many took it.
+    fn tell_gap(&self, user: &UserId, gap: &EncodedEvent) -> usize {
         let routed = Arc::new(Routed {
             to: Addressee::User(user.clone()),
-            event,
+            off: None,
+            event: gap.clone(),
         });
-        self.route(user, &routed).accepted() as usize
-    }
-
-    fn tell_gap(&self, user: &UserId, gap: &EncodedEvent) -> usize {
-        let told = self.tell(user, gap.clone());
+        let told = self.route(user, &routed).accepted() as usize;
         Metrics::add(&self.ctx.metrics.c.gaps_notified, told as u64);
         told
     }
@@ -132,7 +191,46 @@ impl Inner {
 impl Node for Inner {
     fn deliver(&self, user: &UserId, event: EncodedEvent) -> usize {
         Metrics::inc(&self.ctx.metrics.c.backplane_received);
-        self.tell(user, event)
+        // This node's stream of the user: the remote event gets the next
+        // offset here, like a local send.
+        let weight = event.weight();
+        let (_, told) = self.streams.append(
+            user,
+            |off| (Routed::for_user(user.clone(), off, event), weight),
+            |routed| {
+                let d = self.route(user, routed);
+                (d.accepted() as usize, !d.is_miss())
+            },
+            |user| self.router.has_user(user),
+        );
+        told
+    }
+
+    fn deliver_at(&self, user: &UserId, position: &Position, event: EncodedEvent) -> Placement {
+        Metrics::inc(&self.ctx.metrics.c.backplane_received);
+        let routed = Routed::for_user(user.clone(), position.offset, event);
+        let mut told = 0;
+        let placed = self.streams.deliver_at(user, position, |placed| {
+            if placed == Positioned::Restarted {
+                self.tell_gap(user, &Control::Gap(GapReason::StreamRestarted).encode());
+            }
+            told = self.route(user, &routed).accepted() as usize;
+        });
+        match placed {
+            Positioned::Next => Placement::Delivered(told),
+            Positioned::Restarted => Placement::Restarted(told),
+            Positioned::Repeat => Placement::Repeat,
+            Positioned::Hole { after } => Placement::Hole { after },
+        }
+    }
+
+    fn skip_to(&self, user: &UserId, position: &Position) -> usize {
+        self.streams.skip_to(user, position);
+        self.tell_gap(user, &Control::Gap(GapReason::StreamHole).encode())
+    }
+
+    fn history(&self) -> HistoryConfig {
+        self.ctx.config.history
     }
 
     fn disconnect_local(&self, user: &UserId, frame: &CloseFrame) -> usize {

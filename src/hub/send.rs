@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::backplane::{BackplaneError, Remote};
 use crate::close::{CloseCause, CloseFrame};
-use crate::connection::outbox::{Accepted, Addressee, Refused, Routed};
+use crate::connection::outbox::{Accepted, Refused, Routed};
 use crate::connection::{ConnectionHandle, SendError};
 use crate::event::{EncodeError, EncodedEvent, Event};
 use crate::hub::{Hub, Inner};
@@ -28,6 +28,12 @@ pub struct Delivery {
     pub refused: u32,
     /// Whether it was handed on to the other nodes.
     pub remote: Remote,
+    /// Its offset in the user's stream (the frames' `off`), when this node
+    /// assigned it. `None` when the backplane keeps the streams: it assigns
+    /// the offset as it publishes, and this node's connections get the
+    /// event back through it too (then `queued`, `buffered` and `refused`
+    /// are 0, and [`remote`](Delivery::remote) says whether it went out).
+    pub offset: Option<u64>,
 }
 
 impl Delivery {
@@ -64,6 +70,11 @@ pub struct FanOut {
     /// nodes will not see it; counted as backplane failures). Always 0
     /// without a backplane.
     pub remote_failed: u32,
+    /// Users whose stream this node gave the event an offset in (all of
+    /// them, unless the backplane keeps the streams; see
+    /// [`Delivery::offset`]). For each user's offset, send to each with
+    /// [`Hub::send_to_user`].
+    pub streamed: u32,
 }
 
 impl FanOut {
@@ -112,13 +123,7 @@ impl Hub {
     /// # }
     /// ```
     pub fn send_encoded_to_user(&self, user: &UserId, event: EncodedEvent) -> Delivery {
-        let routed = Arc::new(Routed {
-            to: Addressee::User(user.clone()),
-            event,
-        });
-        let mut delivery = self.inner.route(user, &routed);
-        delivery.remote = self.inner.publish(user, &routed.event);
-        delivery
+        self.inner.send(user, event)
     }
 
     /// Sends `event` to every connection of each of `users` on this node
@@ -163,17 +168,16 @@ impl Hub {
     ) -> FanOut {
         let mut out = FanOut::default();
         for user in users {
-            let routed = Arc::new(Routed {
-                to: Addressee::User(user.clone()),
-                event: encoded.clone(),
-            });
-            let d = self.inner.route(user, &routed);
+            let d = self.inner.send(user, encoded.clone());
             out.users = out.users.saturating_add(1);
-            out.missed = out.missed.saturating_add(u32::from(d.is_miss()));
+            out.missed = out
+                .missed
+                .saturating_add(u32::from(d.is_miss() && d.offset.is_some()));
             out.queued = out.queued.saturating_add(d.queued);
             out.buffered = out.buffered.saturating_add(d.buffered);
             out.refused = out.refused.saturating_add(d.refused);
-            if let Remote::Failed(_) = self.inner.publish(user, &routed.event) {
+            out.streamed = out.streamed.saturating_add(u32::from(d.offset.is_some()));
+            if let Remote::Failed(_) = d.remote {
                 out.remote_failed = out.remote_failed.saturating_add(1);
             }
         }
@@ -263,6 +267,34 @@ impl Hub {
 }
 
 impl Inner {
+    /// The one send path for an event of `user`'s stream. This node
+    /// assigns the offset, keeps the event in the history and hands it to
+    /// the local connections and the backplane, all under the user's
+    /// stream lock, so every connection sees the user's offsets in order.
+    /// When the backplane keeps the streams, it does all of that instead,
+    /// and this node's connections get the event back through it.
+    pub(super) fn send(&self, user: &UserId, event: EncodedEvent) -> Delivery {
+        if self.remote_streams {
+            return Delivery {
+                remote: self.publish(user, &event),
+                ..Delivery::default()
+            };
+        }
+        let weight = event.weight();
+        let (off, mut delivery) = self.streams.append(
+            user,
+            |off| (Routed::for_user(user.clone(), off, event), weight),
+            |routed| {
+                let mut d = self.route(user, routed);
+                d.remote = self.publish(user, &routed.event);
+                (d, !d.is_miss())
+            },
+            |user| self.router.has_user(user),
+        );
+        delivery.offset = Some(off);
+        delivery
+    }
+
     /// The one routing helper: offers `routed` to each of `user`'s
     /// connections on this node (each checks the addressee and applies its
     /// own policy) and counts a miss.
