@@ -54,7 +54,7 @@ fn emits_racing_ready_are_flushed_once_in_order() {
             matches!(outbox.drain(&mut batch, 64), Drain::Wait),
             "drained before Ready"
         );
-        outbox.open();
+        outbox.open(Vec::new(), 0);
         let _ = outbox.drain(&mut batch, 64);
         let seqs = emitter.join().unwrap();
         let _ = outbox.drain(&mut batch, 64);

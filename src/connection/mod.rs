@@ -45,6 +45,8 @@ pub(crate) mod outbox;
 mod owner;
 mod reader;
 mod report;
+#[cfg(test)]
+mod resume_props;
 mod shared;
 mod signal;
 mod span;

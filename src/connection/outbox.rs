@@ -295,22 +295,20 @@ impl Outbox {
     /// Turns the pre-ready buffer into the outbound queue and wakes the
     /// writer, which flushes what was buffered before anything later: the
     /// connection's own events first (its `ready` frame), then `replay`
-    /// (a resume's missed events, in offset order), then the held events
-    /// of the user's stream past offset `after` (past the replay: the
-    /// seam's overlap is dropped here), in arrival order.
+    /// (a resume's missed events, in offset order, each once: the merge
+    /// chose them), then the held events of the user's stream past offset
+    /// `after` and past the replay (the seam's overlap is dropped here), in
+    /// arrival order.
     pub(crate) fn open(&self, replay: Vec<Arc<Routed>>, after: u64) {
         let mut s = self.state.lock();
         let s = &mut *s;
         let mut last = after;
         for event in replay {
-            let off = event.off.map_or(0, NonZeroU64::get);
-            if off > last {
-                last = off;
-                let q = Queued::new(s.next_seq, event);
-                s.next_seq += 1;
-                s.bytes += q.weight;
-                s.queue.push_back(q);
-            }
+            last = last.max(event.off.map_or(0, NonZeroU64::get));
+            let q = Queued::new(s.next_seq, event);
+            s.next_seq += 1;
+            s.bytes += q.weight;
+            s.queue.push_back(q);
         }
         for mut q in std::mem::take(&mut s.held) {
             let off = q.event.off.map_or(0, NonZeroU64::get);

@@ -24,7 +24,7 @@ fn sequence_numbers_follow_queue_order_and_a_closing_outbox_refuses() {
         outbox.push(&event, &config, &metrics),
         Ok((1, Accepted::Buffered))
     );
-    outbox.open();
+    outbox.open(Vec::new(), 0);
     assert_eq!(
         outbox.push(&event, &config, &metrics),
         Ok((2, Accepted::Queued))
@@ -58,7 +58,7 @@ fn a_push_racing_the_writers_wait_always_wakes_it() {
     };
     let (config, metrics) = (Arc::new(config), Arc::new(Metrics::default()));
     let outbox = Arc::new(Outbox::new());
-    outbox.open();
+    outbox.open(Vec::new(), 0);
     let pushers: Vec<_> = (0..2)
         .map(|_| {
             let (outbox, config, metrics) = (
@@ -116,7 +116,7 @@ async fn a_close_queued_behind_events_is_not_slept_through() {
     let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
     let (config, metrics) = (HubConfig::default(), Metrics::default());
     let outbox = Outbox::new();
-    outbox.open();
+    outbox.open(Vec::new(), 0);
     let mut batch = VecDeque::new();
     let emptied = {
         // The writer waits on an empty queue.

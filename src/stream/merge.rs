@@ -95,14 +95,14 @@ mod tests {
 
     #[test]
     fn a_position_ahead_of_the_stream_is_not_recovered() {
-        let r = replay(Some(9), 7, Some(Vec::new()));
+        let r = replay::<()>(Some(9), 7, Some(Vec::new()));
         assert!(!r.recovered);
         assert_eq!(r.after, 7);
     }
 
     #[test]
     fn resuming_at_the_head_recovers_with_nothing_to_replay() {
-        let r = replay(Some(7), 7, Some(Vec::new()));
+        let r = replay::<()>(Some(7), 7, Some(Vec::new()));
         assert!(r.recovered);
         assert_eq!((r.replayed, r.after), (0, 7));
     }
