@@ -233,6 +233,10 @@ pub enum CloseCause {
     /// The server is shutting down and the deadline passed: closed without
     /// waiting for queued events (1012).
     Forced,
+    /// The application ended the connection abruptly, without a close
+    /// frame, as a network failure would
+    /// ([`ConnectionHandle::terminate`](crate::ConnectionHandle::terminate)).
+    Terminated,
 }
 
 impl CloseCause {
@@ -253,7 +257,7 @@ impl CloseCause {
             CloseCause::PreReadyOverflow => (CloseCode::TRY_AGAIN_LATER, "pre_ready_overflow"),
             CloseCause::SlowConsumer => (CloseCode::SLOW_CONSUMER, "slow_consumer"),
             CloseCause::ConnectionLimit => (CloseCode::RATE_LIMITED, "connection_limit"),
-            CloseCause::HeartbeatTimeout => return None,
+            CloseCause::HeartbeatTimeout | CloseCause::Terminated => return None,
             CloseCause::RateLimited => (CloseCode::RATE_LIMITED, "rate_limited"),
             CloseCause::ProtocolError => (CloseCode::PROTOCOL_ERROR, "protocol_error"),
             CloseCause::InvalidPayload => (CloseCode::INVALID_PAYLOAD, "invalid_payload"),
@@ -307,6 +311,7 @@ impl CloseCause {
             CloseCause::ProtocolError => "protocol_error",
             CloseCause::InvalidPayload => "invalid_payload",
             CloseCause::Forced => "forced",
+            CloseCause::Terminated => "terminated",
         }
     }
 }

@@ -149,6 +149,16 @@ impl ConnectionHandle {
         }
     }
 
+    /// Ends the connection at once, without a close frame and without
+    /// writing what is queued, as a network failure would: the peer sees
+    /// the connection drop (1006 in a browser). For exercising clients'
+    /// reconnect and resume (the example servers' "drop connection");
+    /// [`close`](ConnectionHandle::close) is the orderly way. Returns
+    /// `false` if it was already closing (the first close wins).
+    pub fn terminate(&self) -> bool {
+        self.shared.outbox.request_close(CloseCause::Terminated)
+    }
+
     /// Asks the connection to close with `frame` after writing what is
     /// already queued (bounded by
     /// [`close_timeout`](crate::config::HubConfig::close_timeout)); a

@@ -117,6 +117,9 @@ pub(crate) enum Drain {
     Wait,
     /// Send this close frame (if any) and stop.
     Close(Option<CloseFrame>),
+    /// Stop without a close handshake: the transport is dropped as it is
+    /// (`CloseCause::Terminated`).
+    Abort,
     /// Send a ping (the heartbeat asked for one).
     Ping,
 }
@@ -455,6 +458,9 @@ impl Outbox {
         if let Some(cause) = &s.closing
             && (!cause.drains() || s.queue.is_empty())
         {
+            if *cause == CloseCause::Terminated {
+                return Drain::Abort;
+            }
             let frame = match cause {
                 CloseCause::Forced => s.forced_frame.clone().or_else(|| cause.frame()),
                 _ => cause.frame(),

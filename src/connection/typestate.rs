@@ -189,8 +189,10 @@ impl Core {
         if !cause.is_failure() {
             self.advance(ConnectionState::Closing, cause.as_str());
         }
-        let timeout = self.ctx.config.write_timeout;
-        let _ = tokio::time::timeout(timeout, sink.close(cause.frame())).await;
+        if cause != CloseCause::Terminated {
+            let timeout = self.ctx.config.write_timeout;
+            let _ = tokio::time::timeout(timeout, sink.close(cause.frame())).await;
+        }
         self.finish(&cause)
     }
 }

@@ -90,6 +90,8 @@ async fn write_all<S: TransportSink>(shared: &Arc<ConnShared>, batch: &mut Batch
                 let _ = tokio::time::timeout(write_timeout, sink.close(frame)).await;
                 return;
             }
+            // No handshake: the sink is dropped with the connection.
+            Drain::Abort => return,
             Drain::Ping => {
                 let ping = async {
                     sink.feed(Message::Ping(bytes::Bytes::new())).await?;

@@ -176,7 +176,7 @@ impl Owner for Inner {
 impl Inner {
     /// Tells `user`'s local connections of a gap (a control event: no
     /// offset, not part of the stream); how many took it.
-    fn tell_gap(&self, user: &UserId, gap: &EncodedEvent) -> usize {
+    pub(super) fn tell_gap(&self, user: &UserId, gap: &EncodedEvent) -> usize {
         let routed = Arc::new(Routed {
             to: Addressee::User(user.clone()),
             off: None,

@@ -8,6 +8,7 @@ use crate::backplane::{BackplaneError, Remote};
 use crate::close::{CloseCause, CloseFrame};
 use crate::connection::outbox::{Accepted, Refused, Routed};
 use crate::connection::{ConnectionHandle, SendError};
+use crate::event::control::{Control, GapReason};
 use crate::event::{EncodeError, EncodedEvent, Event};
 use crate::hub::{Hub, Inner};
 use crate::id::{ConnectionId, UserId};
@@ -275,8 +276,15 @@ impl Inner {
     /// and this node's connections get the event back through it.
     pub(super) fn send(&self, user: &UserId, event: EncodedEvent) -> Delivery {
         if self.remote_streams {
+            let remote = self.publish(user, &event);
+            if let Remote::Failed(_) = remote {
+                // Nobody got it, this node's connections included: they
+                // learn it now rather than from a silent hole.
+                let gap = Control::Gap(GapReason::BackplaneLostEvents).encode();
+                self.tell_gap(user, &gap);
+            }
             return Delivery {
-                remote: self.publish(user, &event),
+                remote,
                 ..Delivery::default()
             };
         }
