@@ -85,7 +85,11 @@ enum Answer {
 
 /// The outbox as the invariants describe it: sequence numbers from 1 taken
 /// only by accepted events; before Ready a buffer of `limit` events under the
-/// overflow policy; at Ready the buffer is flushed first, in order.
+/// overflow policy; at Ready the buffer is flushed first: the connection's
+/// own events in emission order (they took their numbers then), then the
+/// events of the user's stream that arrived meanwhile, in offset order,
+/// numbered as they are queued (a resume's replay goes between the two, so
+/// the stream's events wait for their place).
 #[derive(Debug)]
 struct Model {
     limit: usize,
@@ -94,7 +98,10 @@ struct Model {
     /// Set when the `Close` policy fired.
     overflow_closed: bool,
     next_seq: u64,
+    /// The connection's own events before Ready: `(seq, id, via)`.
     buffer: VecDeque<(u64, u64, Via)>,
+    /// The user's stream's events before Ready: their ids.
+    held: VecDeque<u64>,
     /// `(seq, id, via)` the client must receive, in this order.
     written: Vec<(u64, u64, Via)>,
     /// Buffered when the `Close` policy fired, so never written.
@@ -113,6 +120,7 @@ impl Model {
             overflow_closed: false,
             next_seq: 1,
             buffer: VecDeque::new(),
+            held: VecDeque::new(),
             written: Vec::new(),
             undelivered: 0,
             dropped_overflow: 0,
@@ -128,7 +136,7 @@ impl Model {
         }
         // The scripts stay far below the default outbound queue, so only the
         // pre-ready buffer can overflow.
-        if !self.ready && self.buffer.len() >= self.limit {
+        if !self.ready && self.buffered() >= self.limit {
             match self.policy {
                 PreReadyOverflow::Reject => {
                     self.refused_before_ready += 1;
@@ -140,10 +148,13 @@ impl Model {
                     return Answer::Full;
                 }
                 PreReadyOverflow::DropOldest => {
-                    while self.buffer.len() >= self.limit && self.buffer.pop_front().is_some() {
+                    // The connection's own first, then the stream's.
+                    while self.buffered() >= self.limit
+                        && (self.buffer.pop_front().is_some() || self.held.pop_front().is_some())
+                    {
                         self.dropped_overflow += 1;
                     }
-                    if self.buffer.len() >= self.limit {
+                    if self.buffered() >= self.limit {
                         // A zero-event buffer: nothing can be made room for.
                         self.refused_before_ready += 1;
                         return Answer::Full;
@@ -151,6 +162,11 @@ impl Model {
                 }
                 other => panic!("policy {other:?} not modelled"),
             }
+        }
+        if !self.ready && via == Via::User {
+            // Held without a number until Ready.
+            self.held.push_back(id);
+            return Answer::Accepted(0);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -162,14 +178,23 @@ impl Model {
         Answer::Accepted(seq)
     }
 
+    fn buffered(&self) -> usize {
+        self.buffer.len() + self.held.len()
+    }
+
     fn become_ready(&mut self) {
         self.ready = true;
         if self.overflow_closed {
             // The writer sends the 1013 close frame without writing anything.
-            self.undelivered = self.buffer.len() as u64;
+            self.undelivered = self.buffered() as u64;
             self.buffer.clear();
+            self.held.clear();
         } else {
             self.written.extend(self.buffer.drain(..));
+            for id in std::mem::take(&mut self.held) {
+                self.written.push((self.next_seq, id, Via::User));
+                self.next_seq += 1;
+            }
         }
     }
 }
@@ -210,6 +235,7 @@ async fn check_script(config: HubConfig, ops: &[Op], ready_at: usize) -> Result<
     let name = EventName::new("e").expect("event name");
     let mut received = Vec::new();
     let mut next_id = 0u64;
+    let mut user_sends = 0u64;
 
     for i in 0..=ops.len() {
         if i == ready_at {
@@ -247,17 +273,23 @@ async fn check_script(config: HubConfig, ops: &[Op], ready_at: usize) -> Result<
                 );
                 let got = hub.send_to_user(&user, &event).expect("encodes");
                 let ready = model.ready;
+                user_sends += 1;
+                // Every send takes the stream's next offset, taken or not.
+                let offset = Some(user_sends);
                 let want = match model.push(next_id, Via::User) {
                     Answer::Accepted(_) if ready => Delivery {
                         queued: 1,
+                        offset,
                         ..Delivery::default()
                     },
                     Answer::Accepted(_) => Delivery {
                         buffered: 1,
+                        offset,
                         ..Delivery::default()
                     },
                     Answer::Full | Answer::Closed => Delivery {
                         refused: 1,
+                        offset,
                         ..Delivery::default()
                     },
                 };

@@ -236,18 +236,42 @@ async fn events_sent_before_on_ready_follow_the_ready_frame_with_their_offsets()
         .authenticate(alice.clone().into())
         .await
         .unwrap();
-    // Routable, not ready: held, and written after `ready`.
+    // Routable, not ready: held, and written after `ready` (nothing is
+    // written before it), as part of this connection's stream.
     assert_eq!(hub.send_to_user(&alice, &event("note", json!(1))).unwrap().buffered, 1);
     let runner = hub.clone();
     tokio::spawn(async move { runner.run(conn, &Ready).await });
     let ready = next_json(&mut socket).await;
     assert_eq!((ready["type"].as_str(), ready["seq"].as_u64()), (Some("ready"), Some(1)));
-    // Joined at 1 (the held event was published before it read the
-    // stream): the held event is not past its position, so not written.
-    let first_live = ready["off"].as_u64().unwrap() + 1;
+    assert_eq!(ready["off"], 0, "it started listening before offset 1");
     send(&hub, &alice, 2);
-    let f = next_json(&mut socket).await;
-    assert_eq!((f["seq"].as_u64(), f["off"].as_u64()), (Some(2), Some(first_live)));
+    for (seq, off) in [(2, 1), (3, 2)] {
+        let f = next_json(&mut socket).await;
+        assert_eq!((f["seq"].as_u64(), f["off"].as_u64()), (Some(seq), Some(off)));
+    }
+}
+
+#[tokio::test]
+async fn a_full_replay_followed_by_live_events_does_not_overflow_the_queue() {
+    // The default history keeps as many events per user as the default
+    // outbound queue holds: the replay must not count against the queue.
+    let hub = Hub::new();
+    let alice = user("alice");
+    let (client, ready) = connect(&hub, &alice, None).await;
+    let seen = position(&ready);
+    leave(client, &hub, &alice).await;
+    let max = hub.config().history.max_events_per_user as u64;
+    for n in 1..=max {
+        send(&hub, &alice, n);
+    }
+    let (mut client, ready) = connect(&hub, &alice, Some(seen)).await;
+    assert_eq!((ready["recovered"].as_bool(), ready["replayed"].as_u64()), (Some(true), Some(max)));
+    for n in max + 1..=max + 50 {
+        let d = hub.send_to_user(&alice, &event("note", json!(n))).unwrap();
+        assert_eq!(d.queued, 1, "live event {n} refused behind the replay");
+    }
+    let got = offsets(&mut client, (max + 50) as usize).await;
+    assert_eq!(got, (1..=max + 50).map(|n| (n, n)).collect::<Vec<_>>());
 }
 
 #[tokio::test]

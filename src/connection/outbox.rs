@@ -134,6 +134,10 @@ struct State {
     /// arrival order, waiting for their place after the replay of a resume
     /// (they get their `seq` when the outbox opens).
     held: VecDeque<Queued>,
+    /// Replayed events still queued. A resume's replay is bounded by the
+    /// history's own limits, not the queue's: it neither counts against the
+    /// outbound queue (weight 0) nor makes live events behind it overflow.
+    replay_left: usize,
     bytes: usize,
     /// Events the writer took from the queue but never wrote (it failed or
     /// was stopped mid-batch); reported with the queue's leftovers.
@@ -146,7 +150,7 @@ struct State {
 
 impl State {
     fn fits(&self, limit: BufferLimit, weight: usize) -> bool {
-        self.queue.len() + self.held.len() < limit.max_events
+        self.queue.len() - self.replay_left + self.held.len() < limit.max_events
             && self.bytes + weight <= limit.max_bytes
     }
 
@@ -155,6 +159,9 @@ impl State {
             Some(q) => q,
             None => self.held.pop_front()?,
         };
+        if q.weight == 0 {
+            self.replay_left = self.replay_left.saturating_sub(1);
+        }
         self.bytes -= q.weight;
         Some(q)
     }
@@ -184,6 +191,7 @@ impl Outbox {
                 next_seq: 1,
                 queue: VecDeque::new(),
                 held: VecDeque::new(),
+                replay_left: 0,
                 bytes: 0,
                 lost_by_writer: 0,
                 ping: false,
@@ -308,10 +316,13 @@ impl Outbox {
         let mut last = after;
         for event in replay {
             last = last.max(event.off.map_or(0, NonZeroU64::get));
-            let q = Queued::new(s.next_seq, event);
+            s.queue.push_back(Queued {
+                seq: s.next_seq,
+                event,
+                weight: 0,
+            });
             s.next_seq += 1;
-            s.bytes += q.weight;
-            s.queue.push_back(q);
+            s.replay_left += 1;
         }
         for mut q in std::mem::take(&mut s.held) {
             let off = q.event.off.map_or(0, NonZeroU64::get);
@@ -327,6 +338,13 @@ impl Outbox {
         }
         s.open = true;
         self.writer.notify();
+    }
+
+    /// The offset of the first event of the user's stream held for Ready:
+    /// everything from it on reached this connection.
+    pub(crate) fn first_held(&self) -> Option<u64> {
+        let s = self.state.lock();
+        s.held.front().and_then(|q| q.event.off).map(NonZeroU64::get)
     }
 
     /// Asks the writer to send a ping, ahead of queued events.
@@ -508,6 +526,7 @@ impl Outbox {
         let n = (s.queue.len() + s.held.len()) as u64;
         s.queue.clear();
         s.held.clear();
+        s.replay_left = 0;
         s.bytes = 0;
         let lost = s.lost_by_writer;
         drop(s);

@@ -286,7 +286,17 @@ async fn join_stream(
             .map(|r| (r.off.map_or(0, std::num::NonZeroU64::get), r))
             .collect()
     });
-    let replay = stream::replay(asked, joined.position.offset, history);
+    let mut replay = stream::replay(asked, joined.position.offset, history);
+    let mut position = joined.position;
+    if !replay.recovered {
+        // Not resumed: the connection starts where it started listening.
+        // What reached it since (held for Ready) is its to deliver, though
+        // it was published before the stream was read.
+        if let Some(first) = handle.shared.outbox.first_held() {
+            replay.after = replay.after.min(first.saturating_sub(1));
+        }
+        position.offset = replay.after;
+    }
     if since.is_some() {
         tracing::info!(
             recovered = replay.recovered,
@@ -296,7 +306,7 @@ async fn join_stream(
     }
     let outcome = ResumeOutcome {
         requested: since,
-        position: joined.position,
+        position,
         recovered: replay.recovered,
         replayed: replay.replayed,
     };

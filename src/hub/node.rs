@@ -174,6 +174,16 @@ impl Owner for Inner {
 }
 
 impl Inner {
+    /// `user`'s connections here missed remote events: with node-local
+    /// streams, the stream restarts (its history has a hole, so no resume
+    /// may be recovered from before it), then they are told.
+    fn missed(&self, user: &UserId, gap: &EncodedEvent) -> usize {
+        if !self.remote_streams {
+            self.streams.restart(user);
+        }
+        self.tell_gap(user, gap)
+    }
+
     /// Tells `user`'s local connections of a gap (a control event: no
     /// offset, not part of the stream); how many took it.
     pub(super) fn tell_gap(&self, user: &UserId, gap: &EncodedEvent) -> usize {
@@ -243,12 +253,12 @@ impl Node for Inner {
         self.router
             .users()
             .iter()
-            .map(|user| self.tell_gap(user, &gap))
+            .map(|user| self.missed(user, &gap))
             .sum()
     }
 
     fn notify_gap_to(&self, user: &UserId, reason: GapReason) -> usize {
-        self.tell_gap(user, &Control::Gap(reason).encode())
+        self.missed(user, &Control::Gap(reason).encode())
     }
 
     fn record_lost(&self, n: u64) {

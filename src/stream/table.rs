@@ -28,6 +28,7 @@ use crate::stream::{Epoch, HistoryConfig, Position};
 /// tiny events to many users stays within the budget too.
 pub(crate) const ENTRY_COST: usize = 160;
 pub(crate) const RETAINED_COST: usize = 96;
+const MARKER_COST: usize = 64;
 
 struct Retained<T> {
     off: u64,
@@ -52,7 +53,8 @@ impl<T> Stream<T> {
     }
 }
 
-/// One retained event in its shard's order of arrival.
+/// One retained event in its shard's order of arrival (offset 0: an idle
+/// entry's marker, see [`Table::release`]).
 struct Arrival {
     user: UserId,
     off: u64,
@@ -231,13 +233,11 @@ impl<T: Clone> Table<T> {
         };
         let history = since
             .filter(|since| since.epoch == stream.epoch && since.offset <= stream.head)
+            .filter(|_| self.config.keeps())
             .and_then(|since| {
                 let after = since.offset;
                 if after == stream.head {
                     return Some(Vec::new());
-                }
-                if !self.config.keeps() {
-                    return None;
                 }
                 let now = Instant::now();
                 let first = stream.retained.iter().find(|r| r.off > after)?;
@@ -305,13 +305,15 @@ impl<T: Clone> Table<T> {
     }
 
     /// For a stream kept elsewhere: where a connection found it when it
-    /// started. Moves this node's cursor there unless it is already past
-    /// it in the same epoch (events in flight will still arrive).
+    /// started. Starts this node's cursor there when it has none; one in
+    /// the same epoch stays where it is, even behind: the events between
+    /// are on their way to this node and still due to the user's other
+    /// connections here (the new one drops them as older than its start).
     pub(crate) fn join_at(&self, user: &UserId, position: &Position) {
         let mut shard = self.shard(user).lock();
         let shard = &mut *shard;
         match shard.streams.get_mut(user) {
-            Some(s) if s.epoch == position.epoch => s.head = s.head.max(position.offset),
+            Some(s) if s.epoch == position.epoch => {}
             Some(s) => {
                 s.epoch = position.epoch.clone();
                 s.head = position.offset;
@@ -326,6 +328,23 @@ impl<T: Clone> Table<T> {
         }
     }
 
+    /// Starts a new life of `user`'s stream in place: a fresh epoch, the
+    /// history forgotten, offsets going on. For a node-local stream that
+    /// missed events (a backplane gap): a resume from before it must not
+    /// be recovered from a history with a hole. Returns whether the user
+    /// had an entry.
+    pub(crate) fn restart(&self, user: &UserId) -> bool {
+        let mut shard = self.shard(user).lock();
+        match shard.streams.get_mut(user) {
+            Some(s) => {
+                s.epoch = Epoch::mint();
+                s.retained.clear();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Moves the cursor past a hole that could not be repaired: the last
     /// offset delivered becomes `position`'s.
     pub(crate) fn skip_to(&self, user: &UserId, position: &Position) {
@@ -337,15 +356,34 @@ impl<T: Clone> Table<T> {
         }
     }
 
-    /// `user` may have lost their last connection here: forgets their
-    /// entry unless they are still `connected` or it retains history.
+    /// `user` may have lost their last connection here. Without history
+    /// their entry goes at once (nothing could be resumed from it). With
+    /// history, an entry with nothing retained stays for the window, so a
+    /// client that saw nothing yet can still resume from its `ready`
+    /// position: it is queued with the shard's arrivals (a marker, offset
+    /// 0) and goes when they reach it, unless the user is back.
     pub(crate) fn release(&self, user: &UserId, connected: impl Fn(&UserId) -> bool) {
         let mut shard = self.shard(user).lock();
-        let remove = shard
+        let idle = shard
             .streams
             .get(user)
             .is_some_and(|s| s.retained.is_empty() && !connected(user));
-        if remove {
+        if !idle {
+            return;
+        }
+        if self.config.keeps() {
+            // Counted like any arrival, so connection churn alone stays
+            // within the budget too.
+            let now = Instant::now();
+            shard.arrivals.push_back(Arrival {
+                user: user.clone(),
+                off: 0,
+                at: now,
+                cost: MARKER_COST,
+            });
+            shard.bytes += MARKER_COST;
+            self.evict(&mut shard, now, &connected);
+        } else {
             shard.streams.remove(user);
             shard.bytes = shard.bytes.saturating_sub(ENTRY_COST);
         }
