@@ -96,8 +96,15 @@ struct Conn {
     driver: Option<JoinHandle<CloseReport>>,
     end: End,
     /// Message ids accepted for this connection while it was routable, in
-    /// send order.
+    /// the order they are written: its own in send order, and the user's
+    /// stream's in send order once it is Ready.
     expected: Vec<u64>,
+    /// The user's stream's messages that reached it before Ready: written
+    /// after what it had of its own by then (they take their sequence
+    /// numbers at Ready).
+    held: Vec<u64>,
+    /// Seen Ready by the model.
+    ready: bool,
 }
 
 impl Conn {
@@ -148,6 +155,22 @@ fn message(id: u64, to_user: &UserId, to_conn: Option<&ConnectionId>) -> Event {
             "to_conn": to_conn.map(ConnectionId::as_str),
         }),
     )
+}
+
+/// Moves what the model held for connections that have become Ready
+/// (which they do in their own task, between the script's steps) to
+/// their written order.
+fn sync_ready(hub: &Hub, conns: &mut [Conn]) {
+    for conn in conns.iter_mut().filter(|c| c.is_open() && !c.ready) {
+        let ready = hub
+            .connection(&conn.id)
+            .is_some_and(|h| h.state() == ConnectionState::Ready);
+        if ready {
+            let held = std::mem::take(&mut conn.held);
+            conn.expected.extend(held);
+            conn.ready = true;
+        }
+    }
 }
 
 /// Asserts the routing table agrees with the model.
@@ -232,7 +255,9 @@ async fn check_ops(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut accepted = 0u64;
     let mut misses = 0u64;
 
+    let mut offsets = vec![0u64; USERS];
     for &op in ops {
+        sync_ready(&hub, &mut conns);
         let pick = |i: usize, n: usize| (n > 0).then(|| i % n);
         match op {
             Op::Connect(u) => {
@@ -259,6 +284,8 @@ async fn check_ops(ops: &[Op]) -> Result<(), TestCaseError> {
                     driver: Some(driver),
                     end: End::Open,
                     expected: Vec::new(),
+                    held: Vec::new(),
+                    ready: false,
                 });
             }
             Op::SendToUser(u) => {
@@ -266,10 +293,14 @@ async fn check_ops(ops: &[Op]) -> Result<(), TestCaseError> {
                 // Which of the user's connections are Ready decides queued
                 // versus buffered; nothing runs between this look and the
                 // send on a current-thread runtime.
-                let mut want = Delivery::default();
+                // Every send takes the user's next offset.
+                offsets[u] += 1;
+                let mut want = Delivery {
+                    offset: Some(offsets[u]),
+                    ..Delivery::default()
+                };
                 for conn in conns.iter().filter(|c| c.is_open() && c.user == u) {
-                    let handle = hub.connection(&conn.id).expect("open means routable");
-                    if handle.state() == ConnectionState::Ready {
+                    if conn.ready {
                         want.queued += 1;
                     } else {
                         want.buffered += 1;
@@ -284,7 +315,11 @@ async fn check_ops(ops: &[Op]) -> Result<(), TestCaseError> {
                 }
                 accepted += u64::from(got.accepted());
                 for conn in conns.iter_mut().filter(|c| c.is_open() && c.user == u) {
-                    conn.expected.push(next_id);
+                    if conn.ready {
+                        conn.expected.push(next_id);
+                    } else {
+                        conn.held.push(next_id);
+                    }
                 }
             }
             Op::SendToConnection(i) => {
@@ -334,7 +369,11 @@ async fn check_ops(ops: &[Op]) -> Result<(), TestCaseError> {
     }
 
     // End every connection still open with an orderly close, which writes
-    // everything accepted first.
+    // everything accepted first (one not Ready yet becomes Ready first).
+    for conn in &mut conns {
+        let held = std::mem::take(&mut conn.held);
+        conn.expected.extend(held);
+    }
     for conn in conns.iter_mut().filter(|c| c.is_open()) {
         let handle = hub.connection(&conn.id).expect("open means routable");
         prop_assert!(handle.close(done()));

@@ -82,7 +82,8 @@ pub(crate) struct Inner {
 ///     async move { hub.run(conn, &Quiet).await }
 /// });
 /// let Some(Message::Text(frame)) = client.recv().await else { panic!() };
-/// assert_eq!(frame, r#"{"v":1,"seq":1,"type":"hello","payload":"hi"}"#);
+/// // `seq`: this connection's frame counter; `off`: alice's stream offset.
+/// assert_eq!(frame, r#"{"v":1,"seq":1,"off":1,"type":"hello","payload":"hi"}"#);
 ///
 /// client.close(None).await;
 /// let report = server.await?;

@@ -37,11 +37,13 @@ pub use position::{EPOCH_MAX_LEN, Epoch, Position, SinceError};
 /// use std::time::Duration;
 /// use ws_lifecycle::{Hub, config::HubConfig, stream::HistoryConfig};
 ///
-/// let history = HistoryConfig { window: Duration::from_secs(30), ..HistoryConfig::default() };
-/// let hub = Hub::builder().config(HubConfig { history, ..HubConfig::default() }).build()?;
+/// let mut config = HubConfig::default();
+/// config.history.window = Duration::from_secs(30);
+/// let hub = Hub::builder().config(config).build()?;
 /// # let _ = hub;
 /// // Or none at all: offsets are still assigned, resumes say `recovered: false`.
-/// let off = HubConfig { history: HistoryConfig::off(), ..HubConfig::default() };
+/// let mut off = HubConfig::default();
+/// off.history = HistoryConfig::off();
 /// # let _ = off;
 /// # Ok::<(), ws_lifecycle::config::ConfigError>(())
 /// ```
