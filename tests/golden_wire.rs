@@ -2,7 +2,7 @@
 //!
 //! **These strings are the wire contract.** Every expected frame below was
 //! written by hand from the envelope documented in `docs/protocol.md`
-//! (`v`, `seq`, `type`, then `thread_id`, `run_id`, `payload` for agent
+//! (`v`, `seq`, `off` on events of a user's stream, `type`, then `thread_id`, `run_id`, `payload` for agent
 //! events; `v`, `seq`, `type`, `payload` for custom events), in both
 //! [`WireMode::Named`] and [`WireMode::LegacyNumeric`]. Changing one of them
 //! is a breaking change for deployed clients and must be recorded in
@@ -513,6 +513,14 @@ fn control_events_are_pinned_byte_for_byte() {
             r#"{"v":1,"seq":4,"type":"gap","payload":{"reason":"backplane_lost_events"}}"#,
         ),
         (
+            Control::Gap(GapReason::StreamRestarted),
+            r#"{"v":1,"seq":4,"type":"gap","payload":{"reason":"stream_restarted"}}"#,
+        ),
+        (
+            Control::Gap(GapReason::StreamHole),
+            r#"{"v":1,"seq":4,"type":"gap","payload":{"reason":"stream_hole"}}"#,
+        ),
+        (
             Control::ReauthRequired {
                 expires_at: Some(1_767_225_600),
             },
@@ -535,4 +543,49 @@ fn control_events_are_pinned_byte_for_byte() {
         assert_eq!(encoded.frame(4, WireMode::LegacyNumeric), golden);
         assert_eq!(encoded.frame_len(4, WireMode::Named), golden.len());
     }
+}
+
+/// An event of a user's stream carries its offset, `off`, right after
+/// `seq`, in both wire modes; an event for one connection has none.
+#[test]
+fn stream_offsets_are_pinned_byte_for_byte() -> TestResult {
+    let run = run()?;
+    let agent = Event::agent(AgentEventKind::ToolExecuting, &run, json!({"tool": "search"})).encode()?;
+    let named = format!(
+        r#"{{"v":1,"seq":7,"off":42,"type":"tool_executing","thread_id":"{THREAD}","run_id":"{RUN}","payload":{{"tool":"search"}}}}"#
+    );
+    let legacy = format!(
+        r#"{{"v":1,"seq":7,"off":42,"type":3,"thread_id":"{THREAD}","run_id":"{RUN}","payload":{{"tool":"search"}}}}"#
+    );
+    assert_eq!(agent.frame_at(7, Some(42), WireMode::Named), named);
+    assert_eq!(agent.frame_at(7, Some(42), WireMode::LegacyNumeric), legacy);
+    assert_eq!(agent.frame_len_at(7, Some(42), WireMode::Named), named.len());
+    let custom = Event::custom(chat()?, json!("hi")).encode()?;
+    assert_eq!(
+        custom.frame_at(1, Some(u64::MAX), WireMode::Named),
+        r#"{"v":1,"seq":1,"off":18446744073709551615,"type":"chat.message","payload":"hi"}"#
+    );
+    assert_eq!(custom.frame_at(1, None, WireMode::Named), custom.frame(1, WireMode::Named));
+    Ok(())
+}
+
+/// The `ready` frame's stream fields, as `Event::with_resume` writes them.
+#[test]
+fn the_ready_frames_stream_position_is_pinned() -> TestResult {
+    use ws_lifecycle::stream::{Epoch, Position, ResumeOutcome};
+    let resume = ResumeOutcome::new(
+        Some(Position { epoch: Epoch::new("01JDZ4Q7")?, offset: 3 }),
+        Position { epoch: Epoch::new("01JDZ4Q7")?, offset: 8 },
+        true,
+        5,
+    );
+    let ready = Event::custom(EventName::new("ready")?, Value::Null)
+        .with_field("user", "alice")?
+        .with_resume(&resume)
+        .encode()?;
+    assert_eq!(
+        ready.frame(1, WireMode::Named),
+        r#"{"v":1,"seq":1,"type":"ready","epoch":"01JDZ4Q7","off":8,"recovered":true,"user":"alice","payload":null}"#
+    );
+    Ok(())
 }

@@ -135,6 +135,8 @@ async fn a_client_resuming_after_k_missed_events_gets_them_once_in_order_then_li
     send(&hub, &alice, 9);
     assert_eq!(offsets(&mut client, 1).await, [(9, 9)]);
     nothing_more(&mut client);
+    let m = hub.metrics();
+    assert_eq!((m.resumes_recovered, m.resumes_not_recovered, m.events_replayed), (1, 0, 5));
 }
 
 #[tokio::test]
@@ -172,6 +174,8 @@ async fn not_recovered(hub: Hub, wrong: impl FnOnce(Position) -> Position) {
     assert_eq!(offsets(&mut client, 1).await, [(live, 7)], "no partial replay");
     assert!(live > joined);
     nothing_more(&mut client);
+    let m = hub.metrics();
+    assert_eq!((m.resumes_recovered, m.resumes_not_recovered, m.events_replayed), (0, 1, 0));
 }
 
 #[tokio::test]

@@ -21,6 +21,7 @@ use crate::connection::report::CloseReport;
 use crate::connection::typestate::{Accepted, Authenticated, Connection};
 use crate::event::control::ClientControl;
 use crate::limits::Bucket;
+use crate::metrics::Metrics;
 use crate::stream::{self, Position, ResumeOutcome};
 use crate::transport::{Message, Transport, TransportError, TransportStream};
 
@@ -298,6 +299,13 @@ async fn join_stream(
         position.offset = replay.after;
     }
     if since.is_some() {
+        let c = &handle.shared.ctx.metrics.c;
+        if replay.recovered {
+            Metrics::inc(&c.resumes_recovered);
+            Metrics::add(&c.events_replayed, replay.replayed);
+        } else {
+            Metrics::inc(&c.resumes_not_recovered);
+        }
         tracing::info!(
             recovered = replay.recovered,
             replayed = replay.replayed,

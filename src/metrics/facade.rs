@@ -14,6 +14,11 @@ use crate::state::{ConnectionState, StateMachine};
 pub(super) fn counter_for(field: &str) -> Counter {
     let (outcome, reason) = match field {
         "gaps_notified" => return metrics::counter!(names::GAPS_SIGNALLED),
+        "resumes_recovered" => return metrics::counter!(names::RESUMES, "outcome" => "recovered"),
+        "resumes_not_recovered" => {
+            return metrics::counter!(names::RESUMES, "outcome" => "not_recovered");
+        }
+        "events_replayed" => return metrics::counter!(names::EVENTS_REPLAYED),
         "events_written" => return metrics::counter!(names::DELIVERIES, "outcome" => "written"),
         "dropped_overflow" => ("dropped", "overflow"),
         "dropped_on_close" => ("dropped", "on_close"),
@@ -178,5 +183,15 @@ fn describe() {
         names::GAPS_SIGNALLED,
         Unit::Count,
         "Gap events accepted by connections (they may have missed events)."
+    );
+    describe_counter!(
+        names::RESUMES,
+        Unit::Count,
+        "Connections that asked to resume their user's stream, by outcome."
+    );
+    describe_counter!(
+        names::EVENTS_REPLAYED,
+        Unit::Count,
+        "Events replayed to resuming connections."
     );
 }

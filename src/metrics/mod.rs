@@ -145,6 +145,15 @@ counters! {
     /// `gap` events accepted by connections: they may have missed events
     /// (a backplane outage or loss) and should resync.
     gaps_notified,
+    /// Connections that asked to resume (`since`) and got every missed
+    /// event replayed.
+    resumes_recovered,
+    /// Connections that asked to resume and could not be (another epoch,
+    /// history trimmed or off, ahead of the stream, backplane unreachable):
+    /// told `recovered: false`, nothing replayed.
+    resumes_not_recovered,
+    /// Events replayed to resuming connections.
+    events_replayed,
     /// Upgrades refused with 503 (too many in flight, connection cap, or
     /// shutting down).
     upgrades_refused,

@@ -30,3 +30,8 @@ pub const WRITE_BATCH: &str = "ws_lifecycle_write_batch_events";
 pub const BACKPLANE_PUBLISH: &str = "ws_lifecycle_backplane_publish_duration_seconds";
 /// Counter: `gap` events accepted by connections.
 pub const GAPS_SIGNALLED: &str = "ws_lifecycle_gaps_signalled_total";
+/// Counter, label `outcome` (`recovered`, `not_recovered`): connections
+/// that asked to resume their user's stream (`since`).
+pub const RESUMES: &str = "ws_lifecycle_resumes_total";
+/// Counter, events: events replayed to resuming connections.
+pub const EVENTS_REPLAYED: &str = "ws_lifecycle_events_replayed_total";

@@ -129,6 +129,24 @@ pub struct ResumeOutcome {
     pub replayed: u64,
 }
 
+impl ResumeOutcome {
+    /// An outcome, for tests and for applications that drive connections
+    /// by hand.
+    pub fn new(
+        requested: Option<Position>,
+        position: Position,
+        recovered: bool,
+        replayed: u64,
+    ) -> Self {
+        ResumeOutcome {
+            requested,
+            position,
+            recovered,
+            replayed,
+        }
+    }
+}
+
 /// What a hub's stream table holds ([`Hub::history_usage`](crate::Hub::history_usage)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
