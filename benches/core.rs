@@ -1,7 +1,8 @@
 //! The core's hot paths, as ops/s: ids, transitions, emit before and after
 //! Ready, `send_to_user` to 1/4/16 connections, fan-out to 1,000 users and
 //! to 1,000 connections,
-//! router insert/remove from both cores, wire encoding.
+//! router insert/remove from both cores, wire encoding; the users' streams
+//! (fan-out with history on and off, resuming 1,000 missed events).
 //!
 //! Run with: `cargo bench --bench core` (results: docs/benchmarks.md).
 
@@ -21,7 +22,9 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use serde_json::json;
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
+use ws_lifecycle::auth::AuthOutcome;
 use ws_lifecycle::close::CloseFrame;
+use ws_lifecycle::stream::{HistoryConfig, Position};
 use ws_lifecycle::config::{BufferLimit, HubConfig};
 use ws_lifecycle::event::{AgentEventKind, Event, EventName, WireMode};
 use ws_lifecycle::id::{ConnectionId, IdGenerator, RunId, UlidGenerator, UserId};
@@ -47,10 +50,15 @@ fn runtime() -> Runtime {
 
 /// A hub whose buffers never fill during a bench run.
 fn roomy_hub() -> Hub {
+    roomy_hub_with(|_| {})
+}
+
+fn roomy_hub_with(edit: impl FnOnce(&mut HubConfig)) -> Hub {
     let mut config = HubConfig::default();
     config.pre_ready_buffer = BufferLimit::new(usize::MAX, usize::MAX);
     config.outbound_queue = BufferLimit::new(usize::MAX, usize::MAX);
     config.max_connections_per_user = 1024;
+    edit(&mut config);
     Hub::builder().config(config).build().unwrap()
 }
 
@@ -177,6 +185,100 @@ fn one_core(c: &mut Criterion) {
     send("send_1_connection", &mut g, 32, false, &to_one);
     send("end_to_end_1_connection", &mut g, 32, true, &to_one);
     g.finish();
+}
+
+/// The cost of the users' streams: the same fan-out with history on (the
+/// default) and off, in one run on one core, end to end as in `one_core`;
+/// and the time to resume and replay 1,000 missed events.
+fn history(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ev = event();
+    let mut g = c.benchmark_group("history");
+    g.throughput(Throughput::Elements(1000));
+    let frames = Arc::new(Semaphore::new(0));
+    let mut hubs = Vec::new();
+    for (name, keep) in [("on", true), ("off", false)] {
+        let hub = roomy_hub_with(|config| {
+            if !keep {
+                config.history = HistoryConfig::off();
+            }
+        });
+        let users: Vec<UserId> = (0..1000)
+            .map(|u| UserId::new(format!("fan-{u}")).unwrap())
+            .collect();
+        for user in &users {
+            connections_counted_by(&rt, &hub, user, 1, Some(&frames));
+        }
+        let crowd = UserId::new("crowd").unwrap();
+        connections_counted_by(&rt, &hub, &crowd, 1000, Some(&frames));
+        hubs.push((name, hub, users, crowd));
+    }
+    // Interleaved on/off, so both see the same machine state.
+    for (case, to_users) in [("1000_users", true), ("1000_connections", false)] {
+        for (name, hub, users, crowd) in &hubs {
+            g.bench_function(format!("end_to_end_{case}_history_{name}"), |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            let accepted = if to_users {
+                                hub.send_to_users(users, &ev).unwrap().accepted()
+                            } else {
+                                hub.send_to_user(crowd, &ev).unwrap().accepted()
+                            };
+                            frames.acquire_many(black_box(accepted)).await.unwrap().forget();
+                        }
+                        started.elapsed()
+                    })
+                })
+            });
+        }
+    }
+    // Resume: 1,000 events missed, then a connection with `since` until
+    // its last replayed frame arrives (connect, read the history, replay).
+    let hub = roomy_hub();
+    let away = UserId::new("away").unwrap();
+    for n in 0..1000 {
+        let _ = hub.send_to_user(&away, &event_n(n));
+    }
+    let Some(latest) = rt.block_on(hub.stream_position(&away)).unwrap() else {
+        panic!("the stream is kept")
+    };
+    let since = Position { offset: 0, ..latest };
+    g.bench_function("resume_1000_missed_events", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let (transport, mut client) = memory::pair(2048);
+                    let started = Instant::now();
+                    let conn = hub
+                        .connect()
+                        .accept(transport)
+                        .authenticate(AuthOutcome::new(away.clone()).with_since(since.clone()))
+                        .await
+                        .unwrap();
+                    let runner = hub.clone();
+                    let served = tokio::spawn(async move { runner.run(conn, &Quiet).await });
+                    for _ in 0..1000 {
+                        client.recv().await.unwrap();
+                    }
+                    spent += started.elapsed();
+                    client.close(None).await;
+                    served.await.unwrap();
+                }
+                spent
+            })
+        })
+    });
+    g.finish();
+}
+
+fn event_n(n: u64) -> Event {
+    Event::custom(EventName::new("note").unwrap(), json!({ "n": n }))
 }
 
 fn event() -> Event {
@@ -385,5 +487,5 @@ fn config() -> Criterion {
         .sample_size(30)
 }
 
-criterion_group! { name = benches; config = config(); targets = ids, transitions, emit, send_to_user, one_core, router_contention, wire }
+criterion_group! { name = benches; config = config(); targets = ids, transitions, emit, send_to_user, one_core, history, router_contention, wire }
 criterion_main!(benches);

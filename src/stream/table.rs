@@ -27,7 +27,7 @@ use crate::stream::{Epoch, HistoryConfig, Position};
 /// its own shared bytes (its place in two queues), so that a flood of
 /// tiny events to many users stays within the budget too.
 pub(crate) const ENTRY_COST: usize = 160;
-pub(crate) const RETAINED_COST: usize = 96;
+pub(crate) const RETAINED_COST: usize = 160;
 const MARKER_COST: usize = 64;
 
 struct Retained<T> {

@@ -1,0 +1,88 @@
+//! What the users' streams cost in memory: bytes per retained event, and the
+//! history's byte budget holding under a flood of events to many users.
+//!
+//! ```text
+//! cargo run --release --example history_memory -- [users] [events_per_user] [budget_mib]
+//! ```
+//!
+//! Defaults: 100,000 users, 10 events each, the default 64 MiB budget. The
+//! flood goes to users with no connection (their events are kept for a
+//! resume, as the protocol says), one event per user per round, so every
+//! user's stream grows together. Prints the table's own count
+//! (`Hub::history_usage`) and the process's resident memory before and
+//! after (`/proc/self/status`, Linux).
+
+use std::time::Instant;
+
+use serde_json::json;
+use ws_lifecycle::Hub;
+use ws_lifecycle::config::HubConfig;
+use ws_lifecycle::event::{Event, EventName};
+use ws_lifecycle::id::UserId;
+
+#[path = "common/proc.rs"]
+mod proc;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn arg(n: usize, default: usize) -> Result<usize, Error> {
+    match std::env::args().nth(n) {
+        Some(text) => Ok(text.parse()?),
+        None => Ok(default),
+    }
+}
+
+fn main() -> Result<(), Error> {
+    let users = arg(1, 100_000)?;
+    let per_user = arg(2, 10)?;
+    let budget_mib = arg(3, 64)?;
+    let mut config = HubConfig::default();
+    config.history.max_bytes = budget_mib << 20;
+    let hub = Hub::builder().config(config).build()?;
+    let ids: Vec<UserId> = (0..users)
+        .map(|u| UserId::new(format!("user-{u:06}")))
+        .collect::<Result<_, _>>()?;
+    // A typical agent event's size: about 200 bytes of frame.
+    let event = Event::custom(
+        EventName::new("agent_note")?,
+        json!({ "text": "x".repeat(120), "step": 3 }),
+    )
+    .encode()?;
+    let pid = std::process::id();
+    let before = proc::rss_kib(pid)?;
+    let started = Instant::now();
+    for _ in 0..per_user {
+        for user in &ids {
+            let _ = hub.send_encoded_to_user(user, event.clone());
+        }
+    }
+    let elapsed = started.elapsed();
+    let after = proc::rss_kib(pid)?;
+    let usage = hub.history_usage();
+    let sent = users * per_user;
+    println!("users {users}, events sent {sent}, budget {budget_mib} MiB");
+    println!(
+        "sent in {:.2} s ({:.0} events/s)",
+        elapsed.as_secs_f64(),
+        sent as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "history: {} streams, {} bytes counted ({:.1} MiB; within budget: {})",
+        usage.streams,
+        usage.bytes,
+        usage.bytes as f64 / f64::from(1u32 << 20),
+        usage.bytes <= budget_mib << 20
+    );
+    println!(
+        "RSS {before} KiB -> {after} KiB (+{:.1} MiB)",
+        (after.saturating_sub(before)) as f64 / 1024.0
+    );
+    // Every stream's retained events, counted: the table's cost per event
+    // (shared bytes plus bookkeeping) and the process's.
+    let retained = usage.bytes / event.weight().max(1);
+    println!(
+        "one event weighs {} bytes in the budget (+ its share of the entry); about {retained} events retained",
+        event.weight()
+    );
+    Ok(())
+}
