@@ -17,8 +17,9 @@
 //!    carries it. All ids come from one [`IdGenerator`](id::IdGenerator), and
 //!    a [`RunId`](id::RunId) always knows its thread.
 //! 2. **Readiness gate.** Nothing reaches the transport before the
-//!    connection is `Ready`; earlier events are buffered and flushed in
-//!    emission order before any later event.
+//!    connection is `Ready`; earlier events are buffered and flushed before
+//!    any later event: the connection's own in emission order, then its
+//!    user's stream in offset order.
 //! 3. **Ordered, accounted delivery.** Every event gets a per-connection
 //!    sequence number from 1; an event that is not delivered is refused to
 //!    its caller or counted in [`MetricsSnapshot`](metrics::MetricsSnapshot),
@@ -27,6 +28,12 @@
 //!    checked at lookup and again on each connection's write path.
 //! 5. **Table hygiene.** A connection is routable exactly while it is
 //!    authenticated and not closing; every exit path removes it.
+//! 6. **Resumed delivery.** Every event addressed to a user has an offset
+//!    in that user's stream (`off`). A client that comes back with
+//!    `since=<epoch>:<offset>` inside the retained history receives every
+//!    event of its user after that position exactly once, in offset order,
+//!    then live events; outside it, it is told (`recovered: false`) and
+//!    receives no partial replay. See [`stream`].
 //!
 //! ## Example
 //!
