@@ -32,8 +32,18 @@ use ws_lifecycle::backplane::{BackplaneError, Remote};
 /// A node: a hub on a Redis backplane at `url`, returned once the backplane
 /// is up. Short timeouts keep the outage tests quick.
 async fn node(url: &str, presence_ttl: Duration) -> (Hub, watch::Receiver<bool>, String) {
+    node_streams(url, presence_ttl, true).await
+}
+
+/// [`node`], keeping the users' streams in Redis (the default) or not.
+async fn node_streams(
+    url: &str,
+    presence_ttl: Duration,
+    streams: bool,
+) -> (Hub, watch::Receiver<bool>, String) {
     let mut config = redis_server::config(url);
     config.presence_ttl = presence_ttl;
+    config.streams = streams;
     let backplane = RedisBackplane::new(config).unwrap();
     let (mut health, id) = (backplane.health(), backplane.node_id().to_owned());
     let hub = Hub::builder().backplane(backplane).build().unwrap();
@@ -91,13 +101,15 @@ async fn presence_spans_nodes_and_a_vanished_node_goes_offline_within_its_ttl() 
 }
 
 /// A user on nodes A and B, a stream of sends from A while Redis goes away
-/// (killed, or frozen), then back.
+/// (killed, or frozen), then back. Without streams kept in Redis: local
+/// delivery goes on meanwhile (in stream mode every delivery, local ones
+/// included, goes through Redis).
 async fn outage(freeze: bool) {
     let mut server = RedisServer::start().await;
     let port = server.port;
     let ttl = Duration::from_secs(30);
-    let (a, mut a_health, _) = node(&server.url(), ttl).await;
-    let (b, mut b_health, _) = node(&server.url(), ttl).await;
+    let (a, mut a_health, _) = node_streams(&server.url(), ttl, false).await;
+    let (b, mut b_health, _) = node_streams(&server.url(), ttl, false).await;
     healthy(&mut a_health).await;
     healthy(&mut b_health).await;
     let erin = user("erin");
@@ -241,18 +253,33 @@ async fn disconnect_user_on_one_node_closes_the_users_connections_on_the_others_
     cluster_cases::disconnect_user_closes_the_users_connections_on_every_node(&nodes).await;
 }
 
+/// Without streams kept in Redis: the case counts local deliveries on the
+/// sending node, which stream mode makes through Redis (its own version of
+/// this case is in `tests/redis_resume.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_to_users_reaches_the_listed_users_on_other_nodes_and_no_one_else() {
     let server = RedisServer::start().await;
-    let nodes = redis_nodes(&server, 2).await;
+    let nodes = redis_nodes_streams(&server, 2, false).await;
     cluster_cases::send_to_users_reaches_the_listed_users_and_no_one_else(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_streams_three_nodes_deliver_every_message_to_every_connection_once_in_order() {
+    let server = RedisServer::start().await;
+    let nodes = redis_nodes_streams(&server, 3, false).await;
+    cluster_cases::every_event_reaches_every_connection_of_its_user_once_in_order(&nodes).await;
 }
 
 /// `n` nodes on `server`, each returned once its backplane is up.
 async fn redis_nodes(server: &RedisServer, n: usize) -> Vec<Hub> {
+    redis_nodes_streams(server, n, true).await
+}
+
+/// [`redis_nodes`], keeping the users' streams in Redis or not.
+async fn redis_nodes_streams(server: &RedisServer, n: usize, streams: bool) -> Vec<Hub> {
     let mut nodes = Vec::new();
     for _ in 0..n {
-        let (hub, _, _) = node(&server.url(), Duration::from_secs(30)).await;
+        let (hub, _, _) = node_streams(&server.url(), Duration::from_secs(30), streams).await;
         nodes.push(hub);
     }
     nodes

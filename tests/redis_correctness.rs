@@ -85,6 +85,16 @@ impl Backplane for SlowLeave {
     fn online_count(&self) -> BoxFuture<'_, Result<u64, BackplaneError>> {
         self.inner.online_count()
     }
+    fn keeps_streams(&self) -> bool {
+        self.inner.keeps_streams()
+    }
+    fn read_stream<'a>(
+        &'a self,
+        user: &'a UserId,
+        since: Option<&'a ws_lifecycle::stream::Position>,
+    ) -> BoxFuture<'a, Result<ws_lifecycle::backplane::StreamRead, BackplaneError>> {
+        self.inner.read_stream(user, since)
+    }
 }
 
 /// Defect: the last connection leaving while a new one joined could run
@@ -361,11 +371,27 @@ async fn presence_claims_expire_and_dead_nodes_are_pruned() {
 /// every new connection wait out the services-ready timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_refuses_writes_degrades_presence_not_readiness() {
+    refusing_writes(false).await;
+}
+
+/// The same in stream mode, where placing an event in its stream is a
+/// write: readiness and presence as above, but the events Redis refuses
+/// reach their users as a `gap`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_stream_mode_events_a_redis_refuses_to_write_are_a_gap() {
+    refusing_writes(true).await;
+}
+
+async fn refusing_writes(streams: bool) {
     let server = RedisServer::start().await;
     let mut hub_config = HubConfig::default();
     hub_config.services_ready_timeout = Duration::from_secs(60);
-    let (x, x_backplane) = node_with(config(&server.url()), hub_config).await;
-    let (y, _) = node(&server.url()).await;
+    let with_streams = |mut config: RedisConfig| {
+        config.streams = streams;
+        config
+    };
+    let (x, x_backplane) = node_with(with_streams(config(&server.url())), hub_config).await;
+    let (y, _) = node_with(with_streams(config(&server.url())), HubConfig::default()).await;
     config_set(
         &server.url(),
         &[("maxmemory-policy", "noeviction"), ("maxmemory", "1")],
@@ -383,10 +409,21 @@ async fn a_redis_that_refuses_writes_degrades_presence_not_readiness() {
         .expect("refused presence writes went unnoticed")
         .unwrap();
     assert!(x_backplane.stats().presence_failures > 0);
-    // Delivery across nodes still works.
     let (mut on_x, _) = (_client, handle);
     let _ = y.send_to_user(&olga, &event("still", json!(1))).unwrap();
-    assert_eq!(next_json(&mut on_x).await["type"], "still");
+    let frame = next_json(&mut on_x).await;
+    if streams {
+        // Redis refused to place the event: Y lost it and says so.
+        assert_eq!(
+            (frame["type"].as_str(), frame["payload"]["reason"].as_str()),
+            (Some("gap"), Some("backplane_lost_events")),
+            "{frame}"
+        );
+        assert!(y.metrics().backplane_lost >= 1);
+    } else {
+        // Delivery across nodes still works.
+        assert_eq!(frame["type"], "still");
+    }
 }
 
 /// Defect: anyone able to PUBLISH on the Redis server could inject events
@@ -422,9 +459,24 @@ async fn a_message_not_signed_with_the_cluster_key_is_dropped_and_counted() {
     // A fence from a real node: everything before it was seen and dropped.
     let (y, _) = node(&server.url()).await;
     let _ = y.send_to_user(&pia, &event("fence", json!(0))).unwrap();
-    assert_eq!(next_json(&mut on_x).await["type"], "fence");
-    assert_eq!(x.metrics().backplane_rejected, 3);
-    assert_eq!(x_backplane.stats().rejected, 3);
+    // Stream mode: the intruder's event took offset 1 in Redis (writing to
+    // Redis can burn or reorder offsets, never forge an event), so the
+    // fence, at 2, reveals a hole; its entry in the history fails the
+    // signature check too (a fourth rejection), and X's connection is told
+    // of the hole, then gets the fence.
+    let gap = next_json(&mut on_x).await;
+    assert_eq!(
+        (gap["type"].as_str(), gap["payload"]["reason"].as_str()),
+        (Some("gap"), Some("stream_hole")),
+        "{gap}"
+    );
+    let fence = next_json(&mut on_x).await;
+    assert_eq!(
+        (fence["type"].as_str(), fence["off"].as_u64()),
+        (Some("fence"), Some(2))
+    );
+    assert_eq!(x.metrics().backplane_rejected, 4);
+    assert_eq!(x_backplane.stats().rejected, 4);
 }
 
 #[test]

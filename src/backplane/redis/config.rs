@@ -48,6 +48,21 @@ pub struct RedisConfig {
     /// Longest wait between reconnection attempts. Default: 5 s; at least
     /// 1 ms.
     pub max_backoff: Duration,
+    /// Whether Redis keeps the users' streams (see the [module
+    /// docs](super)): every event gets its offset from Redis as it
+    /// is published, with the user's history kept beside it, so offsets are
+    /// the same on every node and a client resumes on any node
+    /// ([`Backplane::keeps_streams`](crate::backplane::Backplane::keeps_streams)
+    /// is then `true`). Each event then costs one script run in Redis
+    /// instead of a bare `PUBLISH`, needs Redis to accept writes, and this
+    /// node's own connections get it back through Redis rather than
+    /// directly.
+    ///
+    /// `false`: each node numbers its own streams and keeps their history
+    /// in memory; a client resumes only on the node it left. Every node of
+    /// a cluster must agree: a node in stream mode drops the plain events of
+    /// a node that is not (counted as rejected). Default: `true`.
+    pub streams: bool,
     /// TLS settings for a `rediss://` URL: a CA to trust instead of the
     /// system's roots, a client certificate. Default: `None` (the system's
     /// roots, no client certificate). Set with a `redis://` URL, it fails
@@ -81,6 +96,7 @@ impl RedisConfig {
             publish_queue: 4096,
             publish_queue_bytes: 16 << 20,
             max_backoff: Duration::from_secs(5),
+            streams: true,
             #[cfg(feature = "redis-tls")]
             tls: None,
         }
@@ -125,7 +141,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("presence_ttl", &self.presence_ttl)
             .field("publish_queue", &self.publish_queue)
             .field("publish_queue_bytes", &self.publish_queue_bytes)
-            .field("max_backoff", &self.max_backoff);
+            .field("max_backoff", &self.max_backoff)
+            .field("streams", &self.streams);
         #[cfg(feature = "redis-tls")]
         d.field("tls", &self.tls);
         d.finish()

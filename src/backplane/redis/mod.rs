@@ -15,6 +15,46 @@
 //! * **Order.** One publishing connection per node, and Redis keeps a
 //!   connection's order: events from one node to one user arrive in publish
 //!   order on every connection.
+//! * **Streams** ([`RedisConfig::streams`], on by
+//!   default). Redis keeps each user's stream, so offsets are the same on
+//!   every node and a client resumes (`since=<epoch>:<offset>`) on any
+//!   node. Keys per user: `<prefix>:s:<hex>`, a hash of `epoch` and `off`
+//!   (the latest offset), and `<prefix>:h:<hex>`, the history, a Redis
+//!   stream with entry ids `<off>-0` holding the message as published and
+//!   its publish time. Each event goes through **one Lua script**
+//!   (`EVALSHA`, loaded with `SCRIPT LOAD` at every connection of the
+//!   publisher, `EVAL` when the server answers `NOSCRIPT`), pipelined like
+//!   the plain `PUBLISH`es: atomically it creates a missing meta with a
+//!   fresh epoch (deleting any history left of an older life), increments
+//!   `off`, appends the signed message to the history (`XADD … MAXLEN ~`
+//!   [`max_events_per_user`](crate::stream::HistoryConfig::max_events_per_user);
+//!   skipped when the hub keeps no history), expires the history one
+//!   [`window`](crate::stream::HistoryConfig::window) after the last event
+//!   and the meta after a day (or the window if longer, renewed by every
+//!   event and every resume read: a client still connected must not see
+//!   its stream restart because nobody sent it anything for a while), and
+//!   publishes the message with its `<epoch>:<offset>` (kind `S`). Every
+//!   node, the sender included, delivers it from the subscription: the hub
+//!   does not deliver stream events locally. A resume reads the meta and
+//!   the missed entries in one script
+//!   ([`Backplane::read_stream`](crate::backplane::Backplane::read_stream)),
+//!   checks they are exactly the missing offsets and recent enough, and
+//!   checks each one's signature.
+//! * **Positioning.** Pub/sub is at most once (a subscriber that reconnects
+//!   misses what was published meanwhile). So a node delivers a user's
+//!   events only in offset order: an event past the next one (a *hole*)
+//!   makes it read the missing offsets from the history (a regular
+//!   connection, within the command timeout) and deliver them first; if the
+//!   history cannot supply them all (trimmed, expired, Redis slow or down,
+//!   an entry that fails its signature), the user's connections on that
+//!   node get a `gap` (`stream_hole`) and delivery goes on from the event.
+//! * **What the signature covers in stream mode.** The position is assigned
+//!   inside Redis, after the node signed the message, so it is outside the
+//!   MAC: someone with write access to the Redis server can reorder, drop
+//!   or repeat authentic events of a user's stream (they could delete the
+//!   keys anyway), and clients see holes (`gap`) or repeats at other
+//!   offsets; they can never forge or alter an event, or move it to another
+//!   user.
 //! * **Ready means listening.** A connection becomes Ready only once Redis
 //!   has confirmed this node's subscription for its user; the set of
 //!   subscribed users follows the routing table's users exactly (the hub
@@ -43,9 +83,17 @@
 //!   falls back to plaintext.
 //! * **Failures.** Every command has a timeout (default 2 s), which also
 //!   catches a Redis that hangs rather than dies. While Redis is unreachable,
-//!   publishes fail fast with [`BackplaneError::Down`] (local delivery goes
-//!   on), the tasks reconnect with capped backoff, and after reconnecting the
-//!   node resubscribes every local user *before* it reports healthy.
+//!   publishes fail fast with [`BackplaneError::Down`] (without streams,
+//!   local delivery goes on), the tasks reconnect with capped backoff, and
+//!   after reconnecting the node resubscribes every local user *before* it
+//!   reports healthy. In stream mode, also: an event the publisher had
+//!   accepted and lost (its connection failed, or Redis refused the script:
+//!   out of memory, read-only) is a `gap` for the user's connections on
+//!   every node, this one included (they would have got it back through
+//!   Redis); a Redis that lost its data (restarted empty, keys deleted or
+//!   expired) starts the stream again under a new epoch, which connections
+//!   learn as a `gap` (`stream_restarted`) and resumes as `recovered:
+//!   false`; a resume read that fails (Redis down) is not recovered.
 
 mod admission;
 mod client;
@@ -53,11 +101,12 @@ mod config;
 mod presence;
 mod publisher;
 mod seam;
+mod stream;
 mod subscriber;
 mod wire;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -72,8 +121,9 @@ pub use self::config::{ClusterKey, RedisConfig, RedisConfigError};
 use self::publisher::{Losses, Outgoing};
 use self::subscriber::Subscriptions;
 use self::wire::{Kind, hex};
-use super::BackplaneError;
+use super::{BackplaneError, NodeLink};
 use crate::id::UserId;
+use crate::stream::HistoryConfig;
 
 /// The Redis [`Backplane`](crate::backplane::Backplane). See the [module docs](self).
 ///
@@ -109,13 +159,16 @@ impl std::fmt::Debug for RedisBackplane {
 #[non_exhaustive]
 pub struct RedisStats {
     /// Events accepted for other nodes and lost when the publishing
-    /// connection failed (their users were sent a `gap`; also in the hub's
+    /// connection failed, or (stream mode) refused by Redis: out of memory,
+    /// read-only (their users were sent a `gap`; also in the hub's
     /// [`backplane_lost`](crate::metrics::MetricsSnapshot::backplane_lost)).
     pub lost: u64,
     /// `gap` messages published for users (or, once each, for everyone)
     /// whose events the other nodes missed.
     pub gaps_published: u64,
-    /// Received messages dropped: bad signature or malformed.
+    /// Received messages dropped: bad signature or malformed (also, in
+    /// stream mode, history entries that fail the same checks, and `E`
+    /// messages from a node without streams).
     pub rejected: u64,
     /// Presence refreshes that did not land (Redis down, read-only, out of
     /// memory).
@@ -166,6 +219,8 @@ struct Shared {
     queued_bytes: std::sync::atomic::AtomicUsize,
     admission: admission::Admission,
     stats: Stats,
+    /// The hub's link and history settings, once it started the backplane.
+    started: OnceLock<(NodeLink, HistoryConfig)>,
 }
 
 impl Shared {
@@ -209,6 +264,16 @@ impl Shared {
             Ok(Ok(value)) => Ok(value),
             _ => Err(BackplaneError::Down),
         }
+    }
+
+    /// The hub's history settings (the defaults before it started).
+    fn history(&self) -> HistoryConfig {
+        self.started.get().map(|(_, h)| *h).unwrap_or_default()
+    }
+
+    /// The hub's link, once it started the backplane.
+    fn link(&self) -> Option<&NodeLink> {
+        self.started.get().map(|(link, _)| link)
     }
 
     fn key(&self, kind: &str, user: &UserId) -> String {
@@ -267,6 +332,7 @@ impl RedisBackplane {
                 queued_bytes: std::sync::atomic::AtomicUsize::new(0),
                 admission: admission::Admission::default(),
                 stats: Stats::default(),
+                started: OnceLock::new(),
             }),
             stop: watch::Sender::new(false),
             queue: Mutex::new(Some(queue_rx)),
@@ -389,9 +455,10 @@ impl RedisBackplane {
         let shared = &self.shared;
         let result = if shared.is_healthy() {
             let channel = wire::user_channel(&shared.config.prefix, user);
-            let payload = shared
-                .signer
-                .seal(&channel, &shared.node, kind, body_len, body);
+            let (payload, body_at) =
+                shared
+                    .signer
+                    .seal_at(&channel, &shared.node, kind, body_len, body);
             let size = payload.len();
             let before = shared.queued_bytes.fetch_add(size, Ordering::AcqRel);
             if before.saturating_add(size) > shared.config.publish_queue_bytes {
@@ -403,6 +470,7 @@ impl RedisBackplane {
                     kind,
                     channel,
                     payload,
+                    body_at,
                 };
                 match self.queue_tx.try_send(item) {
                     Ok(()) => Ok(()),
@@ -418,7 +486,7 @@ impl RedisBackplane {
         } else {
             Err(BackplaneError::Down)
         };
-        if result.is_err() && kind == Kind::Event {
+        if result.is_err() && kind.is_event() {
             // The caller hears of it; the user's connections on other nodes
             // hear of it as a `gap` once this node can publish again.
             self.shared

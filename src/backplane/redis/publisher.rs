@@ -9,9 +9,10 @@ use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::Shared;
 use super::wire::{self, Kind};
+use super::{Shared, stream};
 use crate::backplane::NodeLink;
+use crate::event::control::GapReason;
 use crate::id::UserId;
 
 /// One message waiting for the publishing connection, signed already (on
@@ -23,6 +24,9 @@ pub(super) struct Outgoing {
     pub(super) kind: Kind,
     pub(super) channel: String,
     pub(super) payload: String,
+    /// Where the body starts in `payload` (a stream event's position line
+    /// is inserted there, by Redis).
+    pub(super) body_at: usize,
 }
 
 /// Users whose events this node accepted (or was asked to publish) and the
@@ -84,6 +88,39 @@ fn dequeued(shared: &Shared, items: &[Outgoing]) {
         .fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
 }
 
+/// Messages this node had accepted and lost: their users are owed a gap.
+#[derive(Debug, Default)]
+struct Lost {
+    events: u64,
+    /// Users of lost stream events: their connections *on this node* missed
+    /// them too (they would have got them back through Redis).
+    here: HashSet<UserId>,
+}
+
+impl Lost {
+    fn add(&mut self, shared: &Shared, item: &Outgoing) {
+        self.events += u64::from(item.kind.is_event());
+        if item.kind == Kind::Stream {
+            self.here.insert(item.user.clone());
+        }
+        // The other nodes' connections hear of it through a `G` message.
+        shared
+            .losses
+            .record(&item.user, shared.config.publish_queue);
+    }
+
+    /// Counts the loss and tells this node's connections of the users of
+    /// lost stream events (once each).
+    fn report(self, shared: &Shared, link: &NodeLink) -> u64 {
+        shared.stats.lost.fetch_add(self.events, Ordering::Relaxed);
+        link.record_lost(self.events);
+        for user in &self.here {
+            link.notify_gap_to(user, GapReason::BackplaneLostEvents);
+        }
+        self.events
+    }
+}
+
 /// Most messages sent in one pipeline.
 const PUBLISH_BATCH: usize = 256;
 
@@ -110,11 +147,25 @@ pub(super) async fn run(
                 continue;
             }
         };
+        if shared.config.streams {
+            // A server that restarted has forgotten them; `EVAL` stands in
+            // for a script it does not have (NOSCRIPT) anyway.
+            stream::APPEND_SCRIPT.load(&shared, &mut conn).await;
+            stream::READ_SCRIPT.load(&shared, &mut conn).await;
+        }
         backoff = super::FIRST_BACKOFF;
         shared.publisher_up.send_replace(true);
         shared.update_health();
-        let served = serve(&shared, &mut conn, &mut queue, &mut stop, &mut resets).await;
-        let Some(mut lost_events) = served else {
+        let served = serve(
+            &shared,
+            &link,
+            &mut conn,
+            &mut queue,
+            &mut stop,
+            &mut resets,
+        )
+        .await;
+        let Some(mut lost) = served else {
             return;
         };
         shared.publisher_up.send_replace(false);
@@ -123,13 +174,9 @@ pub(super) async fn run(
         // order after a reconnect: it is dropped, and its users told.
         while let Ok(item) = queue.try_recv() {
             dequeued(&shared, std::slice::from_ref(&item));
-            lost_events += u64::from(item.kind == Kind::Event);
-            shared
-                .losses
-                .record(&item.user, shared.config.publish_queue);
+            lost.add(&shared, &item);
         }
-        shared.stats.lost.fetch_add(lost_events, Ordering::Relaxed);
-        link.record_lost(lost_events);
+        let lost_events = lost.report(&shared, &link);
         tracing::warn!(
             lost = lost_events,
             "Redis backplane: publishing connection lost; reconnecting (the users concerned \
@@ -138,15 +185,16 @@ pub(super) async fn run(
     }
 }
 
-/// Publishes until the connection fails (returns the events lost with it)
+/// Publishes until the connection fails (returns what was lost with it)
 /// or the backplane stops (returns `None`).
 async fn serve(
     shared: &Shared,
+    link: &NodeLink,
     conn: &mut MultiplexedConnection,
     queue: &mut mpsc::Receiver<Outgoing>,
     stop: &mut watch::Receiver<bool>,
     resets: &mut watch::Receiver<u64>,
-) -> Option<u64> {
+) -> Option<Lost> {
     // An idle connection is pinged, so a server that went away is noticed
     // before the next event is trusted to it.
     let mut ping = tokio::time::interval(shared.config.command_timeout);
@@ -155,11 +203,11 @@ async fn serve(
     loop {
         tokio::select! {
             _ = stop.changed() => return None,
-            _ = resets.changed() => return Some(0),
+            _ = resets.changed() => return Some(Lost::default()),
             _ = ping.tick() => {
                 let ping = redis::cmd("PING");
                 if shared.within(ping.query_async::<redis::Value>(conn)).await.is_err() {
-                    return Some(0);
+                    return Some(Lost::default());
                 }
                 continue;
             }
@@ -178,6 +226,9 @@ async fn serve(
             continue;
         }
         let mut pipe = redis::pipe();
+        // One event refused by Redis (out of memory, read-only) does not
+        // fail the others: each script's reply is looked at.
+        pipe.ignore_errors();
         let prefix = &shared.config.prefix;
         if gaps.everyone {
             let channel = wire::control_channel(prefix);
@@ -193,32 +244,145 @@ async fn serve(
                 .seal(&channel, &shared.node, Kind::Gap, 0, |_| {});
             pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
         }
+        let now = super::now_ms();
         for item in &batch {
-            pipe.cmd("PUBLISH")
-                .arg(&item.channel)
-                .arg(&item.payload)
-                .ignore();
+            if item.kind == Kind::Stream {
+                add_append(&mut pipe, shared, item, now, true);
+            } else {
+                pipe.cmd("PUBLISH")
+                    .arg(&item.channel)
+                    .arg(&item.payload)
+                    .ignore();
+            }
         }
         let started = timer.start();
-        if shared.within(pipe.query_async::<()>(conn)).await.is_err() {
+        let replies = shared
+            .within(pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(conn))
+            .await;
+        let Ok(replies) = replies else {
             // Some of the pipeline may have landed: the users of all of it
             // are told, which errs on the side of a gap too many.
             let limit = shared.config.publish_queue;
             shared.losses.restore(gaps, limit);
-            let mut lost = 0;
+            let mut lost = Lost::default();
             for item in batch.drain(..) {
-                lost += u64::from(item.kind == Kind::Event);
-                shared.losses.record(&item.user, limit);
+                lost.add(shared, &item);
             }
             return Some(lost);
-        }
+        };
         timer.done(started);
         let told = gaps.users.len() as u64 + u64::from(gaps.everyone);
         shared
             .stats
             .gaps_published
             .fetch_add(told, Ordering::Relaxed);
+        if replies.iter().any(Result::is_err) {
+            let streamed = batch.iter().filter(|item| item.kind == Kind::Stream);
+            let refused = settle(shared, conn, streamed.zip(replies)).await;
+            batch.clear();
+            match refused {
+                Settled::Lost(lost) if lost.events > 0 => {
+                    let events = lost.report(shared, link);
+                    tracing::warn!(
+                        lost = events,
+                        "Redis backplane: Redis refused events (out of memory, read-only?); \
+                         their users get a gap"
+                    );
+                }
+                Settled::Lost(_) => {}
+                Settled::ConnectionLost(lost) => return Some(lost),
+            }
+        }
         batch.clear();
+    }
+}
+
+/// Adds the append script for a stream event to `pipe`.
+fn add_append(
+    pipe: &mut redis::Pipeline,
+    shared: &Shared,
+    item: &Outgoing,
+    now: u64,
+    by_sha: bool,
+) {
+    let (head, body) = item
+        .payload
+        .split_at_checked(item.body_at)
+        .unwrap_or((item.payload.as_str(), ""));
+    stream::append(
+        pipe,
+        shared,
+        &item.user,
+        &item.channel,
+        head,
+        body,
+        now,
+        by_sha,
+    );
+}
+
+enum Settled {
+    /// These events were refused by Redis (the others landed).
+    Lost(Lost),
+    /// The connection failed while retrying: these are lost with it.
+    ConnectionLost(Lost),
+}
+
+/// Looks at the replies of a pipeline's stream events, some of which Redis
+/// refused. A script missing from the server's cache (it restarted, or
+/// someone ran `SCRIPT FLUSH`) ran nothing: those events are sent again by
+/// text (`EVAL`), unless an event after them landed, which a retry would
+/// overtake (then they are lost, and told as a gap). Any other refusal
+/// loses its event.
+async fn settle<'a>(
+    shared: &Shared,
+    conn: &mut MultiplexedConnection,
+    replies: impl Iterator<Item = (&'a Outgoing, redis::RedisResult<redis::Value>)>,
+) -> Settled {
+    let replies: Vec<_> = replies.collect();
+    let last_landed = replies.iter().rposition(|(_, reply)| reply.is_ok());
+    let mut lost = Lost::default();
+    let mut retry = Vec::new();
+    for (i, (item, reply)) in replies.into_iter().enumerate() {
+        match reply {
+            Ok(_) => {}
+            Err(error) if stream::is_noscript(&error) && last_landed.is_none_or(|l| i > l) => {
+                retry.push(item);
+            }
+            Err(error) => {
+                tracing::debug!(%error, "Redis backplane: an event was refused");
+                lost.add(shared, item);
+            }
+        }
+    }
+    if retry.is_empty() {
+        return Settled::Lost(lost);
+    }
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    let now = super::now_ms();
+    for item in &retry {
+        add_append(&mut pipe, shared, item, now, false);
+    }
+    let replies = shared
+        .within(pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(conn))
+        .await;
+    match replies {
+        Ok(replies) => {
+            for (item, reply) in retry.into_iter().zip(replies) {
+                if let Err(error) = reply {
+                    tracing::debug!(%error, "Redis backplane: an event was refused");
+                    lost.add(shared, item);
+                }
+            }
+            Settled::Lost(lost)
+        }
+        Err(_) => {
+            for item in retry {
+                lost.add(shared, item);
+            }
+            Settled::ConnectionLost(lost)
+        }
     }
 }
 

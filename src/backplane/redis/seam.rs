@@ -4,11 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::wire::Kind;
-use super::{RedisBackplane, admission, duration_ms, now_ms, presence, publisher, subscriber};
-use crate::backplane::{Backplane, BackplaneError, BoxFuture, NodeLink};
+use super::{
+    RedisBackplane, admission, duration_ms, now_ms, presence, publisher, stream, subscriber,
+};
+use crate::backplane::{Backplane, BackplaneError, BoxFuture, NodeLink, StreamRead};
 use crate::close::CloseFrame;
 use crate::event::EncodedEvent;
 use crate::id::UserId;
+use crate::stream::Position;
 
 impl Backplane for RedisBackplane {
     fn start(&self, node: NodeLink) {
@@ -16,6 +19,7 @@ impl Backplane for RedisBackplane {
             return;
         };
         let shared = &self.shared;
+        let _ = shared.started.set((node.clone(), node.history()));
         tokio::spawn(publisher::run(
             Arc::clone(shared),
             node.clone(),
@@ -31,7 +35,14 @@ impl Backplane for RedisBackplane {
     }
 
     fn publish(&self, user: &UserId, event: &EncodedEvent) -> Result<(), BackplaneError> {
-        self.enqueue(user, Kind::Event, event.wire_len(), |out| {
+        // In stream mode the append script in Redis places the event in the
+        // user's stream and publishes it (to this node too).
+        let kind = if self.shared.config.streams {
+            Kind::Stream
+        } else {
+            Kind::Event
+        };
+        self.enqueue(user, kind, event.wire_len(), |out| {
             event.write_wire(out);
         })
     }
@@ -147,6 +158,18 @@ impl Backplane for RedisBackplane {
 
     fn release(&self, user: &UserId) {
         self.shared.admission.release(user);
+    }
+
+    fn keeps_streams(&self) -> bool {
+        self.shared.config.streams
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        user: &'a UserId,
+        since: Option<&'a Position>,
+    ) -> BoxFuture<'a, Result<StreamRead, BackplaneError>> {
+        Box::pin(stream::read(&self.shared, user, since))
     }
 
     fn online_count(&self) -> BoxFuture<'_, Result<u64, BackplaneError>> {

@@ -9,13 +9,14 @@ use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use tokio::sync::{Notify, watch};
 
-use super::Shared;
 use super::wire::{self, Kind, Rejected};
-use crate::backplane::{BackplaneError, NodeLink};
+use super::{Shared, stream};
+use crate::backplane::{BackplaneError, NodeLink, Placement};
 use crate::close::{CloseCode, CloseFrame, CloseReason};
 use crate::event::EncodedEvent;
 use crate::event::control::GapReason;
 use crate::id::UserId;
+use crate::stream::Position;
 
 /// Which users this node wants to hear about, and which it is subscribed
 /// for. Both sets live under one lock so that "subscribed" can never
@@ -73,7 +74,9 @@ pub(super) async fn run(shared: Arc<Shared>, link: NodeLink, mut stop: watch::Re
                 _ = &mut subscriptions => break,
                 () = &mut tell_gap => {}
                 message = stream.next() => match message {
-                    Some(message) => receive(&shared, &link, &message),
+                    // Awaits only to repair a hole in a user's stream from
+                    // its history (bounded by the command timeout).
+                    Some(message) => receive(&shared, &link, &message).await,
                     None => break,
                 },
             }
@@ -206,7 +209,7 @@ async fn reconcile(shared: &Shared, sink: &mut PubSubSink) -> Result<(), Backpla
 }
 
 /// Handles one message: checked (signature first), then delivered.
-fn receive(shared: &Shared, link: &NodeLink, message: &redis::Msg) {
+async fn receive(shared: &Shared, link: &NodeLink, message: &redis::Msg) {
     let channel = message.get_channel_name();
     let opened = shared.signer.open(channel, message.get_payload_bytes());
     let message = match opened {
@@ -226,8 +229,9 @@ fn receive(shared: &Shared, link: &NodeLink, message: &redis::Msg) {
             return;
         }
     };
-    if message.node == shared.node {
-        // Delivered locally already.
+    if message.node == shared.node && message.kind != Kind::Stream {
+        // Delivered (or told) locally already. A stream event is not: the
+        // hub leaves its own users' delivery to the stream's order.
         return;
     }
     let Some(user) = wire::user_of(&shared.config.prefix, channel) else {
@@ -237,15 +241,22 @@ fn receive(shared: &Shared, link: &NodeLink, message: &redis::Msg) {
         return;
     };
     match message.kind {
-        Kind::Event => match EncodedEvent::from_wire(message.body) {
-            Ok(event) => {
-                let _ = link.deliver(&user, event);
+        Kind::Event if shared.config.streams => {
+            // Delivered here it would take an offset this node made up.
+            shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            link.record_rejected();
+            tracing::warn!(
+                "Redis backplane: dropped an event from a node that does not keep streams in \
+                 Redis (`RedisConfig::streams` must be the same on every node)"
+            );
+        }
+        Kind::Event => deliver(shared, link, &user, message.body),
+        Kind::Stream => match message.position {
+            Some(position) if shared.config.streams => {
+                deliver_at(shared, link, &user, &position, message.body).await;
             }
-            Err(_) => {
-                shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                link.record_rejected();
-                tracing::warn!("Redis backplane: dropped a malformed event");
-            }
+            // A node that numbers streams itself takes the event as any.
+            _ => deliver(shared, link, &user, message.body),
         },
         Kind::Disconnect => {
             let frame = message.body.split_once('\n').and_then(|(code, reason)| {
@@ -258,6 +269,90 @@ fn receive(shared: &Shared, link: &NodeLink, message: &redis::Msg) {
         }
         Kind::Gap => {
             link.notify_gap_to(&user, GapReason::BackplaneLostEvents);
+        }
+    }
+}
+
+/// Decodes an event's body, counting a malformed one.
+fn decode(shared: &Shared, link: &NodeLink, body: &str) -> Option<EncodedEvent> {
+    match EncodedEvent::from_wire(body) {
+        Ok(event) => Some(event),
+        Err(_) => {
+            shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            link.record_rejected();
+            tracing::warn!("Redis backplane: dropped a malformed event");
+            None
+        }
+    }
+}
+
+fn deliver(shared: &Shared, link: &NodeLink, user: &UserId, body: &str) {
+    if let Some(event) = decode(shared, link, body) {
+        let _ = link.deliver(user, event);
+    }
+}
+
+/// Delivers a stream event at its place. Pub/sub is at most once: when
+/// events before it never arrived here (a [`Placement::Hole`]), they are
+/// read from the history and delivered first; when the history cannot
+/// supply them all, the user's connections here are told (a `gap`) and
+/// delivery goes on from this event. So this node never delivers an event
+/// of a user's stream before one that precedes it.
+async fn deliver_at(
+    shared: &Shared,
+    link: &NodeLink,
+    user: &UserId,
+    position: &Position,
+    body: &str,
+) {
+    let Some(event) = decode(shared, link, body) else {
+        return;
+    };
+    let Some(Placement::Hole { after }) = link.deliver_at(user, position, event) else {
+        return;
+    };
+    let before = position.offset.saturating_sub(1);
+    let filled = stream::fill(shared, user, &position.epoch, after, before).await;
+    let mut repaired = filled.is_some();
+    for (offset, missed) in filled.into_iter().flatten() {
+        let at = Position {
+            epoch: position.epoch.clone(),
+            offset,
+        };
+        if let Some(Placement::Hole { .. }) = link.deliver_at(user, &at, missed) {
+            repaired = false;
+            break;
+        }
+    }
+    if !repaired {
+        tracing::warn!(
+            missing = before.saturating_sub(after),
+            "Redis backplane: events of a user's stream never arrived and the history cannot \
+             supply them; the user's connections here get a gap"
+        );
+        link.skip_to(
+            user,
+            &Position {
+                epoch: position.epoch.clone(),
+                offset: before,
+            },
+        );
+    }
+    // Decoded again rather than cloned on every delivery: holes are rare.
+    if let Some(event) = decode(shared, link, body)
+        && let Some(Placement::Hole { .. }) = link.deliver_at(user, position, event)
+    {
+        // Moved meanwhile (another epoch's cursor, a concurrent join):
+        // delivery goes on from here all the same.
+        link.skip_to(
+            user,
+            &Position {
+                epoch: position.epoch.clone(),
+                offset: before,
+            },
+        );
+        if let Some(event) = decode(shared, link, body) {
+            let _ = link.deliver_at(user, position, event);
         }
     }
 }

@@ -8,7 +8,19 @@
 //! another user's channel. Kinds:
 //!
 //! * `E`: an event for the channel's user; the body is
-//!   [`EncodedEvent::to_wire`](crate::event::EncodedEvent)'s form.
+//!   [`EncodedEvent::to_wire`](crate::event::EncodedEvent)'s form. Sent
+//!   when the backplane does not keep the streams.
+//! * `S`: an event of the channel's user's stream, as Redis placed it
+//!   (stream mode): `v2\n<node id>\nS\n<mac>\n<epoch>:<offset>\n<body>`,
+//!   the body as for `E`. The node signs `<body>` as for any kind; the
+//!   append script in Redis assigns the position and inserts the
+//!   `<epoch>:<offset>` line, so the position is **outside the MAC** (the
+//!   node cannot know it when it signs). What that allows someone with
+//!   write access to the Redis server: to reorder, drop or repeat authentic
+//!   events, or move them to other offsets of the same user's stream (they
+//!   could `DEL` the keys anyway); never to forge or alter an event's
+//!   content, or move it to another user. The history keeps each event in
+//!   exactly this form.
 //! * `D`: close the channel's user's connections; the body is
 //!   `<code>\n<reason>`.
 //! * `G`: the sender lost events it had accepted for the channel's user (or,
@@ -19,11 +31,14 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::id::UserId;
+use crate::stream::Position;
 
 /// What a message asks of its receivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
     Event,
+    /// An event of a stream kept in Redis: its position travels with it.
+    Stream,
     Disconnect,
     Gap,
 }
@@ -32,6 +47,7 @@ impl Kind {
     fn tag(self) -> &'static str {
         match self {
             Kind::Event => "E",
+            Kind::Stream => "S",
             Kind::Disconnect => "D",
             Kind::Gap => "G",
         }
@@ -40,10 +56,16 @@ impl Kind {
     fn from_tag(tag: &str) -> Option<Kind> {
         match tag {
             "E" => Some(Kind::Event),
+            "S" => Some(Kind::Stream),
             "D" => Some(Kind::Disconnect),
             "G" => Some(Kind::Gap),
             _ => None,
         }
+    }
+
+    /// Whether the message carries an event (lost ones are owed a gap).
+    pub(super) fn is_event(self) -> bool {
+        matches!(self, Kind::Event | Kind::Stream)
     }
 }
 
@@ -53,6 +75,9 @@ pub(super) struct Message<'a> {
     pub(super) node: &'a str,
     pub(super) kind: Kind,
     pub(super) body: &'a str,
+    /// Where Redis placed a [`Kind::Stream`] event (not covered by the
+    /// signature); `None` for the other kinds.
+    pub(super) position: Option<Position>,
 }
 
 /// Why a received message was dropped.
@@ -102,6 +127,19 @@ impl Signer {
         body_len: usize,
         body: impl FnOnce(&mut String),
     ) -> String {
+        self.seal_at(channel, node, kind, body_len, body).0
+    }
+
+    /// [`seal`](Signer::seal), and where the body starts in the payload:
+    /// a [`Kind::Stream`] message gets its position line inserted there.
+    pub(super) fn seal_at(
+        &self,
+        channel: &str,
+        node: &str,
+        kind: Kind,
+        body_len: usize,
+        body: impl FnOnce(&mut String),
+    ) -> (String, usize) {
         const PLACEHOLDER: &str =
             "0000000000000000000000000000000000000000000000000000000000000000";
         let mut out = String::with_capacity(VERSION.len() + node.len() + body_len + 72);
@@ -127,7 +165,7 @@ impl Signer {
         if out.is_char_boundary(tag_at) && out.is_char_boundary(tag_at + hex.len()) {
             out.replace_range(tag_at..tag_at + hex.len(), &hex);
         }
-        out
+        (out, body_at)
     }
 
     /// Parses and checks a payload received on `channel`. The signature is
@@ -154,10 +192,32 @@ impl Signer {
             return Err(Rejected::Malformed);
         }
         let tag = decoded;
+        // A stream event's position line comes first, outside the MAC.
+        let (position, body) = match kind {
+            Kind::Stream => {
+                let (position, body) = body.split_once('\n').ok_or(Rejected::Malformed)?;
+                (Some(position), body)
+            }
+            _ => (None, body),
+        };
         self.mac(channel, node, kind, body)
             .verify_slice(&tag)
             .map_err(|_| Rejected::BadSignature)?;
-        Ok(Message { node, kind, body })
+        let position = match position {
+            Some(text) => Some(
+                Position::parse_since(text)
+                    .ok()
+                    .filter(|p| p.offset > 0)
+                    .ok_or(Rejected::Malformed)?,
+            ),
+            None => None,
+        };
+        Ok(Message {
+            node,
+            kind,
+            body,
+            position,
+        })
     }
 }
 
@@ -268,7 +328,8 @@ mod tests {
             Ok(Message {
                 node: "node1",
                 kind: Kind::Event,
-                body: "a0\n,\"x\":1}"
+                body: "a0\n,\"x\":1}",
+                position: None,
             })
         );
         // Replayed onto another user's channel: refused.
@@ -312,5 +373,113 @@ mod tests {
                 "{malformed:?}"
             );
         }
+    }
+
+    /// What the append script publishes (and keeps in the history): the
+    /// sealed message with `<epoch>:<offset>\n` inserted where the body
+    /// starts.
+    fn placed(signer: &Signer, channel: &str, position: &str, body: &str) -> String {
+        let (sealed, body_at) = signer.seal_at(channel, "node1", Kind::Stream, body.len(), |out| {
+            out.push_str(body)
+        });
+        let (head, body) = sealed.split_at(body_at);
+        format!("{head}{position}\n{body}")
+    }
+
+    #[test]
+    fn a_stream_message_has_a_golden_form() {
+        let signer = Signer::new(KEY);
+        let message = placed(&signer, "wsl:u:61", "01JDZ4Q7:42", "a0\n,\"x\":1}");
+        assert_eq!(
+            message,
+            format!("v2\nnode1\nS\n{GOLDEN_MAC}\n01JDZ4Q7:42\na0\n,\"x\":1}}")
+        );
+        // The MAC is the one of an `S` message of the body alone: the
+        // position is not signed.
+        let mac = signer
+            .mac("wsl:u:61", "node1", Kind::Stream, "a0\n,\"x\":1}")
+            .finalize()
+            .into_bytes();
+        assert_eq!(message.split('\n').nth(3).unwrap(), hex(&mac));
+        assert_eq!(message.split('\n').nth(3).unwrap(), GOLDEN_MAC);
+    }
+
+    /// HMAC-SHA256 under `KEY` of `wsl:u:61\nnode1\nS\na0\n,"x":1}`.
+    const GOLDEN_MAC: &str = "ec6075d090502db8ebcbbb48c793a82cb6ed4d2c3724db24985e5a954ea1328a";
+
+    #[test]
+    fn a_stream_message_opens_with_its_position() {
+        let signer = Signer::new(KEY);
+        let message = placed(&signer, "wsl:u:61", "01JDZ4Q7:42", "a0\n,\"x\":1}");
+        let opened = signer.open("wsl:u:61", message.as_bytes()).unwrap();
+        assert_eq!(opened.kind, Kind::Stream);
+        assert_eq!(opened.node, "node1");
+        assert_eq!(opened.body, "a0\n,\"x\":1}");
+        assert_eq!(
+            opened.position,
+            Some(Position::parse_since("01JDZ4Q7:42").unwrap())
+        );
+        // The position is outside the MAC: Redis (or whoever writes to it)
+        // may move an event, never alter it.
+        let moved = message.replace("01JDZ4Q7:42", "01JDZ4Q7:43");
+        let opened = signer.open("wsl:u:61", moved.as_bytes()).unwrap();
+        assert_eq!(opened.position.map(|p| p.offset), Some(43));
+        let altered = message.replace("\"x\":1", "\"x\":2");
+        assert_eq!(
+            signer.open("wsl:u:61", altered.as_bytes()),
+            Err(Rejected::BadSignature)
+        );
+        assert_eq!(
+            signer.open("wsl:u:62", message.as_bytes()),
+            Err(Rejected::BadSignature)
+        );
+    }
+
+    #[test]
+    fn stream_messages_without_a_valid_position_are_malformed() {
+        let signer = Signer::new(KEY);
+        let body = "a0\n,\"x\":1}";
+        for position in [
+            "",
+            "01JDZ4Q7",
+            "01JDZ4Q7:",
+            "01JDZ4Q7:-1",
+            "bad epoch:1",
+            "e:0",
+        ] {
+            let message = placed(&signer, "c", position, body);
+            assert_eq!(
+                signer.open("c", message.as_bytes()),
+                Err(Rejected::Malformed),
+                "{position:?}"
+            );
+        }
+        // No position line at all (a body without a newline).
+        let (sealed, _) = signer.seal_at("c", "n", Kind::Stream, 4, |out| out.push_str("body"));
+        assert_eq!(
+            signer.open("c", sealed.as_bytes()),
+            Err(Rejected::Malformed)
+        );
+    }
+
+    #[test]
+    fn an_event_cannot_be_passed_off_as_a_stream_event_or_back() {
+        let signer = Signer::new(KEY);
+        let event = seal(&signer, "c", "n", Kind::Event, "a0\n,\"x\":1}");
+        let as_stream = event
+            .replacen("\nE\n", "\nS\n", 1)
+            .replacen("\na0\n", "\ne:1\na0\n", 1);
+        assert_eq!(
+            signer.open("c", as_stream.as_bytes()),
+            Err(Rejected::BadSignature)
+        );
+        let stream = placed(&signer, "c", "e:1", "a0\n,\"x\":1}");
+        let as_event = stream
+            .replacen("\nS\n", "\nE\n", 1)
+            .replacen("e:1\n", "", 1);
+        assert_eq!(
+            signer.open("c", as_event.as_bytes()),
+            Err(Rejected::BadSignature)
+        );
     }
 }
