@@ -20,7 +20,7 @@ use crate::{CloseReport, Handler, Hub};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Refusal {
-    /// The status: 400, 401, 403, 408, 426 or 431.
+    /// The status: 400, 401, 403, 408, 426, 431 or 503.
     pub status: u16,
     /// The stable error code, also the JSON body's `error`.
     pub code: &'static str,
@@ -40,6 +40,12 @@ impl Refusal {
 
     pub(crate) fn upgrade_invalid() -> Self {
         Refusal::new(400, "upgrade_invalid")
+    }
+
+    /// 400 `since_invalid`: the `since` query parameter is malformed (see
+    /// [`HandshakeRequest::since`]).
+    pub(crate) fn since_invalid() -> Self {
+        Refusal::new(400, "since_invalid")
     }
 
     /// 503 `server_busy`, with `Retry-After: 1`.
@@ -291,7 +297,10 @@ fn is_base64(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')
 }
 
-/// Checks the handshake, admits (503 `server_busy` past
+/// Checks the handshake, reads the `since` query parameter (400
+/// `since_invalid` when it is malformed, see [`HandshakeRequest::since`];
+/// refused before admission, so nothing is counted or authenticated),
+/// admits (503 `server_busy` past
 /// [`max_upgrades_in_flight`](crate::config::HubConfig::max_upgrades_in_flight)
 /// or [`max_connections`](crate::config::HubConfig::max_connections), or
 /// while the hub shuts down), authenticates (within
@@ -361,7 +370,16 @@ async fn decide_unchecked<A: Authenticator>(
     adapter: Adapter,
 ) -> Decision {
     let origin = Origin::of(adapter, request);
-    // Admission, before any work on the request: a bounded number of
+    // The resume position, before admission: a malformed one is the
+    // client's mistake, refused without taking a place or authenticating.
+    let since = match request.since() {
+        Ok(since) => since,
+        Err(error) => {
+            tracing::debug!(code = error.code(), "upgrade refused: malformed since");
+            return Decision::Refuse(Refusal::since_invalid());
+        }
+    };
+    // Admission, before any other work on the request: a bounded number of
     // upgrades in progress, an optional cap on connections, and none while
     // shutting down. Refused fast, so overload sheds load.
     let admission = hub.admission();
@@ -381,12 +399,19 @@ async fn decide_unchecked<A: Authenticator>(
         .await
         .unwrap_or_else(|_| Err(AuthError::Timeout.into()));
     match outcome {
-        Ok(outcome) => Decision::Upgrade(Admitted {
-            subprotocol: outcome.selected_subprotocol.clone(),
-            auth: Admit::Decided(Ok(outcome)),
-            slot,
-            origin,
-        }),
+        Ok(mut outcome) => {
+            // The client's resume request, unless the authenticator chose
+            // a position itself.
+            if outcome.since.is_none() {
+                outcome.since = since;
+            }
+            Decision::Upgrade(Admitted {
+                subprotocol: outcome.selected_subprotocol.clone(),
+                auth: Admit::Decided(Ok(outcome)),
+                slot,
+                origin,
+            })
+        }
         // No credentials in the handshake, and the authenticator takes them
         // in the first message: upgrade, and authenticate in band, still
         // under admission control.
@@ -425,6 +450,7 @@ fn busy(hub: &Hub) -> Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::Position;
 
     fn request(headers: &[(&str, &str)]) -> HandshakeRequest {
         let mut builder = HandshakeRequest::builder();
@@ -468,6 +494,85 @@ mod tests {
             check_handshake("GET", &request(&bad_key)).map_err(|r| r.code),
             Err("upgrade_invalid")
         );
+    }
+
+    /// Admits alice, counting its calls; resumes at `since` when set.
+    #[derive(Default)]
+    struct Alice {
+        calls: std::sync::atomic::AtomicUsize,
+        since: Option<Position>,
+    }
+
+    impl Authenticator for Alice {
+        async fn authenticate(
+            &self,
+            _: &HandshakeRequest,
+        ) -> Result<AuthOutcome, crate::auth::AuthFailure> {
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut outcome = AuthOutcome::new(crate::id::UserId::new("alice").unwrap());
+            outcome.since = self.since.clone();
+            Ok(outcome)
+        }
+    }
+
+    fn with_query(query: &str) -> HandshakeRequest {
+        let mut builder = HandshakeRequest::builder().query(query);
+        for (name, value) in GOOD {
+            builder = builder.header(name, value);
+        }
+        builder.build().unwrap()
+    }
+
+    /// The position an admitted upgrade carries into its connection.
+    async fn since_of(hub: &Hub, query: &str, auth: &Alice) -> Option<Position> {
+        match decide(hub, "GET", &with_query(query), auth).await {
+            Decision::Upgrade(Admitted {
+                auth: Admit::Decided(Ok(outcome)),
+                ..
+            }) => outcome.since,
+            other => panic!("{query}: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_since_is_refused_before_admission_and_authentication() {
+        let hub = Hub::new();
+        let auth = Alice::default();
+        for query in ["since=e:+1", "since=", "since=e:1&since=e:1", "since=%zz"] {
+            let Decision::Refuse(refusal) = decide(&hub, "GET", &with_query(query), &auth).await
+            else {
+                panic!("{query}: not refused");
+            };
+            assert_eq!(
+                (refusal.status, refusal.body()),
+                (400, r#"{"error":"since_invalid"}"#.to_owned()),
+                "{query}"
+            );
+        }
+        assert_eq!(auth.calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let metrics = hub.metrics();
+        assert_eq!(metrics.upgrades_refused, 0);
+        assert_eq!(metrics.auth_failures.values().sum::<u64>(), 0);
+        assert_eq!(hub.connection_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_admitted_upgrade_carries_its_since() {
+        let hub = Hub::new();
+        let e3 = Position::parse_since("e:3").ok();
+        assert_eq!(
+            since_of(&hub, "room=1&since=e%3A3", &Alice::default()).await,
+            e3
+        );
+        assert_eq!(since_of(&hub, "room=1", &Alice::default()).await, None);
+        // A position the authenticator chose itself is kept.
+        let mine = Alice {
+            since: Position::parse_since("mine:1").ok(),
+            ..Alice::default()
+        };
+        assert_eq!(since_of(&hub, "since=e:3", &mine).await, mine.since);
+        assert_eq!(since_of(&hub, "", &mine).await, mine.since);
     }
 
     #[test]

@@ -307,8 +307,9 @@ impl TokenSources {
 
 /// `text` with every `%XX` (two hex digits, either case) decoded; anything
 /// else, a malformed escape included, is kept as it is. Bytes, not a
-/// string: a decoded name need not be UTF-8.
-fn percent_decode(text: &str) -> Vec<u8> {
+/// string: a decoded name need not be UTF-8. Shared with
+/// [`HandshakeRequest::since`], which checks the escapes first.
+pub(crate) fn percent_decode(text: &str) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

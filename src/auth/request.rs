@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use super::AuthError;
+use super::extract::percent_decode;
+use crate::stream::{EPOCH_MAX_LEN, Position, SinceError};
 
 /// The parts of an upgrade request that authentication and routing need:
 /// headers (every value of a repeated header, in order), the offered
@@ -101,6 +103,77 @@ impl HandshakeRequest {
     /// The peer's address, when the adapter knows it.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer_addr
+    }
+
+    /// Where the client asks to resume its user's stream: the query
+    /// parameter `since=<epoch>:<offset>`, parsed with
+    /// [`Position::parse_since`]. `Ok(None)` when the query has no `since`.
+    ///
+    /// The parameter is the one whose name is exactly `since` once
+    /// percent-decoded (`%73ince` is it, `Since` is not). Its value is
+    /// percent-decoded before it is parsed; a `+` stays a `+` (and, like
+    /// any sign, is refused in the offset).
+    ///
+    /// Every adapter reads it before admission and authentication: a
+    /// malformed `since` refuses the upgrade with 400 `since_invalid`
+    /// ([`upgrade::decide`](crate::upgrade::decide)), or closes an
+    /// upgraded connection with 4400 `since_invalid`
+    /// ([`Hub::serve_with_auth`](crate::Hub::serve_with_auth)).
+    ///
+    /// # Errors
+    ///
+    /// [`SinceError::Repeated`] when the query has `since` more than once,
+    /// [`SinceError::TooLong`] when the encoded value is longer than any
+    /// valid one could be (checked before decoding),
+    /// [`SinceError::BadEncoding`] when the value has a `%` not followed by
+    /// two hex digits or decodes to bytes that are not UTF-8, and the
+    /// errors of [`Position::parse_since`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ws_lifecycle::auth::HandshakeRequest;
+    /// use ws_lifecycle::stream::SinceError;
+    ///
+    /// let request = HandshakeRequest::builder()
+    ///     .query("room=1&since=01JDZ4Q7%3A42")
+    ///     .build()?;
+    /// let since = request.since()?.expect("the query has a since");
+    /// assert_eq!((since.epoch.as_str(), since.offset), ("01JDZ4Q7", 42));
+    ///
+    /// let repeated = HandshakeRequest::builder().query("since=e:1&since=e:2").build()?;
+    /// assert_eq!(repeated.since(), Err(SinceError::Repeated));
+    ///
+    /// assert_eq!(HandshakeRequest::builder().build()?.since(), Ok(None));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn since(&self) -> Result<Option<Position>, SinceError> {
+        let Some(query) = self.query() else {
+            return Ok(None);
+        };
+        let mut found = None;
+        for pair in query.split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if percent_decode(name) != b"since" {
+                continue;
+            }
+            if found.is_some() {
+                return Err(SinceError::Repeated);
+            }
+            found = Some(value);
+        }
+        let Some(value) = found else {
+            return Ok(None);
+        };
+        if value.len() > MAX_SINCE_ENCODED {
+            return Err(SinceError::TooLong);
+        }
+        if !escapes_are_well_formed(value) {
+            return Err(SinceError::BadEncoding);
+        }
+        let decoded =
+            String::from_utf8(percent_decode(value)).map_err(|_| SinceError::BadEncoding)?;
+        Position::parse_since(&decoded).map(Some)
     }
 
     /// This request without its credentials and the WebSocket handshake's
@@ -218,6 +291,25 @@ impl HandshakeRequestBuilder {
     }
 }
 
+/// Longest encoded `since` value worth decoding: the longest valid value
+/// (a 64-character epoch, `:`, the 20 digits of `u64::MAX`) with every
+/// byte percent-encoded.
+const MAX_SINCE_ENCODED: usize = 3 * (EPOCH_MAX_LEN + 1 + 20);
+
+/// Whether every `%` in `text` starts an escape: `%` and two hex digits.
+fn escapes_are_well_formed(text: &str) -> bool {
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_hexdigit());
+            if !(hex(bytes.next()) && hex(bytes.next())) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// RFC 7230 `tchar`: the characters a subprotocol token may use.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -278,6 +370,76 @@ mod tests {
         assert_eq!(reauth.query(), None);
         assert_eq!(reauth.origin(), Some("https://app.example"));
         assert_eq!(reauth.header("cookie"), Some("session=1"));
+    }
+
+    fn since_of(query: &str) -> Result<Option<Position>, SinceError> {
+        HandshakeRequest::builder()
+            .query(query)
+            .build()
+            .unwrap_or_default()
+            .since()
+    }
+
+    #[test]
+    fn since_is_read_from_the_query_and_percent_decoded() {
+        let at = |epoch: &str, offset| {
+            Ok(Some(Position {
+                epoch: crate::stream::Epoch::new(epoch).unwrap(),
+                offset,
+            }))
+        };
+        assert_eq!(HandshakeRequest::default().since(), Ok(None));
+        for query in [
+            "",
+            "room=1",
+            "sinc=e:1",
+            "since_=e:1",
+            "Since=e:1",
+            "xsince=e:1",
+            "&&",
+        ] {
+            assert_eq!(since_of(query), Ok(None), "{query:?}");
+        }
+        assert_eq!(since_of("since=e:0"), at("e", 0));
+        assert_eq!(since_of("room=1&since=01JDZ4Q7:42&x"), at("01JDZ4Q7", 42));
+        // The name and the value are percent-decoded, either case.
+        assert_eq!(since_of("%73ince=e%3a7"), at("e", 7));
+        assert_eq!(since_of("since=%65%2D_:%31"), at("e-_", 1));
+        let max = format!("since={}:{}", "a".repeat(64), u64::MAX);
+        assert_eq!(
+            since_of(&max).map(|p| p.map(|p| p.offset)),
+            Ok(Some(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn a_malformed_since_says_why() {
+        let long_epoch = format!("since={}:1", "a".repeat(65));
+        let huge = format!("since={}", "%41".repeat(200));
+        for (query, error) in [
+            ("since", SinceError::NoSeparator),
+            ("since=", SinceError::NoSeparator),
+            ("since=abc", SinceError::NoSeparator),
+            ("since=:1", SinceError::BadEpoch),
+            ("since=e:-1", SinceError::BadOffset),
+            ("since=e:%2B1", SinceError::BadOffset),
+            ("since=e:+1", SinceError::BadOffset),
+            ("since=e:%201", SinceError::BadOffset),
+            ("since=e:1:2", SinceError::BadOffset),
+            ("since=e:18446744073709551616", SinceError::OffsetOverflow),
+            (&long_epoch, SinceError::BadEpoch),
+            ("since=e:1&since=e:2", SinceError::Repeated),
+            ("since=e:1&%73ince=e:1", SinceError::Repeated),
+            ("since=e:1&since", SinceError::Repeated),
+            ("since=%ZZ", SinceError::BadEncoding),
+            ("since=e:1%", SinceError::BadEncoding),
+            ("since=e:1%4", SinceError::BadEncoding),
+            ("since=%FF:1", SinceError::BadEncoding),
+            ("since=%C3:1", SinceError::BadEncoding),
+            (&huge, SinceError::TooLong),
+        ] {
+            assert_eq!(since_of(query), Err(error), "{query:?}");
+        }
     }
 
     #[test]

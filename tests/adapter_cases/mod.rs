@@ -57,6 +57,8 @@ macro_rules! adapter_suite {
             aborted_and_malformed_upgrades_are_not_logged_as_errors,
             a_peer_gone_without_a_close_frame_ends_as_peer_gone_not_a_protocol_error,
             an_oversized_subprotocol_offer_is_refused_before_the_upgrade,
+            a_malformed_since_is_refused_with_400_before_the_upgrade,
+            a_valid_since_upgrades_and_reaches_the_connection,
         );
     };
     (@cases $start:path; $($case:ident,)*) => {
@@ -231,6 +233,140 @@ pub async fn an_oversized_subprotocol_offer_is_refused_before_the_upgrade(
     let huge = format!("{huge}jwt.{token}");
     let status = ws_client::raw_status(addr, head(&huge)).await;
     assert!(matches!(status, 400 | 431), "{status}");
+    assert_eq!(hub.connection_count(), 0);
+}
+
+/// A complete upgrade request for alice (browser-style subprotocol pair,
+/// valid token) to `/ws?{query}`.
+fn upgrade_request_with_query(query: &str) -> String {
+    format!(
+        "GET /ws?{query} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: jwt-auth, jwt.{}\r\n\r\n",
+        token("alice")
+    )
+}
+
+/// A malformed `since` query parameter is refused with 400
+/// `since_invalid` before the upgrade, on every adapter, although the
+/// token is valid: before admission and authentication, so nothing is
+/// counted (no connection, no authentication failure, no 503).
+pub async fn a_malformed_since_is_refused_with_400_before_the_upgrade(hub: Hub, addr: SocketAddr) {
+    let long_epoch = format!("since={}:1", "a".repeat(65));
+    for query in [
+        "since=",
+        "since=abc",
+        "since=e:-1",
+        "since=e:%2B1",
+        "since=e:18446744073709551616",
+        "since=e:1:2",
+        &long_epoch,
+        "since=e:1&since=e:2",
+        "since=%ZZ",
+        "room=1&since=e:1%",
+        "%73ince=e:x",
+    ] {
+        assert_eq!(
+            ws_client::raw_response(addr, upgrade_request_with_query(query)).await,
+            (400, r#"{"error":"since_invalid"}"#.to_owned()),
+            "{query:?}"
+        );
+    }
+    hub.idle().await;
+    let metrics = hub.metrics();
+    assert_eq!(hub.connection_count(), 0);
+    assert_eq!(metrics.connections.get("failed").copied().unwrap_or(0), 0);
+    assert_eq!(metrics.connections.get("closed").copied().unwrap_or(0), 0);
+    assert_eq!(
+        metrics.auth_failures.values().sum::<u64>(),
+        0,
+        "refused before authentication"
+    );
+    assert_eq!(metrics.upgrades_refused, 0);
+}
+
+/// A WebSocket client opened on a URL of its own (the suite's
+/// `ws_client::connect` always opens `/ws`).
+type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// Opens `ws://addr/ws?{query}` as alice with the browser-style
+/// subprotocol pair; panics unless the server answers 101.
+async fn browser_with_query(addr: SocketAddr, query: &str) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/ws?{query}")
+        .into_client_request()
+        .unwrap();
+    let offer = format!("jwt-auth, jwt.{}", token("alice"));
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", offer.parse().unwrap());
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (socket, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap_or_else(|e| panic!("{query:?}: not upgraded: {e}"));
+    assert_eq!(response.status().as_u16(), 101, "{query:?}");
+    socket
+}
+
+/// The next text frame on `socket`, parsed (pings and pongs skipped).
+async fn next_json(socket: &mut Socket) -> serde_json::Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("no frame within 10 s");
+        match message {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(text.as_str()).unwrap(),
+            other => panic!("not a text frame: {other:?}"),
+        }
+    }
+}
+
+/// A valid `since` upgrades (101) on every adapter and reaches the
+/// connection: a resume at the stream's own epoch, with its history
+/// covering the gap, says `recovered: true` in the ready frame; one at an
+/// epoch the stream never had upgrades too and says `recovered: false`.
+pub async fn a_valid_since_upgrades_and_reaches_the_connection(hub: Hub, addr: SocketAddr) {
+    let mut alice = browser(addr, "alice").await.client;
+    let ready = alice.next_json().await;
+    assert_eq!(ready["type"], "ready");
+    let epoch = ready["epoch"].as_str().unwrap().to_owned();
+    let off = ready["off"].as_u64().unwrap();
+    // One event in alice's stream, kept in its history.
+    alice
+        .send_json(json!({ "type": "publish", "to": "alice", "payload": "kept" }))
+        .await;
+    let kept = alice.next_json().await;
+    assert_eq!(
+        (kept["payload"].as_str(), kept["off"].as_u64()),
+        (Some("kept"), Some(off + 1)),
+        "{kept}"
+    );
+    alice.close().await;
+    hub.idle().await;
+
+    let mut resumed = browser_with_query(addr, &format!("room=1&since={epoch}:{off}")).await;
+    let ready = next_json(&mut resumed).await;
+    assert_eq!(
+        (ready["type"].as_str(), ready["recovered"].as_bool()),
+        (Some("ready"), Some(true)),
+        "{ready}"
+    );
+    assert_eq!(ready["epoch"].as_str(), Some(epoch.as_str()), "{ready}");
+    assert_eq!(ready["off"].as_u64(), Some(off + 1), "{ready}");
+    resumed.close(None).await.unwrap();
+
+    // Percent-encoded, at an epoch the stream never had: upgraded, not
+    // recovered.
+    let mut other = browser_with_query(addr, "since=an%2Dold%5Fepoch%3A0").await;
+    let ready = next_json(&mut other).await;
+    assert_eq!(
+        (ready["type"].as_str(), ready["recovered"].as_bool()),
+        (Some("ready"), Some(false)),
+        "{ready}"
+    );
+    other.close(None).await.unwrap();
+    hub.idle().await;
     assert_eq!(hub.connection_count(), 0);
 }
 
