@@ -43,9 +43,14 @@ export interface ReadyFrame extends Envelope<"ready"> {
   recovered?: boolean;
 }
 
-/** The server may have missed events for this connection's user. */
+/**
+ * The server may have missed events for this connection's user; the client
+ * leaves the connection and resumes with `since`. May come ahead of `ready`.
+ */
 export interface GapFrame extends Envelope<"gap"> {
-  payload: { reason: "backplane_reconnected" | "backplane_lost_events" | (string & {}) };
+  payload: {
+    reason: "backplane_reconnected" | "backplane_lost_events" | "stream_restarted" | "stream_hole" | (string & {});
+  };
 }
 
 export interface ReauthRequiredFrame extends Envelope<"reauth_required"> {
@@ -251,7 +256,7 @@ export interface ClientOptions {
   reauthRetries?: number;
   /** Milliseconds for a socket to open. Default 10000. */
   connectTimeout?: number;
-  /** Ready on the `ready` frame (or any first frame); false: ready at open. Default true. */
+  /** Ready on the `ready` frame (or any other first frame that is not a control frame: `gap`, `reauth_*`); false: ready at open. Default true. */
   waitForReady?: boolean;
   /** While the page is hidden, reconnect once, then wait until it is visible. Default true. */
   pauseWhenHidden?: boolean;

@@ -228,6 +228,9 @@ export function eventName(type) {
 
 const OPEN = 1;
 const noop = () => {};
+// The server's own control frames: per connection, without `off`, and
+// possibly ahead of the application's `ready` frame.
+const CONTROL = new Set(["gap", "reauth_required", "reauth_ok", "reauth_failed"]);
 
 /** Why the client stopped; the rejection of `connect()` when it stops. */
 export class StoppedError extends Error {
@@ -554,9 +557,11 @@ export class WsLifecycleClient {
       if (!this.#position.since) this.#resync("seq_gap");
     }
     const type = eventName(frame.type);
-    // Nothing is written before ready: a first frame that is not `ready`
-    // means a server without ready frames (and without resume).
-    const resync = c.positioned ? null : this.#ready(c, type === "ready" ? frame : {});
+    // Before `ready` a server writes only its control frames (a `gap`, say):
+    // any other first frame means a server without ready frames (and
+    // without resume).
+    const early = !c.positioned && CONTROL.has(type);
+    const resync = c.positioned || early ? null : this.#ready(c, type === "ready" ? frame : {});
     if (c !== this.#conn) return; // a state listener closed the client
     // The ready frame's `off` is the stream's head, not an event of its own.
     const verdict = type === "ready" ? "deliver" : this.#position.accept(frame);

@@ -7,7 +7,14 @@
 //! the tests fail with the command that installs it.
 //!
 //! `WS_LIFECYCLE_SCREENSHOT=docs/demo.png cargo test --all-features --test
-//! browser` also writes the README's screenshot.
+//! browser` also writes the README's screenshot: an agent run whose
+//! connection was dropped half-way, resumed (`recovered: true`) and shown
+//! whole, each event's `off` once.
+//!
+//! The page is the demo's own (`examples/common/demo.html`) with the
+//! browser client (`client/ws-lifecycle.js`, served at `/client.js`); the
+//! tests drive it through its buttons and read its event log, waiting on
+//! DOM changes (a `MutationObserver`), never on fixed sleeps.
 
 #![cfg(all(
     feature = "browser-tests",
@@ -34,6 +41,7 @@ mod server;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -44,8 +52,11 @@ use tokio::process::{Child, Command};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use ws_lifecycle::Hub;
-use ws_lifecycle::adapters::axum::AxumTransport;
-use ws_lifecycle::auth::Authenticator;
+use ws_lifecycle::adapters::axum::{AxumTransport, WsUpgrade};
+use ws_lifecycle::auth::{AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
+use ws_lifecycle::close::{CloseCode, CloseFrame, CloseReason};
+use ws_lifecycle::id::UserId;
+use ws_lifecycle::stream::Position;
 
 const SECRET: &str = "browser test secret, 32 bytes or more";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -64,6 +75,66 @@ async fn demo_server(hub: Hub) -> SocketAddr {
     let serving =
         axum_app::serve(listener, hub, SECRET, "single node", std::future::pending()).unwrap();
     tokio::spawn(serving);
+    addr
+}
+
+/// The demo's authenticator, which also reads the `since` query parameter
+/// into the outcome (`AuthOutcome::with_since`), so that a reconnect
+/// resumes. STOPGAP: the adapters do not read `since` yet on this branch
+/// (that lands with the adapters' resume work); once they do, this wrapper
+/// changes nothing (an authenticator's `since` and the adapter's agree) and
+/// can go, leaving the demo server's own `/ws`.
+#[derive(Clone)]
+struct SinceFromQuery<A>(A);
+
+impl<A: Authenticator> Authenticator for SinceFromQuery<A> {
+    async fn authenticate(&self, request: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
+        let outcome = self.0.authenticate(request).await?;
+        let since = (request.query().unwrap_or_default().split('&'))
+            .find_map(|pair| pair.strip_prefix("since="))
+            .map(|text| Position::parse_since(&text.replace("%3A", ":")));
+        Ok(match since {
+            Some(Ok(since)) => outcome.with_since(since),
+            _ => outcome,
+        })
+    }
+}
+
+/// The demo server with resume (see [`SinceFromQuery`]); its first
+/// `expired_tokens` answers of `/demo-token` are tokens that expired an
+/// hour ago, so that a connect is refused with 4401 (`token_expired`).
+async fn resuming_server(hub: Hub, expired_tokens: usize) -> SocketAddr {
+    use axum::extract::Query;
+    use axum::routing::{any, get};
+    use std::collections::HashMap;
+
+    let demo = axum_app::router(hub.clone(), SECRET, "single node").unwrap();
+    let auth = SinceFromQuery(server::demo_authenticator(SECRET).unwrap());
+    let app = Arc::new(chat::ChatApp::new(hub.clone()));
+    let serving_hub = hub.clone();
+    let ws =
+        any(move |upgrade: WsUpgrade| async move { upgrade.serve(&serving_hub, &auth, app).await });
+    let expired = Arc::new(AtomicUsize::new(expired_tokens));
+    let tokens = get(move |Query(q): Query<HashMap<String, String>>| async move {
+        let user = q.get("user").cloned().unwrap_or_default();
+        let fresh = expired
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err();
+        axum::Json(json!({ "token": token(&user, if fresh { 3600 } else { -3600 }) }))
+    });
+    let router = axum::Router::new()
+        .route("/ws", ws)
+        .route("/demo-token", tokens)
+        .fallback_service(demo);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ws_lifecycle::adapters::ServeConfig::from(hub.config());
+    tokio::spawn(ws_lifecycle::adapters::axum::serve(
+        listener,
+        router,
+        config,
+        std::future::pending(),
+    ));
     addr
 }
 
@@ -280,12 +351,73 @@ async fn connect_as(browser: &mut Browser, tab: &str, user: &str) {
         .await;
 }
 
-/// The page's event log: (type, seq) per line.
+/// Sets the client's options for the tab's next connect (the demo page
+/// spreads `window.demoClientOptions` into them).
+async fn client_options(browser: &mut Browser, tab: &str, options: &Value) {
+    browser
+        .eval(tab, &format!("window.demoClientOptions = {options}; true"))
+        .await;
+}
+
+/// The page's event log: (type, seq) per frame.
 async fn events(browser: &mut Browser, tab: &str) -> Vec<(String, u64)> {
     let value = browser
-        .eval(tab, "[...document.querySelectorAll('#events li')].map(li => [li.dataset.type, Number(li.dataset.seq)])")
+        .eval(tab, "[...document.querySelectorAll('#events li.frame')].map(li => [li.dataset.type, Number(li.dataset.seq)])")
         .await;
     serde_json::from_value(value).unwrap()
+}
+
+/// One line of the page's log: a frame (`type`, with `off` for events of
+/// the user's stream and `recovered` for `ready`), or the client's own
+/// note (`type` "client", with the state and close code it reports).
+#[derive(Debug, serde::Deserialize)]
+struct Line {
+    #[serde(rename = "type")]
+    kind: String,
+    off: Option<u64>,
+    recovered: Option<String>,
+    state: Option<String>,
+    code: Option<String>,
+    reason: Option<String>,
+    resync: Option<String>,
+}
+
+async fn log_lines(browser: &mut Browser, tab: &str) -> Vec<Line> {
+    let value = browser
+        .eval(
+            tab,
+            "[...document.querySelectorAll('#events li')].map(li => ({
+                type: li.classList.contains('client') ? 'client' : li.dataset.type,
+                off: li.dataset.off === undefined ? null : Number(li.dataset.off),
+                recovered: li.dataset.recovered ?? null,
+                state: li.dataset.state ?? null,
+                code: li.dataset.code ?? null,
+                reason: li.dataset.reason ?? null,
+                resync: li.dataset.resync ?? null,
+            }))",
+        )
+        .await;
+    serde_json::from_value(value).unwrap()
+}
+
+/// An HS256 token for `user` under the test's secret, expiring
+/// `expires_in` seconds from now (negative: expired).
+fn token(user: &str, expires_in: i64) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({ "sub": user, "exp": i64::try_from(now).unwrap() + expires_in });
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+}
+
+fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
+    CloseFrame::new(
+        CloseCode::new(code).unwrap(),
+        CloseReason::new(reason).unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,6 +428,11 @@ async fn two_users_in_chromium_each_see_only_their_own_agent_run_in_order() {
     let url = format!("http://{addr}/");
     let alice = browser.open(&url).await;
     let bob = browser.open(&url).await;
+    // The page talks through the client module, served at /client.js.
+    let module = browser
+        .eval(&alice, "performance.getEntriesByType('resource').some(e => new URL(e.name).pathname === '/client.js')")
+        .await;
+    assert_eq!(module, true, "the demo page loads the client module");
     // A cookie with non-ASCII text, which Chromium sends as raw UTF-8 on
     // the upgrade: it must not cost the upgrade (`src/adapters` docs).
     let cookies = browser
@@ -348,16 +485,6 @@ async fn two_users_in_chromium_each_see_only_their_own_agent_run_in_order() {
         .await;
     assert_eq!(echoed, "alice: hi bob");
 
-    if let Ok(path) = std::env::var("WS_LIFECYCLE_SCREENSHOT") {
-        let shot = browser
-            .call(
-                Some(&alice),
-                "Page.captureScreenshot",
-                json!({ "format": "png" }),
-            )
-            .await;
-        std::fs::write(&path, base64_decode(shot["data"].as_str().unwrap())).unwrap();
-    }
     assert_eq!(hub.metrics().isolation_refusals, 0);
 }
 
@@ -379,6 +506,210 @@ async fn chromium_refuses_a_server_that_does_not_echo_the_subprotocol() {
         events(&mut browser, &tab).await.is_empty(),
         "nothing arrived"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_mid_run_resumes_and_the_page_shows_the_run_once_in_order() {
+    let hub = Hub::new();
+    let addr = resuming_server(hub.clone(), 0).await;
+    let mut browser = Browser::launch().await;
+    let tab = browser.open(&format!("http://{addr}/")).await;
+    // The reconnect after the drop waits 0.7 s: long enough for the run
+    // (an event every 0.5 s) to go on without a connection, so the resume
+    // has something to replay.
+    client_options(
+        &mut browser,
+        &tab,
+        &json!({ "backoff": { "base": 700, "cap": 700, "min": 700 } }),
+    )
+    .await;
+    connect_as(&mut browser, &tab, "alice").await;
+    browser
+        .eval(
+            &tab,
+            &when("document.getElementById('status').textContent === 'ready'"),
+        )
+        .await;
+    browser.eval(&tab, "document.getElementById('text').value = 'plan a trip'; document.getElementById('step').value = '500'; document.getElementById('run').click(); true").await;
+    // Two events in, the page drops its connection: the server ends it
+    // without a close frame (`ConnectionHandle::terminate`).
+    browser
+        .eval(
+            &tab,
+            &when("document.querySelector('#events li.frame[data-type=agent_thinking]')"),
+        )
+        .await;
+    browser
+        .eval(&tab, "document.getElementById('drop').click(); true")
+        .await;
+    browser
+        .eval(&tab, &when("document.querySelectorAll('#events li.frame[data-type=agent_completed]').length === 1 && document.querySelectorAll('#events li.frame[data-type=ready]').length === 2"))
+        .await;
+
+    let lines = log_lines(&mut browser, &tab).await;
+    let readies: Vec<Option<&str>> = (lines.iter().filter(|l| l.kind == "ready"))
+        .map(|l| l.recovered.as_deref())
+        .collect();
+    assert_eq!(
+        readies,
+        [Some("false"), Some("true")],
+        "a fresh connect, then a recovered resume: {lines:?}"
+    );
+    let drop_note = lines.iter().position(|l| {
+        l.kind == "client"
+            && l.state.as_deref() == Some("reconnecting")
+            && l.code.as_deref() == Some("1006")
+    });
+    assert!(
+        drop_note.is_some(),
+        "the page saw the drop as 1006: {lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.resync.is_none()),
+        "nothing to resync: {lines:?}"
+    );
+    // Each of the run's offsets once, in order, with the events in order:
+    // what came before the drop, the replay, then live.
+    let run: Vec<(&str, u64)> = (lines
+        .iter()
+        .filter(|l| AGENT_EVENTS.contains(&l.kind.as_str())))
+    .map(|l| (l.kind.as_str(), l.off.unwrap()))
+    .collect();
+    let expected: Vec<(&str, u64)> = AGENT_EVENTS.into_iter().zip(1..).collect();
+    assert_eq!(run, expected, "{lines:?}");
+    // The run went on while the connection was gone: some of it came
+    // after the drop, all of it after the second ready.
+    let second_ready = lines.iter().rposition(|l| l.kind == "ready").unwrap();
+    assert!(
+        drop_note.unwrap() < second_ready
+            && lines[second_ready..]
+                .iter()
+                .any(|l| l.kind == "agent_completed"),
+        "{lines:?}"
+    );
+
+    if let Ok(path) = std::env::var("WS_LIFECYCLE_SCREENSHOT") {
+        let shot = browser
+            .call(
+                Some(&tab),
+                "Page.captureScreenshot",
+                json!({ "format": "png" }),
+            )
+            .await;
+        std::fs::write(&path, base64_decode(shot["data"].as_str().unwrap())).unwrap();
+    }
+    assert_eq!(hub.metrics().isolation_refusals, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_codes_in_chromium_4401_refreshes_4429_waits_the_slow_backoff_4403_stops() {
+    let hub = Hub::new();
+    // The page's first token has expired.
+    let addr = resuming_server(hub.clone(), 1).await;
+    let mut browser = Browser::launch().await;
+    let tab = browser.open(&format!("http://{addr}/")).await;
+    const SLOW_MIN_MS: f64 = 400.0;
+    client_options(
+        &mut browser,
+        &tab,
+        &json!({
+            "backoff": { "base": 50, "cap": 50, "min": 0 },
+            "slowBackoff": { "base": 600, "cap": 600, "min": SLOW_MIN_MS },
+        }),
+    )
+    .await;
+    let carol = UserId::new("carol").unwrap();
+    let ready = |n: usize| {
+        when(&format!(
+            "document.getElementById('status').textContent === 'ready' && document.querySelectorAll('#events li.frame[data-type=ready]').length === {n}"
+        ))
+    };
+
+    // 4401: the client asks the provider for a fresh token and reconnects
+    // at once, without the page doing anything.
+    connect_as(&mut browser, &tab, "carol").await;
+    browser.eval(&tab, &ready(1)).await;
+    let lines = log_lines(&mut browser, &tab).await;
+    let refused = lines
+        .iter()
+        .find(|l| l.state.as_deref() == Some("reconnecting"));
+    assert_eq!(
+        refused.and_then(|l| l.code.as_deref()),
+        Some("4401"),
+        "{lines:?}"
+    );
+    let tokens = browser
+        .eval(&tab, "[document.getElementById('tokens').dataset.count, document.getElementById('tokens').dataset.last]")
+        .await;
+    assert_eq!(
+        tokens,
+        json!(["2", "unauthorized"]),
+        "one refused token, one fresh"
+    );
+
+    // 4429: the next attempt waits at least the slow backoff, measured in
+    // the page between the close and the next connect.
+    assert_eq!(
+        hub.disconnect_user(&carol, close_frame(4429, "rate_limited"))
+            .unwrap(),
+        1
+    );
+    browser.eval(&tab, &ready(2)).await;
+    let waited = browser
+        .eval(
+            &tab,
+            "(() => {
+                const notes = [...document.querySelectorAll('#events li.client')];
+                const close = notes.findIndex(li => li.dataset.state === 'reconnecting' && li.dataset.code === '4429');
+                const next = notes.slice(close + 1).find(li => li.dataset.state === 'connecting');
+                return [Number(next.dataset.at) - Number(notes[close].dataset.at), Number(notes[close].dataset.delay)];
+            })()",
+        )
+        .await;
+    let (waited, planned) = (waited[0].as_f64().unwrap(), waited[1].as_f64().unwrap());
+    assert!(
+        (SLOW_MIN_MS..=600.0).contains(&planned),
+        "the planned delay is the slow schedule's: {planned} ms"
+    );
+    // A timer fires no earlier than asked; 2 ms for the clock's coarsening.
+    assert!(
+        waited >= planned - 2.0,
+        "waited {waited} ms, planned {planned} ms"
+    );
+
+    // 4403: no reconnect, and the page shows why.
+    assert_eq!(
+        hub.disconnect_user(&carol, close_frame(4403, "revoked"))
+            .unwrap(),
+        1
+    );
+    browser
+        .eval(
+            &tab,
+            &when("document.getElementById('status').textContent === 'closed 4403 revoked'"),
+        )
+        .await;
+    let lines = log_lines(&mut browser, &tab).await;
+    let stopped = lines.last().unwrap();
+    assert_eq!(
+        (
+            stopped.state.as_deref(),
+            stopped.code.as_deref(),
+            stopped.reason.as_deref()
+        ),
+        (Some("closed"), Some("4403"), Some("revoked")),
+        "{lines:?}"
+    );
+    // Nothing signals a reconnect that does not happen: give it ten times
+    // the ordinary backoff's cap, then check none was attempted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = log_lines(&mut browser, &tab).await;
+    assert_eq!(
+        after.len(),
+        lines.len(),
+        "no reconnect after 4403: {after:?}"
+    );
+    assert!(hub.connections_of(&carol).is_empty());
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

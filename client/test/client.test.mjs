@@ -408,6 +408,40 @@ test("a gap frame: delivered, then a resume with since", async () => {
   assert.equal(next.url, "wss://a.example/ws?since=e1:3");
 });
 
+test("a gap ahead of the ready frame is not taken for ready: the client resumes from its position", async () => {
+  const h = harness();
+  await h.ready({ epoch: "e1", off: 3, recovered: false });
+  h.last().serverClose(1006);
+  const ws = await h.reconnect();
+  assert.equal(ws.url, "wss://a.example/ws?since=e1:3");
+  ws.open();
+  ws.frame({ type: "gap", payload: { reason: "backplane_reconnected" } }); // seq 1, before ready
+  assert.deepEqual(h.client.position, { epoch: "e1", off: 3 }, "the position is not reset");
+  assert.deepEqual(h.events.resync, []);
+  assert.deepEqual(ws.closedWith, { code: 1000, reason: "resume" });
+  const next = await h.reconnect();
+  assert.equal(next.url, "wss://a.example/ws?since=e1:3");
+  next.ready({ epoch: "e1", off: 4, recovered: true });
+  next.frame({ type: "message", off: 4 });
+  assert.deepEqual(h.seen, ["ready", "gap:1", "ready", "message:4"]);
+  assert.equal(h.events.state.at(-1).recovered, true);
+});
+
+test("a first connection: control frames ahead of ready are delivered, ready positions", async () => {
+  const h = harness();
+  const done = h.client.connect();
+  await settle();
+  const ws = h.last();
+  ws.open();
+  ws.frame({ type: "reauth_ok", payload: { expires_at: null } });
+  assert.equal(h.client.state, "connecting", "not ready on a control frame");
+  ws.frame({ type: "ready", epoch: "e1", off: 7, recovered: false });
+  await done;
+  assert.deepEqual(h.client.position, { epoch: "e1", off: 7 });
+  assert.deepEqual(h.seen, ["reauth_ok:1", "ready"]);
+  assert.deepEqual(h.events.resync, []);
+});
+
 test("seq: duplicates dropped; a skipped seq with contiguous off needs no resume", async () => {
   const h = harness();
   await h.ready({ epoch: "e1", off: 0 });

@@ -6,7 +6,16 @@
 //!   `{"type":"message","from":"<sender>","payload":"<text>"}` to every
 //!   connection of `to`;
 //! * `{"type":"agent_run","prompt":"<text>"}` answers the sender's user with
-//!   the five agent events, in order, for one freshly minted run;
+//!   the five agent events, in order, for one freshly minted run; with
+//!   `"step_ms":N` (0 to 2000, default 0: all five at once) a task of its
+//!   own sends them N ms apart. The run belongs to the user, not to the
+//!   connection: it goes on when the connection drops, and a client that
+//!   resumes (`since`) gets the events it missed. A `step_ms` out of range
+//!   is answered `{"type":"error","code":"bad_step_ms"}`;
+//! * `{"type":"drop"}` ends the connection at once, without a close frame,
+//!   as a network failure would (the browser sees 1006): the demo page's
+//!   "drop connection" button, for watching the client reconnect and
+//!   resume;
 //! * anything else (a binary message, text that is not JSON, JSON of another
 //!   shape) closes the connection with 4400 (`Inbound::json`).
 //!
@@ -19,19 +28,32 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::time::Duration;
 use ws_lifecycle::close::{CloseCode, CloseFrame, CloseReason};
 use ws_lifecycle::event::{AgentEventKind, Envelope, Event, EventName};
-use ws_lifecycle::id::RequestId;
-use ws_lifecycle::id::UserId;
+
+use ws_lifecycle::event::EncodedEvent;
+use ws_lifecycle::id::{RequestId, UserId};
 use ws_lifecycle::{ConnectionHandle, Handler, Hub, Inbound};
 
 /// One message from a client.
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientMessage {
-    Publish { to: String, payload: String },
-    AgentRun { prompt: String },
+    Publish {
+        to: String,
+        payload: String,
+    },
+    AgentRun {
+        prompt: String,
+        #[serde(default)]
+        step_ms: u64,
+    },
+    Drop,
 }
+
+/// The longest pause between two events of a run (`step_ms`).
+const MAX_STEP_MS: u64 = 2_000;
 
 /// The payload of each agent event of a run.
 #[derive(Serialize)]
@@ -106,22 +128,58 @@ impl Handler for ChatApp {
                 // the hub as a routing miss).
                 let _ = self.hub.send_encoded_to_user(&to, event);
             }
-            ClientMessage::AgentRun { prompt } => {
-                let user = conn.user();
-                let ctx = self.hub.ids().mint_context(user);
-                for (step, kind) in (1..).zip(AgentEventKind::ALL) {
-                    let payload = AgentStep {
-                        prompt: &prompt,
-                        step,
-                        request_id: &ctx.request,
-                    };
-                    let event = Envelope::agent(kind, &ctx.run)
-                        .encode(&payload)
-                        .map_err(|_| internal())?;
-                    let _ = self.hub.send_encoded_to_user(user, event);
+            ClientMessage::AgentRun { prompt, step_ms } => {
+                if step_ms > MAX_STEP_MS {
+                    let error = Event::custom(name("error")?, json!({ "code": "bad_step_ms" }));
+                    let _ = conn.emit(error);
+                    return Ok(());
                 }
+                let events = self.run(conn.user(), &prompt)?;
+                if step_ms == 0 {
+                    for event in events {
+                        let _ = self.hub.send_encoded_to_user(conn.user(), event);
+                    }
+                } else {
+                    // The user's run, not the connection's: it does not
+                    // watch the connection. Each event reaches whichever
+                    // connections the user has when it is sent, and the
+                    // user's stream keeps it for a client that resumes.
+                    let (hub, user) = (self.hub.clone(), conn.user().clone());
+                    tokio::spawn(async move {
+                        for (i, event) in events.into_iter().enumerate() {
+                            if i > 0 {
+                                tokio::time::sleep(Duration::from_millis(step_ms)).await;
+                            }
+                            let _ = hub.send_encoded_to_user(&user, event);
+                        }
+                    });
+                }
+            }
+            ClientMessage::Drop => {
+                // As a network failure would: no close frame (1006).
+                conn.terminate();
             }
         }
         Ok(())
+    }
+}
+
+impl ChatApp {
+    /// The five agent events of one freshly minted run for `user`, encoded.
+    fn run(&self, user: &UserId, prompt: &str) -> Result<Vec<EncodedEvent>, CloseFrame> {
+        let ctx = self.hub.ids().mint_context(user);
+        (1..)
+            .zip(AgentEventKind::ALL)
+            .map(|(step, kind)| {
+                let payload = AgentStep {
+                    prompt,
+                    step,
+                    request_id: &ctx.request,
+                };
+                Envelope::agent(kind, &ctx.run)
+                    .encode(&payload)
+                    .map_err(|_| internal())
+            })
+            .collect()
     }
 }
