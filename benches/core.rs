@@ -24,11 +24,11 @@ use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use ws_lifecycle::auth::AuthOutcome;
 use ws_lifecycle::close::CloseFrame;
-use ws_lifecycle::stream::{HistoryConfig, Position};
 use ws_lifecycle::config::{BufferLimit, HubConfig};
 use ws_lifecycle::event::{AgentEventKind, Event, EventName, WireMode};
 use ws_lifecycle::id::{ConnectionId, IdGenerator, RunId, UlidGenerator, UserId};
 use ws_lifecycle::state::{ConnectionState, StateMachine};
+use ws_lifecycle::stream::{HistoryConfig, Position};
 use ws_lifecycle::transport::memory;
 use ws_lifecycle::{ConnectionHandle, Handler, Hub, Inbound};
 
@@ -229,7 +229,11 @@ fn history(c: &mut Criterion) {
                             } else {
                                 hub.send_to_user(crowd, &ev).unwrap().accepted()
                             };
-                            frames.acquire_many(black_box(accepted)).await.unwrap().forget();
+                            frames
+                                .acquire_many(black_box(accepted))
+                                .await
+                                .unwrap()
+                                .forget();
                         }
                         started.elapsed()
                     })
@@ -247,7 +251,10 @@ fn history(c: &mut Criterion) {
     let Some(latest) = rt.block_on(hub.stream_position(&away)).unwrap() else {
         panic!("the stream is kept")
     };
-    let since = Position { offset: 0, ..latest };
+    let since = Position {
+        offset: 0,
+        ..latest
+    };
     g.bench_function("resume_1000_missed_events", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {

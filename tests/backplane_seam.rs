@@ -21,12 +21,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use ws_lifecycle::Hub;
+use ws_lifecycle::auth::AuthOutcome;
 use ws_lifecycle::backplane::{Backplane, BackplaneError, BoxFuture, NodeLink};
 use ws_lifecycle::close::CloseFrame;
 use ws_lifecycle::event::EncodedEvent;
 use ws_lifecycle::event::control::GapReason;
 use ws_lifecycle::id::UserId;
-use ws_lifecycle::auth::AuthOutcome;
 use ws_lifecycle::stream::{Position, ResumeOutcome};
 use ws_lifecycle::transport::memory;
 

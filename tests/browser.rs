@@ -53,10 +53,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use ws_lifecycle::Hub;
 use ws_lifecycle::adapters::axum::{AxumTransport, WsUpgrade};
-use ws_lifecycle::auth::{AuthFailure, AuthOutcome, Authenticator, HandshakeRequest};
+use ws_lifecycle::auth::Authenticator;
 use ws_lifecycle::close::{CloseCode, CloseFrame, CloseReason};
 use ws_lifecycle::id::UserId;
-use ws_lifecycle::stream::Position;
 
 const SECRET: &str = "browser test secret, 32 bytes or more";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -78,30 +77,8 @@ async fn demo_server(hub: Hub) -> SocketAddr {
     addr
 }
 
-/// The demo's authenticator, which also reads the `since` query parameter
-/// into the outcome (`AuthOutcome::with_since`), so that a reconnect
-/// resumes. STOPGAP: the adapters do not read `since` yet on this branch
-/// (that lands with the adapters' resume work); once they do, this wrapper
-/// changes nothing (an authenticator's `since` and the adapter's agree) and
-/// can go, leaving the demo server's own `/ws`.
-#[derive(Clone)]
-struct SinceFromQuery<A>(A);
-
-impl<A: Authenticator> Authenticator for SinceFromQuery<A> {
-    async fn authenticate(&self, request: &HandshakeRequest) -> Result<AuthOutcome, AuthFailure> {
-        let outcome = self.0.authenticate(request).await?;
-        let since = (request.query().unwrap_or_default().split('&'))
-            .find_map(|pair| pair.strip_prefix("since="))
-            .map(|text| Position::parse_since(&text.replace("%3A", ":")));
-        Ok(match since {
-            Some(Ok(since)) => outcome.with_since(since),
-            _ => outcome,
-        })
-    }
-}
-
-/// The demo server with resume (see [`SinceFromQuery`]); its first
-/// `expired_tokens` answers of `/demo-token` are tokens that expired an
+/// The demo server (the adapter reads `since`, so reconnects resume); its
+/// first `expired_tokens` answers of `/demo-token` are tokens that expired an
 /// hour ago, so that a connect is refused with 4401 (`token_expired`).
 async fn resuming_server(hub: Hub, expired_tokens: usize) -> SocketAddr {
     use axum::extract::Query;
@@ -109,7 +86,7 @@ async fn resuming_server(hub: Hub, expired_tokens: usize) -> SocketAddr {
     use std::collections::HashMap;
 
     let demo = axum_app::router(hub.clone(), SECRET, "single node").unwrap();
-    let auth = SinceFromQuery(server::demo_authenticator(SECRET).unwrap());
+    let auth = server::demo_authenticator(SECRET).unwrap();
     let app = Arc::new(chat::ChatApp::new(hub.clone()));
     let serving_hub = hub.clone();
     let ws =

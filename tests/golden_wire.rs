@@ -550,7 +550,12 @@ fn control_events_are_pinned_byte_for_byte() {
 #[test]
 fn stream_offsets_are_pinned_byte_for_byte() -> TestResult {
     let run = run()?;
-    let agent = Event::agent(AgentEventKind::ToolExecuting, &run, json!({"tool": "search"})).encode()?;
+    let agent = Event::agent(
+        AgentEventKind::ToolExecuting,
+        &run,
+        json!({"tool": "search"}),
+    )
+    .encode()?;
     let named = format!(
         r#"{{"v":1,"seq":7,"off":42,"type":"tool_executing","thread_id":"{THREAD}","run_id":"{RUN}","payload":{{"tool":"search"}}}}"#
     );
@@ -559,13 +564,19 @@ fn stream_offsets_are_pinned_byte_for_byte() -> TestResult {
     );
     assert_eq!(agent.frame_at(7, Some(42), WireMode::Named), named);
     assert_eq!(agent.frame_at(7, Some(42), WireMode::LegacyNumeric), legacy);
-    assert_eq!(agent.frame_len_at(7, Some(42), WireMode::Named), named.len());
+    assert_eq!(
+        agent.frame_len_at(7, Some(42), WireMode::Named),
+        named.len()
+    );
     let custom = Event::custom(chat()?, json!("hi")).encode()?;
     assert_eq!(
         custom.frame_at(1, Some(u64::MAX), WireMode::Named),
         r#"{"v":1,"seq":1,"off":18446744073709551615,"type":"chat.message","payload":"hi"}"#
     );
-    assert_eq!(custom.frame_at(1, None, WireMode::Named), custom.frame(1, WireMode::Named));
+    assert_eq!(
+        custom.frame_at(1, None, WireMode::Named),
+        custom.frame(1, WireMode::Named)
+    );
     Ok(())
 }
 
@@ -574,8 +585,14 @@ fn stream_offsets_are_pinned_byte_for_byte() -> TestResult {
 fn the_ready_frames_stream_position_is_pinned() -> TestResult {
     use ws_lifecycle::stream::{Epoch, Position, ResumeOutcome};
     let resume = ResumeOutcome::new(
-        Some(Position { epoch: Epoch::new("01JDZ4Q7")?, offset: 3 }),
-        Position { epoch: Epoch::new("01JDZ4Q7")?, offset: 8 },
+        Some(Position {
+            epoch: Epoch::new("01JDZ4Q7")?,
+            offset: 3,
+        }),
+        Position {
+            epoch: Epoch::new("01JDZ4Q7")?,
+            offset: 8,
+        },
         true,
         5,
     );

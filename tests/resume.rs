@@ -30,7 +30,9 @@ struct Ready;
 
 impl Handler for Ready {
     async fn on_ready(&self, conn: &ConnectionHandle) -> Result<(), CloseFrame> {
-        let resume = conn.resume().expect("the hub joins the stream before on_ready");
+        let resume = conn
+            .resume()
+            .expect("the hub joins the stream before on_ready");
         let ready = Event::custom(EventName::new("ready").unwrap(), Value::Null)
             .with_resume(resume)
             .with_field("replayed", resume.replayed)
@@ -70,7 +72,13 @@ async fn connect(hub: &Hub, user: &UserId, since: Option<Position>) -> (Client, 
     let ready = next_json(&mut client).await;
     assert_eq!(ready["type"], "ready", "the first frame is ready: {ready}");
     assert!(ready.get("off").is_some() && ready["seq"] == 1);
-    (Client { socket: client, served }, ready)
+    (
+        Client {
+            socket: client,
+            served,
+        },
+        ready,
+    )
 }
 
 fn position(ready: &Value) -> Position {
@@ -115,12 +123,18 @@ async fn a_client_resuming_after_k_missed_events_gets_them_once_in_order_then_li
     let hub = Hub::new();
     let alice = user("alice");
     let (mut client, ready) = connect(&hub, &alice, None).await;
-    assert_eq!((ready["off"].as_u64(), ready["recovered"].as_bool()), (Some(0), Some(false)));
+    assert_eq!(
+        (ready["off"].as_u64(), ready["recovered"].as_bool()),
+        (Some(0), Some(false))
+    );
     for n in 1..=3 {
         assert_eq!(send(&hub, &alice, n), Some(n));
     }
     assert_eq!(offsets(&mut client, 3).await, [(1, 1), (2, 2), (3, 3)]);
-    let seen = Position { epoch: position(&ready).epoch, offset: 3 };
+    let seen = Position {
+        epoch: position(&ready).epoch,
+        offset: 3,
+    };
     leave(client, &hub, &alice).await;
 
     for n in 4..=8 {
@@ -128,7 +142,10 @@ async fn a_client_resuming_after_k_missed_events_gets_them_once_in_order_then_li
     }
     let (mut client, ready) = connect(&hub, &alice, Some(seen.clone())).await;
     assert_eq!(ready["recovered"], true);
-    assert_eq!((ready["off"].as_u64(), ready["replayed"].as_u64()), (Some(8), Some(5)));
+    assert_eq!(
+        (ready["off"].as_u64(), ready["replayed"].as_u64()),
+        (Some(8), Some(5))
+    );
     assert_eq!(ready["epoch"], seen.epoch.as_str());
     let replayed = offsets(&mut client, 5).await;
     assert_eq!(replayed, (4..=8).map(|n| (n, n)).collect::<Vec<_>>());
@@ -136,7 +153,14 @@ async fn a_client_resuming_after_k_missed_events_gets_them_once_in_order_then_li
     assert_eq!(offsets(&mut client, 1).await, [(9, 9)]);
     nothing_more(&mut client);
     let m = hub.metrics();
-    assert_eq!((m.resumes_recovered, m.resumes_not_recovered, m.events_replayed), (1, 0, 5));
+    assert_eq!(
+        (
+            m.resumes_recovered,
+            m.resumes_not_recovered,
+            m.events_replayed
+        ),
+        (1, 0, 5)
+    );
 }
 
 #[tokio::test]
@@ -145,10 +169,16 @@ async fn a_resume_at_the_latest_offset_is_recovered_with_nothing_to_replay() {
     let alice = user("alice");
     let (client, ready) = connect(&hub, &alice, None).await;
     send(&hub, &alice, 1);
-    let seen = Position { epoch: position(&ready).epoch, offset: 1 };
+    let seen = Position {
+        epoch: position(&ready).epoch,
+        offset: 1,
+    };
     leave(client, &hub, &alice).await;
     let (mut client, ready) = connect(&hub, &alice, Some(seen)).await;
-    assert_eq!((ready["recovered"].as_bool(), ready["replayed"].as_u64()), (Some(true), Some(0)));
+    assert_eq!(
+        (ready["recovered"].as_bool(), ready["replayed"].as_u64()),
+        (Some(true), Some(0))
+    );
     send(&hub, &alice, 2);
     assert_eq!(offsets(&mut client, 1).await, [(2, 2)]);
 }
@@ -161,7 +191,10 @@ async fn not_recovered(hub: Hub, wrong: impl FnOnce(Position) -> Position) {
     let (client, ready) = connect(&hub, &alice, None).await;
     send(&hub, &alice, 1);
     send(&hub, &alice, 2);
-    let seen = Position { epoch: position(&ready).epoch, offset: 2 };
+    let seen = Position {
+        epoch: position(&ready).epoch,
+        offset: 2,
+    };
     leave(client, &hub, &alice).await;
     for n in 3..=6 {
         send(&hub, &alice, n);
@@ -171,21 +204,40 @@ async fn not_recovered(hub: Hub, wrong: impl FnOnce(Position) -> Position) {
     assert_eq!(ready["replayed"], 0);
     let joined = ready["off"].as_u64().unwrap();
     let live = send(&hub, &alice, 7).unwrap();
-    assert_eq!(offsets(&mut client, 1).await, [(live, 7)], "no partial replay");
+    assert_eq!(
+        offsets(&mut client, 1).await,
+        [(live, 7)],
+        "no partial replay"
+    );
     assert!(live > joined);
     nothing_more(&mut client);
     let m = hub.metrics();
-    assert_eq!((m.resumes_recovered, m.resumes_not_recovered, m.events_replayed), (0, 1, 0));
+    assert_eq!(
+        (
+            m.resumes_recovered,
+            m.resumes_not_recovered,
+            m.events_replayed
+        ),
+        (0, 1, 0)
+    );
 }
 
 #[tokio::test]
 async fn a_resume_with_another_epoch_is_not_recovered() {
-    not_recovered(Hub::new(), |seen| Position { epoch: Epoch::mint(), ..seen }).await;
+    not_recovered(Hub::new(), |seen| Position {
+        epoch: Epoch::mint(),
+        ..seen
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_resume_ahead_of_the_stream_is_not_recovered() {
-    not_recovered(Hub::new(), |seen| Position { offset: 100, ..seen }).await;
+    not_recovered(Hub::new(), |seen| Position {
+        offset: 100,
+        ..seen
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -220,7 +272,10 @@ async fn another_users_position_yields_nothing_of_theirs() {
         send(&hub, &bob, 100 + n);
     }
     // Alice presents bob's epoch and an offset inside bob's history.
-    let bobs = Position { epoch: position(&bob_ready).epoch, offset: 1 };
+    let bobs = Position {
+        epoch: position(&bob_ready).epoch,
+        offset: 1,
+    };
     let (mut client, ready) = connect(&hub, &alice, Some(bobs)).await;
     assert_eq!(ready["recovered"], false);
     assert_ne!(ready["epoch"], bob_ready["epoch"], "alice's own stream");
@@ -242,16 +297,27 @@ async fn events_sent_before_on_ready_follow_the_ready_frame_with_their_offsets()
         .unwrap();
     // Routable, not ready: held, and written after `ready` (nothing is
     // written before it), as part of this connection's stream.
-    assert_eq!(hub.send_to_user(&alice, &event("note", json!(1))).unwrap().buffered, 1);
+    assert_eq!(
+        hub.send_to_user(&alice, &event("note", json!(1)))
+            .unwrap()
+            .buffered,
+        1
+    );
     let runner = hub.clone();
     tokio::spawn(async move { runner.run(conn, &Ready).await });
     let ready = next_json(&mut socket).await;
-    assert_eq!((ready["type"].as_str(), ready["seq"].as_u64()), (Some("ready"), Some(1)));
+    assert_eq!(
+        (ready["type"].as_str(), ready["seq"].as_u64()),
+        (Some("ready"), Some(1))
+    );
     assert_eq!(ready["off"], 0, "it started listening before offset 1");
     send(&hub, &alice, 2);
     for (seq, off) in [(2, 1), (3, 2)] {
         let f = next_json(&mut socket).await;
-        assert_eq!((f["seq"].as_u64(), f["off"].as_u64()), (Some(seq), Some(off)));
+        assert_eq!(
+            (f["seq"].as_u64(), f["off"].as_u64()),
+            (Some(seq), Some(off))
+        );
     }
 }
 
@@ -269,7 +335,10 @@ async fn a_full_replay_followed_by_live_events_does_not_overflow_the_queue() {
         send(&hub, &alice, n);
     }
     let (mut client, ready) = connect(&hub, &alice, Some(seen)).await;
-    assert_eq!((ready["recovered"].as_bool(), ready["replayed"].as_u64()), (Some(true), Some(max)));
+    assert_eq!(
+        (ready["recovered"].as_bool(), ready["replayed"].as_u64()),
+        (Some(true), Some(max))
+    );
     for n in max + 1..=max + 50 {
         let d = hub.send_to_user(&alice, &event("note", json!(n))).unwrap();
         assert_eq!(d.queued, 1, "live event {n} refused behind the replay");
@@ -291,11 +360,17 @@ async fn every_connection_of_a_user_sees_the_same_offsets_and_per_connection_eve
     for client in [&mut one, &mut two] {
         assert_eq!(offsets(client, 2).await, [(1, 1), (2, 2)]);
     }
-    let id: ws_lifecycle::id::ConnectionId =
-        one_ready["connection_id"].as_str().unwrap().parse().unwrap();
+    let id: ws_lifecycle::id::ConnectionId = one_ready["connection_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let seq = hub.send_to_connection(&id, event("own", json!(0))).unwrap();
     let own = next_json(&mut one.socket).await;
-    assert_eq!((own["type"].as_str(), own["seq"].as_u64()), (Some("own"), Some(seq)));
+    assert_eq!(
+        (own["type"].as_str(), own["seq"].as_u64()),
+        (Some("own"), Some(seq))
+    );
     assert!(own.get("off").is_none(), "{own}");
     send(&hub, &alice, 3);
     assert_eq!(offsets(&mut two, 1).await, [(3, 3)], "two never saw `own`");
@@ -306,7 +381,11 @@ async fn the_stream_position_and_delivery_report_the_offset() {
     let hub = Hub::new();
     let alice = user("alice");
     assert_eq!(hub.stream_position(&alice).await.unwrap(), None);
-    assert_eq!(send(&hub, &alice, 1), Some(1), "kept for a resume though offline");
+    assert_eq!(
+        send(&hub, &alice, 1),
+        Some(1),
+        "kept for a resume though offline"
+    );
     let position = hub.stream_position(&alice).await.unwrap().unwrap();
     assert_eq!(position.offset, 1);
 }
@@ -321,6 +400,9 @@ async fn a_flood_to_many_users_stays_within_the_byte_budget() {
     }
     let usage = hub.history_usage();
     assert!(usage.bytes <= budget, "{usage:?}");
-    assert!(usage.streams < 20_000, "old streams were forgotten: {usage:?}");
+    assert!(
+        usage.streams < 20_000,
+        "old streams were forgotten: {usage:?}"
+    );
     assert!(usage.streams > 0);
 }

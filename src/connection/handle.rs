@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::close::{CloseCause, CloseFrame};
-use crate::stream::ResumeOutcome;
 use crate::connection::outbox::{Refused, Routed};
 use crate::connection::shared::ConnShared;
 use crate::event::control::Control;
@@ -18,6 +17,7 @@ use crate::event::{EncodeError, EncodedEvent, Event};
 use crate::extensions::Extensions;
 use crate::id::{ConnectionId, UserId};
 use crate::state::{ConnectionState, WaitError};
+use crate::stream::ResumeOutcome;
 
 /// An event was not accepted; the event is handed back so nothing is lost.
 #[derive(Debug, PartialEq, thiserror::Error)]

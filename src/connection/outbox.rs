@@ -344,7 +344,10 @@ impl Outbox {
     /// everything from it on reached this connection.
     pub(crate) fn first_held(&self) -> Option<u64> {
         let s = self.state.lock();
-        s.held.front().and_then(|q| q.event.off).map(NonZeroU64::get)
+        s.held
+            .front()
+            .and_then(|q| q.event.off)
+            .map(NonZeroU64::get)
     }
 
     /// Asks the writer to send a ping, ahead of queued events.

@@ -47,13 +47,7 @@ struct Run {
 
 /// Publishes `seen` events, then runs `steps` for a connection resuming at
 /// `since_offset` (in the stream's epoch when `same_epoch`).
-fn run(
-    seen: u64,
-    since_offset: u64,
-    same_epoch: bool,
-    steps: &[Step],
-    per_user: usize,
-) -> Run {
+fn run(seen: u64, since_offset: u64, same_epoch: bool, steps: &[Step], per_user: usize) -> Run {
     let history = HistoryConfig {
         max_events_per_user: per_user,
         window: Duration::from_secs(600),
@@ -135,10 +129,7 @@ fn run(
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
-    prop::collection::vec(
-        prop_oneof![Just(Step::Publish), Just(Step::Next)],
-        0..40,
-    )
+    prop::collection::vec(prop_oneof![Just(Step::Publish), Just(Step::Next)], 0..40)
 }
 
 proptest! {

@@ -433,7 +433,11 @@ impl<T: Transport> Connection<ServicesReady<T>> {
     /// [`ready`](Connection::ready) for a connection that joined its
     /// user's stream at offset `after`: `replay` (a resume's missed events)
     /// goes first, then the held events past it.
-    pub(super) fn ready_after(mut self, replay: Vec<Arc<Routed>>, after: u64) -> Connection<Ready<T>> {
+    pub(super) fn ready_after(
+        mut self,
+        replay: Vec<Arc<Routed>>,
+        after: u64,
+    ) -> Connection<Ready<T>> {
         let shared = self.stage.shared;
         // In this order, so both hold: whoever sees Ready (`wait_ready`) and
         // then sends finds the event queued for writing, not buffered

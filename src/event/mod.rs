@@ -292,9 +292,13 @@ impl Event {
     pub fn with_resume(mut self, resume: &crate::stream::ResumeOutcome) -> Self {
         if let Event::Custom { fields, .. } = &mut self {
             let position = &resume.position;
-            fields.0.insert("epoch".to_owned(), position.epoch.as_str().into());
+            fields
+                .0
+                .insert("epoch".to_owned(), position.epoch.as_str().into());
             fields.0.insert("off".to_owned(), position.offset.into());
-            fields.0.insert("recovered".to_owned(), resume.recovered.into());
+            fields
+                .0
+                .insert("recovered".to_owned(), resume.recovered.into());
         }
         self
     }

@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use crate::backplane::{BackplaneError, SharedBackplane};
 use crate::config::HubConfig;
+use crate::connection::outbox::Routed;
 use crate::connection::{Connecting, Connection, Context, Origin};
 use crate::id::{IdGenerator, UserId};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::router::Router;
-use crate::connection::outbox::Routed;
 use crate::stream::table::Table;
 
 mod admission;

@@ -124,7 +124,9 @@ impl Owner for Inner {
             let read = self.streams.read(user, since);
             let joined = Joined {
                 position: read.position,
-                history: read.history.map(|h| h.into_iter().map(|(_, r)| r).collect()),
+                history: read
+                    .history
+                    .map(|h| h.into_iter().map(|(_, r)| r).collect()),
             };
             return std::future::ready(joined).boxed();
         }

@@ -184,7 +184,10 @@ mod tests {
             assert_eq!(Position::parse_since(bad), Err(error), "{bad:?}");
         }
         let long_epoch = format!("{}:1", "a".repeat(65));
-        assert_eq!(Position::parse_since(&long_epoch), Err(SinceError::BadEpoch));
+        assert_eq!(
+            Position::parse_since(&long_epoch),
+            Err(SinceError::BadEpoch)
+        );
         let too_long = format!("{}:{}", "a".repeat(64), "1".repeat(30));
         assert_eq!(Position::parse_since(&too_long), Err(SinceError::TooLong));
     }

@@ -203,7 +203,11 @@ impl<T: Clone> Table<T> {
             let Some(stream) = shard.streams.get_mut(&arrival.user) else {
                 continue;
             };
-            if stream.retained.front().is_some_and(|r| r.off == arrival.off) {
+            if stream
+                .retained
+                .front()
+                .is_some_and(|r| r.off == arrival.off)
+            {
                 stream.retained.pop_front();
             }
             if stream.retained.is_empty() && !connected(&arrival.user) {
@@ -298,9 +302,7 @@ impl<T: Clone> Table<T> {
                 route(Positioned::Next);
                 Positioned::Next
             }
-            _ => Positioned::Hole {
-                after: stream.head,
-            },
+            _ => Positioned::Hole { after: stream.head },
         }
     }
 
