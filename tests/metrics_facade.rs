@@ -194,6 +194,9 @@ async fn a_scripted_life_emits_exact_values() {
             ),
             ("ws_lifecycle_deliveries_total{outcome=written}", 3),
             ("ws_lifecycle_gaps_signalled_total", 0),
+            ("ws_lifecycle_events_replayed_total", 0),
+            ("ws_lifecycle_resumes_total{outcome=not_recovered}", 0),
+            ("ws_lifecycle_resumes_total{outcome=recovered}", 0),
         ])
     );
     // Sizes exactly; durations by their number of samples.

@@ -88,6 +88,10 @@ impl Queued {
 pub(crate) enum Accepted {
     Buffered,
     Queued,
+    /// An event of the user's stream at or below the last offset this
+    /// connection has: it has it already (a replay, or a node repairing a
+    /// hole behind it), so it is dropped, not written twice.
+    Repeat,
 }
 
 /// Why an event was refused. The outbox has already counted it.
@@ -134,6 +138,9 @@ struct State {
     /// arrival order, waiting for their place after the replay of a resume
     /// (they get their `seq` when the outbox opens).
     held: VecDeque<Queued>,
+    /// The last offset of the user's stream queued, once open: a later
+    /// event at or below it is a repeat.
+    last_off: u64,
     /// Replayed events still queued. A resume's replay is bounded by the
     /// history's own limits, not the queue's: it neither counts against the
     /// outbound queue (weight 0) nor makes live events behind it overflow.
@@ -191,6 +198,7 @@ impl Outbox {
                 next_seq: 1,
                 queue: VecDeque::new(),
                 held: VecDeque::new(),
+                last_off: 0,
                 replay_left: 0,
                 bytes: 0,
                 lost_by_writer: 0,
@@ -219,6 +227,9 @@ impl Outbox {
         if s.closing.is_some() {
             Metrics::inc(&c.refused_closed);
             return Err(Refused::Closed);
+        }
+        if s.open && event.off.is_some_and(|off| off.get() <= s.last_off) {
+            return Ok((0, Accepted::Repeat));
         }
         let weight = event.event.weight();
         let (limit, refused_counter) = if s.open {
@@ -275,12 +286,15 @@ impl Outbox {
                 }
             }
         }
-        if !s.open && event.off.is_some() {
-            s.held.push_back(Queued::new(0, Arc::clone(event)));
-            s.bytes += weight;
-            drop(s);
-            Metrics::inc(&c.events_buffered);
-            return Ok((0, Accepted::Buffered));
+        if let Some(off) = event.off.map(NonZeroU64::get) {
+            if !s.open {
+                s.held.push_back(Queued::new(0, Arc::clone(event)));
+                s.bytes += weight;
+                drop(s);
+                Metrics::inc(&c.events_buffered);
+                return Ok((0, Accepted::Buffered));
+            }
+            s.last_off = off;
         }
         let seq = s.next_seq;
         s.next_seq += 1;
@@ -336,8 +350,15 @@ impl Outbox {
             s.next_seq += 1;
             s.queue.push_back(q);
         }
+        s.last_off = last;
         s.open = true;
         self.writer.notify();
+    }
+
+    /// The user's stream restarted under a new epoch (its offsets start
+    /// again): what comes next is not a repeat of what came before.
+    pub(crate) fn restart_stream(&self) {
+        self.state.lock().last_off = 0;
     }
 
     /// The offset of the first event of the user's stream held for Ready:

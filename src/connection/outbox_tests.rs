@@ -147,3 +147,30 @@ async fn a_close_queued_behind_events_is_not_slept_through() {
         "the close was slept through: {next:?}"
     );
 }
+
+#[test]
+fn after_ready_an_offset_the_connection_has_already_is_a_repeat() {
+    let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
+    let (config, metrics) = (HubConfig::default(), Metrics::default());
+    let outbox = Outbox::new();
+    let at = |off| Routed::for_user(alice.clone(), off, routed(alice.clone()).event.clone());
+    // Replayed 1..=3 at Ready, then a node repairing a hole behind it
+    // hands over 2 and 3 again: dropped, and 4 goes on.
+    outbox.open(vec![at(1), at(2), at(3)], 3);
+    for off in [2, 3] {
+        assert_eq!(
+            outbox.push(&at(off), &config, &metrics),
+            Ok((0, Accepted::Repeat))
+        );
+    }
+    assert_eq!(
+        outbox.push(&at(4), &config, &metrics),
+        Ok((4, Accepted::Queued))
+    );
+    // A restarted stream starts its offsets again.
+    outbox.restart_stream();
+    assert_eq!(
+        outbox.push(&at(1), &config, &metrics),
+        Ok((5, Accepted::Queued))
+    );
+}

@@ -222,12 +222,21 @@ impl Node for Inner {
         Metrics::inc(&self.ctx.metrics.c.backplane_received);
         let routed = Routed::for_user(user.clone(), position.offset, event);
         let mut told = 0;
-        let placed = self.streams.deliver_at(user, position, |placed| {
-            if placed == Positioned::Restarted {
-                self.tell_gap(user, &Control::Gap(GapReason::StreamRestarted).encode());
-            }
-            told = self.route(user, &routed).accepted() as usize;
-        });
+        let placed = self.streams.deliver_at(
+            user,
+            position,
+            |placed| {
+                if placed == Positioned::Restarted {
+                    self.tell_gap(user, &Control::Gap(GapReason::StreamRestarted).encode());
+                    // Offsets start again: not repeats of the old ones.
+                    self.router.with_user(user, |conns| {
+                        conns.iter().for_each(|c| c.outbox.restart_stream());
+                    });
+                }
+                told = self.route(user, &routed).accepted() as usize;
+            },
+            |user| self.router.has_user(user),
+        );
         match placed {
             Positioned::Next => Placement::Delivered(told),
             Positioned::Restarted => Placement::Restarted(told),

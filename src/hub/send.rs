@@ -313,6 +313,8 @@ impl Inner {
                 match conn.push(routed) {
                     Ok((_, Accepted::Queued)) => d.queued += 1,
                     Ok((_, Accepted::Buffered)) => d.buffered += 1,
+                    // It has it already: nothing to count.
+                    Ok((_, Accepted::Repeat)) => {}
                     Err(
                         Refused::Closed
                         | Refused::Full

@@ -272,14 +272,22 @@ impl<T: Clone> Table<T> {
     /// with `route` (told how it was placed) when it is the next one (or
     /// the first, or of a new epoch), under the user's lock. Retains
     /// nothing.
+    ///
+    /// A user with no connection here gets no entry (nobody to deliver
+    /// to): an entry is only ever as old as the user's connections here,
+    /// so a connection that joins never inherits a stale cursor.
     pub(crate) fn deliver_at(
         &self,
         user: &UserId,
         position: &Position,
         route: impl FnOnce(Positioned),
+        connected: impl Fn(&UserId) -> bool,
     ) -> Positioned {
         let mut shard = self.shard(user).lock();
         let shard = &mut *shard;
+        if !shard.streams.contains_key(user) && !connected(user) {
+            return Positioned::Next;
+        }
         let Some(stream) = shard.streams.get_mut(user) else {
             shard.bytes += ENTRY_COST;
             shard.streams.insert(
@@ -399,5 +407,55 @@ impl<T: Clone> Table<T> {
     /// Users with an entry.
     pub(crate) fn users(&self) -> usize {
         self.shards.iter().map(|s| s.lock().streams.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> UserId {
+        UserId::new("alice").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_remote_stream_has_a_cursor_only_while_its_user_is_connected_here() {
+        let table: Table<()> = Table::new(4, HistoryConfig::off());
+        let user = alice();
+        let epoch = Epoch::mint();
+        let at = |offset| Position { epoch: epoch.clone(), offset };
+        // Nobody here: no cursor is kept (nothing to deliver to).
+        let mut routed = 0;
+        table.deliver_at(&user, &at(4), |_| routed += 1, |_| false);
+        assert_eq!((routed, table.position(&user)), (0, None));
+        // A connection joins at 9: the cursor starts there, not at a stale 4,
+        // so a later event is the next one, not a hole to repair behind it.
+        table.join_at(&user, &at(9));
+        let placed = table.deliver_at(&user, &at(10), |_| routed += 1, |_| true);
+        assert_eq!((placed, routed), (Positioned::Next, 1));
+        assert_eq!(table.deliver_at(&user, &at(10), |_| {}, |_| true), Positioned::Repeat);
+        assert_eq!(
+            table.deliver_at(&user, &at(13), |_| {}, |_| true),
+            Positioned::Hole { after: 10 }
+        );
+        // The last connection left: the cursor goes with it.
+        table.release(&user, |_| false);
+        assert_eq!(table.position(&user), None);
+    }
+
+    #[test]
+    fn the_byte_budget_holds_and_idle_entries_age_out() {
+        let history = HistoryConfig {
+            max_bytes: 64 * 1024,
+            ..HistoryConfig::default()
+        };
+        let table: Table<()> = Table::new(1, history);
+        for u in 0..2_000 {
+            let user = UserId::new(format!("u{u}")).unwrap_or_else(|e| panic!("{e}"));
+            let _ = table.append(&user, |_| ((), 200), |_| ((), false), |_| false);
+            table.release(&user, |_| false);
+        }
+        assert!(table.bytes() <= 64 * 1024, "{}", table.bytes());
+        assert!(table.users() < 2_000);
     }
 }
