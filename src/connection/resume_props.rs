@@ -17,7 +17,7 @@ use proptest::prelude::*;
 
 use crate::config::HubConfig;
 use crate::connection::outbox::{Drain, Outbox, Routed};
-use crate::event::{Event, EventName};
+use crate::event::{EncodedEvent, Event, EventName};
 use crate::id::UserId;
 use crate::metrics::Metrics;
 use crate::stream::table::Table;
@@ -31,7 +31,7 @@ enum Step {
     Next,
 }
 
-fn event() -> crate::event::EncodedEvent {
+fn event() -> EncodedEvent {
     let name = EventName::new("e").unwrap_or_else(|e| panic!("{e}"));
     Event::custom(name, serde_json::json!(1))
         .encode()
@@ -53,7 +53,7 @@ fn run(seen: u64, since_offset: u64, same_epoch: bool, steps: &[Step], per_user:
         window: Duration::from_secs(600),
         ..HistoryConfig::default()
     };
-    let table: Table<Arc<Routed>> = Table::new(4, history);
+    let table: Table<EncodedEvent> = Table::new(4, history);
     let (config, metrics) = (HubConfig::default(), Metrics::default());
     let user = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
     let outbox = Outbox::new();
@@ -61,10 +61,11 @@ fn run(seen: u64, since_offset: u64, same_epoch: bool, steps: &[Step], per_user:
     let publish = || {
         let (_, ()) = table.append(
             &user,
-            |off| (Routed::for_user(user.clone(), off, event()), 64),
-            |routed| {
+            event(),
+            |off, event| {
                 if entered.load(Ordering::Relaxed) {
-                    let _ = outbox.push(routed, &config, &metrics);
+                    let routed = Routed::for_user(user.clone(), off, event);
+                    let _ = outbox.push(&routed, &config, &metrics);
                 }
                 ((), true)
             },
@@ -91,7 +92,13 @@ fn run(seen: u64, since_offset: u64, same_epoch: bool, steps: &[Step], per_user:
             1 => {
                 let read = table.read(&user, Some(&since));
                 let asked = (since.epoch == read.position.epoch).then_some(since.offset);
-                let r = stream::replay(asked, read.position.offset, read.history);
+                let history = read.history.map(|events| {
+                    events
+                        .into_iter()
+                        .map(|(off, e)| (off, Routed::for_user(user.clone(), off, e)))
+                        .collect()
+                });
+                let r = stream::replay(asked, read.position.offset, history);
                 outcome = (r.recovered, read.position.offset);
                 replay = Some(r);
             }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use crate::backplane::{BackplaneError, SharedBackplane};
 use crate::config::HubConfig;
-use crate::connection::outbox::Routed;
 use crate::connection::{Connecting, Connection, Context, Origin};
+use crate::event::EncodedEvent;
 use crate::id::{IdGenerator, UserId};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::router::Router;
@@ -42,7 +42,7 @@ pub(crate) struct Inner {
     /// The users' streams as this node knows them: offsets and history, or
     /// (when the backplane keeps the streams) where this node's deliveries
     /// stand.
-    streams: Table<Arc<Routed>>,
+    streams: Table<EncodedEvent>,
     /// Whether the backplane keeps the streams.
     remote_streams: bool,
 }

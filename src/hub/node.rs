@@ -18,8 +18,20 @@ use crate::hub::Inner;
 use crate::id::UserId;
 use crate::metrics::Metrics;
 use crate::router::InsertError;
-use crate::stream::table::Positioned;
+use crate::stream::table::{Kept, Positioned};
 use crate::stream::{Epoch, HistoryConfig, Position};
+
+/// The history keeps an event as its backplane wire form: one string,
+/// checked again when a resume reads it back.
+impl Kept for EncodedEvent {
+    fn keep(&self, out: &mut String) {
+        self.write_wire(out);
+    }
+
+    fn restore(kept: &str) -> Option<Self> {
+        EncodedEvent::from_wire(kept).ok()
+    }
+}
 
 impl Owner for Inner {
     fn context(&self) -> &Arc<Context> {
@@ -124,9 +136,12 @@ impl Owner for Inner {
             let read = self.streams.read(user, since);
             let joined = Joined {
                 position: read.position,
-                history: read
-                    .history
-                    .map(|h| h.into_iter().map(|(_, r)| r).collect()),
+                history: read.history.map(|events| {
+                    events
+                        .into_iter()
+                        .map(|(off, event)| Routed::for_user(user.clone(), off, event))
+                        .collect()
+                }),
             };
             return std::future::ready(joined).boxed();
         }
@@ -205,12 +220,11 @@ impl Node for Inner {
         Metrics::inc(&self.ctx.metrics.c.backplane_received);
         // This node's stream of the user: the remote event gets the next
         // offset here, like a local send.
-        let weight = event.weight();
         let (_, told) = self.streams.append(
             user,
-            |off| (Routed::for_user(user.clone(), off, event), weight),
-            |routed| {
-                let d = self.route(user, routed);
+            event,
+            |off, event| {
+                let d = self.route(user, &Routed::for_user(user.clone(), off, event));
                 (d.accepted() as usize, !d.is_miss())
             },
             |user| self.router.has_user(user),

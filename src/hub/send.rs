@@ -288,12 +288,12 @@ impl Inner {
                 ..Delivery::default()
             };
         }
-        let weight = event.weight();
         let (off, mut delivery) = self.streams.append(
             user,
-            |off| (Routed::for_user(user.clone(), off, event), weight),
-            |routed| {
-                let mut d = self.route(user, routed);
+            event,
+            |off, event| {
+                let routed = Routed::for_user(user.clone(), off, event);
+                let mut d = self.route(user, &routed);
                 d.remote = self.publish(user, &routed.event);
                 (d, !d.is_miss())
             },

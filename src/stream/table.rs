@@ -8,6 +8,15 @@
 //! resuming connection listens first, reads second: whatever it misses
 //! live is in what it reads).
 //!
+//! A shard keeps its retained events in arrival order, their bytes in one
+//! ring: forgetting the oldest is advancing the ring's start, which
+//! touches no memory the event was in. Holding each event as its own
+//! allocation instead (shared with the connections' queues) made every
+//! eviction a cache miss on memory written long ago, and a fan-out with
+//! history twice as slow (docs/benchmarks.md, "The users' streams"). A
+//! resume reads its user's events back from the ring, newest first, until
+//! it reaches its position: a cost paid per resume, not per send.
+//!
 //! Memory is bounded by [`HistoryConfig`]: the byte budget is split evenly
 //! across the shards, each of which forgets its oldest events first (the
 //! bookkeeping of a retained event is counted with it). A user's entry
@@ -23,58 +32,114 @@ use parking_lot::Mutex;
 use crate::id::UserId;
 use crate::stream::{Epoch, HistoryConfig, Position};
 
-/// Bytes counted for a user's entry and for each retained event beyond
-/// its own shared bytes (its place in two queues), so that a flood of
-/// tiny events to many users stays within the budget too.
+/// Bytes counted for a user's entry, and for each retained event beyond
+/// its own bytes (its record, with slack for the queues' growth), so that
+/// a flood of tiny events to many users stays within the budget too.
 pub(crate) const ENTRY_COST: usize = 160;
-pub(crate) const RETAINED_COST: usize = 160;
+pub(crate) const RETAINED_COST: usize = 96;
 const MARKER_COST: usize = 64;
 
-struct Retained<T> {
-    off: u64,
-    at: Instant,
-    item: T,
+/// What the table keeps of an item: its bytes, written once into the
+/// shard's ring, and the item made again from them for a resume.
+pub(crate) trait Kept: Sized {
+    /// Appends the item's bytes to `out`.
+    fn keep(&self, out: &mut String);
+    /// The item from what [`keep`](Kept::keep) wrote (`None`: not an item
+    /// of this type, which the table never asks).
+    fn restore(kept: &str) -> Option<Self>;
 }
 
-struct Stream<T> {
+struct Stream {
     epoch: Epoch,
     /// The latest offset assigned (or, for a backplane's stream, delivered).
     head: u64,
-    retained: VecDeque<Retained<T>>,
+    /// The oldest offset still retained (`head + 1`: none).
+    first: u64,
 }
 
-impl<T> Stream<T> {
+impl Stream {
     fn new(epoch: Epoch, head: u64) -> Self {
         Stream {
             epoch,
             head,
-            retained: VecDeque::new(),
+            first: head + 1,
         }
     }
 }
 
-/// One retained event in its shard's order of arrival (offset 0: an idle
-/// entry's marker, see [`Table::release`]).
+/// One retained event (or, with offset 0, an idle entry's marker, see
+/// [`Table::release`]), in its shard's order of arrival; its bytes are the
+/// next `len` of the ring.
 struct Arrival {
     user: UserId,
     off: u64,
     at: Instant,
+    len: usize,
     cost: usize,
 }
 
-struct Shard<T> {
-    streams: HashMap<UserId, Stream<T>>,
+struct Shard {
+    streams: HashMap<UserId, Stream>,
     arrivals: VecDeque<Arrival>,
+    /// The retained events' bytes, in arrival order.
+    ring: VecDeque<u8>,
+    /// Reused to write an event's bytes before they go into the ring.
+    scratch: String,
     bytes: usize,
 }
 
-impl<T> Shard<T> {
+impl Shard {
     fn empty() -> Mutex<Self> {
         Mutex::new(Shard {
             streams: HashMap::new(),
             arrivals: VecDeque::new(),
+            ring: VecDeque::new(),
+            scratch: String::new(),
             bytes: 0,
         })
+    }
+
+    /// `user`'s retained events after `after`, oldest first, when they are
+    /// all there and the oldest is younger than `window`.
+    fn history<T: Kept>(
+        &self,
+        user: &UserId,
+        after: u64,
+        head: u64,
+        oldest: Instant,
+    ) -> Option<Vec<(u64, T)>> {
+        let mut end = self.ring.len();
+        let mut found = Vec::new();
+        let mut want = head;
+        for arrival in self.arrivals.iter().rev() {
+            let start = end.checked_sub(arrival.len)?;
+            if arrival.off != 0 && (arrival.user.ptr_eq(user) || arrival.user == *user) {
+                if arrival.off != want {
+                    return None;
+                }
+                if arrival.at < oldest {
+                    return None;
+                }
+                found.push((arrival.off, start, end));
+                if want == after + 1 {
+                    break;
+                }
+                want -= 1;
+            }
+            end = start;
+        }
+        if want != after + 1 || found.len() as u64 != head - after {
+            return None;
+        }
+        let mut out = Vec::with_capacity(found.len());
+        let mut text = Vec::new();
+        for (off, start, end) in found.into_iter().rev() {
+            text.clear();
+            text.extend(self.ring.range(start..end));
+            let kept = std::str::from_utf8(&text).ok()?;
+            out.push((off, T::restore(kept)?));
+        }
+        Some(out)
     }
 }
 
@@ -102,16 +167,17 @@ pub(crate) enum Positioned {
 }
 
 pub(crate) struct Table<T> {
-    shards: Box<[Mutex<Shard<T>>]>,
+    shards: Box<[Mutex<Shard>]>,
     /// Never used: [`Table::shard`] masks its index by the shards' count,
     /// a power of two; this spares it an indexing that could panic.
-    spare: Mutex<Shard<T>>,
+    spare: Mutex<Shard>,
     hasher: RandomState,
     config: HistoryConfig,
     budget: usize,
+    kept: std::marker::PhantomData<fn() -> T>,
 }
 
-impl<T: Clone> Table<T> {
+impl<T: Kept> Table<T> {
     pub(crate) fn new(shards: usize, config: HistoryConfig) -> Self {
         let shards = shards.clamp(1, 4096).next_power_of_two();
         Table {
@@ -120,97 +186,107 @@ impl<T: Clone> Table<T> {
             hasher: RandomState::new(),
             budget: config.max_bytes / shards,
             config,
+            kept: std::marker::PhantomData,
         }
     }
 
-    fn shard(&self, user: &UserId) -> &Mutex<Shard<T>> {
+    fn shard(&self, user: &UserId) -> &Mutex<Shard> {
         let hash = self.hasher.hash_one(user) as usize;
         let index = hash & (self.shards.len() - 1);
         self.shards.get(index).unwrap_or(&self.spare)
     }
 
-    /// Assigns `user`'s next offset to an event and hands it on, under the
-    /// user's lock: `make` builds the item for the offset (and says what it
-    /// weighs), `route` offers it to the user's connections and says
-    /// whether any is here. Returns the offset and what `route` returned.
+    /// Assigns `user`'s next offset to `item`, keeps it and hands it on,
+    /// under the user's lock: `route` offers it to the user's connections
+    /// (and says whether any is here). Returns the offset and what `route`
+    /// returned.
     ///
     /// Without history, a user nobody is connected for keeps no entry: the
     /// offset is then 1 of a fresh epoch that nobody will ever see.
     pub(crate) fn append<R>(
         &self,
         user: &UserId,
-        make: impl FnOnce(u64) -> (T, usize),
-        route: impl FnOnce(&T) -> (R, bool),
+        item: T,
+        route: impl FnOnce(u64, T) -> (R, bool),
         connected: impl Fn(&UserId) -> bool,
     ) -> (u64, R) {
         let keep = self.config.keeps();
-        let mut shard = self.shard(user).lock();
-        let now = keep.then(Instant::now);
-        let shard = &mut *shard;
-        let (off, item, weight, result, here, fresh) = {
-            let fresh = !shard.streams.contains_key(user);
-            let stream = shard
-                .streams
-                .entry(user.clone())
-                .or_insert_with(|| Stream::new(Epoch::mint(), 0));
-            stream.head += 1;
-            let off = stream.head;
-            let (item, weight) = make(off);
-            let (result, here) = route(&item);
-            (off, item, weight, result, here, fresh)
+        let mut guard = self.shard(user).lock();
+        let shard = &mut *guard;
+        let (off, fresh) = match shard.streams.get_mut(user) {
+            Some(stream) => {
+                stream.head += 1;
+                (stream.head, false)
+            }
+            None => (1, true),
         };
+        if keep {
+            shard.scratch.clear();
+            item.keep(&mut shard.scratch);
+        }
+        let (result, here) = route(off, item);
         if fresh {
-            if keep || here {
-                shard.bytes += ENTRY_COST;
-            } else {
-                shard.streams.remove(user);
+            if !keep && !here {
                 return (off, result);
             }
+            let mut stream = Stream::new(Epoch::mint(), 0);
+            stream.head = off;
+            shard.streams.insert(user.clone(), stream);
+            shard.bytes += ENTRY_COST;
         }
-        if let Some(now) = now {
-            let cost = weight + RETAINED_COST;
+        if keep {
+            let now = Instant::now();
+            let len = shard.scratch.len();
+            let cost = len + RETAINED_COST;
+            self.evict(shard, now, cost, &connected);
             if let Some(stream) = shard.streams.get_mut(user) {
-                stream.retained.push_back(Retained { off, at: now, item });
-                if stream.retained.len() > self.config.max_events_per_user {
-                    // Its arrival stays counted until the shard's queue
-                    // reaches it: the budget bounds both.
-                    stream.retained.pop_front();
+                stream.first = stream.first.min(off);
+                if stream.head + 1 - stream.first > self.config.max_events_per_user as u64 {
+                    // The user's oldest is forgotten; its bytes stay counted
+                    // until the shard's queue reaches them.
+                    stream.first += 1;
                 }
             }
+            reserve(&mut shard.ring, len, self.budget);
+            shard.ring.extend(shard.scratch.as_bytes());
             shard.arrivals.push_back(Arrival {
                 user: user.clone(),
                 off,
                 at: now,
+                len,
                 cost,
             });
             shard.bytes += cost;
-            self.evict(shard, now, &connected);
         }
         (off, result)
     }
 
-    /// Forgets, oldest first, what is past the window or over the budget.
-    fn evict(&self, shard: &mut Shard<T>, now: Instant, connected: &impl Fn(&UserId) -> bool) {
+    /// Forgets, oldest first, what is past the window, and what keeps
+    /// `room` more bytes from fitting the budget.
+    fn evict(
+        &self,
+        shard: &mut Shard,
+        now: Instant,
+        room: usize,
+        connected: &impl Fn(&UserId) -> bool,
+    ) {
         while let Some(front) = shard.arrivals.front() {
             let expired = now.saturating_duration_since(front.at) > self.config.window;
-            if !expired && shard.bytes <= self.budget {
+            if !expired && shard.bytes + room <= self.budget {
                 break;
             }
             let Some(arrival) = shard.arrivals.pop_front() else {
                 break;
             };
+            shard.ring.drain(..arrival.len.min(shard.ring.len()));
             shard.bytes = shard.bytes.saturating_sub(arrival.cost);
             let Some(stream) = shard.streams.get_mut(&arrival.user) else {
                 continue;
             };
-            if stream
-                .retained
-                .front()
-                .is_some_and(|r| r.off == arrival.off)
-            {
-                stream.retained.pop_front();
+            if arrival.off >= stream.first {
+                stream.first = arrival.off + 1;
             }
-            if stream.retained.is_empty() && !connected(&arrival.user) {
+            if stream.first > stream.head && !connected(&arrival.user) {
                 shard.streams.remove(&arrival.user);
                 shard.bytes = shard.bytes.saturating_sub(ENTRY_COST);
             }
@@ -222,38 +298,42 @@ impl<T: Clone> Table<T> {
     /// entry (a fresh epoch at 0) when there is none: the caller is a
     /// connection of the user, which keeps it alive.
     pub(crate) fn read(&self, user: &UserId, since: Option<&Position>) -> Read<T> {
-        let mut shard = self.shard(user).lock();
-        let shard = &mut *shard;
+        let mut guard = self.shard(user).lock();
+        let shard = &mut *guard;
         if !shard.streams.contains_key(user) {
             shard.bytes += ENTRY_COST;
+            shard
+                .streams
+                .insert(user.clone(), Stream::new(Epoch::mint(), 0));
         }
-        let stream = shard
-            .streams
-            .entry(user.clone())
-            .or_insert_with(|| Stream::new(Epoch::mint(), 0));
+        let Some(stream) = shard.streams.get(user) else {
+            // Inserted just above, under the same lock.
+            return Read {
+                position: Position {
+                    epoch: Epoch::mint(),
+                    offset: 0,
+                },
+                history: None,
+            };
+        };
         let position = Position {
             epoch: stream.epoch.clone(),
             offset: stream.head,
         };
+        let (head, first) = (stream.head, stream.first);
         let history = since
-            .filter(|since| since.epoch == stream.epoch && since.offset <= stream.head)
+            .filter(|since| since.epoch == position.epoch && since.offset <= head)
             .filter(|_| self.config.keeps())
             .and_then(|since| {
                 let after = since.offset;
-                if after == stream.head {
+                if after == head {
                     return Some(Vec::new());
                 }
-                let now = Instant::now();
-                let first = stream.retained.iter().find(|r| r.off > after)?;
-                let fresh = now.saturating_duration_since(first.at) <= self.config.window;
-                (first.off == after + 1 && fresh).then(|| {
-                    stream
-                        .retained
-                        .iter()
-                        .filter(|r| r.off > after)
-                        .map(|r| (r.off, r.item.clone()))
-                        .collect()
-                })
+                if first > after + 1 {
+                    return None;
+                }
+                let oldest = Instant::now().checked_sub(self.config.window)?;
+                shard.history(user, after, head, oldest)
             });
         Read { position, history }
     }
@@ -298,15 +378,14 @@ impl<T: Clone> Table<T> {
             return Positioned::Next;
         };
         if stream.epoch != position.epoch {
-            stream.epoch = position.epoch.clone();
-            stream.head = position.offset;
+            *stream = Stream::new(position.epoch.clone(), position.offset);
             route(Positioned::Restarted);
             return Positioned::Restarted;
         }
         match position.offset {
             off if off <= stream.head => Positioned::Repeat,
             off if off == stream.head + 1 => {
-                stream.head = off;
+                *stream = Stream::new(position.epoch.clone(), off);
                 route(Positioned::Next);
                 Positioned::Next
             }
@@ -324,10 +403,7 @@ impl<T: Clone> Table<T> {
         let shard = &mut *shard;
         match shard.streams.get_mut(user) {
             Some(s) if s.epoch == position.epoch => {}
-            Some(s) => {
-                s.epoch = position.epoch.clone();
-                s.head = position.offset;
-            }
+            Some(s) => *s = Stream::new(position.epoch.clone(), position.offset),
             None => {
                 shard.bytes += ENTRY_COST;
                 shard.streams.insert(
@@ -348,7 +424,7 @@ impl<T: Clone> Table<T> {
         match shard.streams.get_mut(user) {
             Some(s) => {
                 s.epoch = Epoch::mint();
-                s.retained.clear();
+                s.first = s.head + 1;
                 true
             }
             None => false,
@@ -362,7 +438,7 @@ impl<T: Clone> Table<T> {
         if let Some(s) = shard.streams.get_mut(user)
             && s.epoch == position.epoch
         {
-            s.head = s.head.max(position.offset);
+            *s = Stream::new(position.epoch.clone(), s.head.max(position.offset));
         }
     }
 
@@ -373,30 +449,35 @@ impl<T: Clone> Table<T> {
     /// position: it is queued with the shard's arrivals (a marker, offset
     /// 0) and goes when they reach it, unless the user is back.
     pub(crate) fn release(&self, user: &UserId, connected: impl Fn(&UserId) -> bool) {
-        let mut shard = self.shard(user).lock();
-        let idle = shard
-            .streams
-            .get(user)
-            .is_some_and(|s| s.retained.is_empty() && !connected(user));
-        if !idle {
+        let mut guard = self.shard(user).lock();
+        let shard = &mut *guard;
+        let Some(stream) = shard.streams.get(user) else {
+            return;
+        };
+        if connected(user) {
             return;
         }
-        if self.config.keeps() {
-            // Counted like any arrival, so connection churn alone stays
-            // within the budget too.
-            let now = Instant::now();
-            shard.arrivals.push_back(Arrival {
-                user: user.clone(),
-                off: 0,
-                at: now,
-                cost: MARKER_COST,
-            });
-            shard.bytes += MARKER_COST;
-            self.evict(&mut shard, now, &connected);
-        } else {
+        if !self.config.keeps() {
             shard.streams.remove(user);
             shard.bytes = shard.bytes.saturating_sub(ENTRY_COST);
+            return;
         }
+        if stream.first <= stream.head {
+            // Retained history: the entry goes with its last event.
+            return;
+        }
+        // Counted like any arrival, so connection churn alone stays within
+        // the budget too.
+        let now = Instant::now();
+        self.evict(shard, now, MARKER_COST, &connected);
+        shard.arrivals.push_back(Arrival {
+            user: user.clone(),
+            off: 0,
+            at: now,
+            len: 0,
+            cost: MARKER_COST,
+        });
+        shard.bytes += MARKER_COST;
     }
 
     /// Bytes counted against the budget, over all shards.
@@ -410,9 +491,28 @@ impl<T: Clone> Table<T> {
     }
 }
 
+/// A ring that grows as a `VecDeque` does, but never past `budget` (one
+/// shard's share) plus what one event needs: the budget bounds its
+/// capacity, not only what it holds.
+fn reserve(ring: &mut VecDeque<u8>, more: usize, budget: usize) {
+    let needed = ring.len() + more;
+    if needed > ring.capacity() {
+        let doubled = ring.capacity().saturating_mul(2).max(4096);
+        let target = doubled.min(budget.max(needed)).max(needed);
+        ring.reserve_exact(target - ring.len());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Kept for () {
+        fn keep(&self, _: &mut String) {}
+        fn restore(_: &str) -> Option<Self> {
+            Some(())
+        }
+    }
 
     fn alice() -> UserId {
         UserId::new("alice").unwrap_or_else(|e| panic!("{e}"))
@@ -423,7 +523,10 @@ mod tests {
         let table: Table<()> = Table::new(4, HistoryConfig::off());
         let user = alice();
         let epoch = Epoch::mint();
-        let at = |offset| Position { epoch: epoch.clone(), offset };
+        let at = |offset| Position {
+            epoch: epoch.clone(),
+            offset,
+        };
         // Nobody here: no cursor is kept (nothing to deliver to).
         let mut routed = 0;
         table.deliver_at(&user, &at(4), |_| routed += 1, |_| false);
@@ -433,7 +536,10 @@ mod tests {
         table.join_at(&user, &at(9));
         let placed = table.deliver_at(&user, &at(10), |_| routed += 1, |_| true);
         assert_eq!((placed, routed), (Positioned::Next, 1));
-        assert_eq!(table.deliver_at(&user, &at(10), |_| {}, |_| true), Positioned::Repeat);
+        assert_eq!(
+            table.deliver_at(&user, &at(10), |_| {}, |_| true),
+            Positioned::Repeat
+        );
         assert_eq!(
             table.deliver_at(&user, &at(13), |_| {}, |_| true),
             Positioned::Hole { after: 10 }
@@ -452,7 +558,7 @@ mod tests {
         let table: Table<()> = Table::new(1, history);
         for u in 0..2_000 {
             let user = UserId::new(format!("u{u}")).unwrap_or_else(|e| panic!("{e}"));
-            let _ = table.append(&user, |_| ((), 200), |_| ((), false), |_| false);
+            let _ = table.append(&user, (), |_, ()| ((), false), |_| false);
             table.release(&user, |_| false);
         }
         assert!(table.bytes() <= 64 * 1024, "{}", table.bytes());
