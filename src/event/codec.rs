@@ -198,6 +198,24 @@ impl EncodedEvent {
     ///
     /// [`WireError`] when `wire` is not an event's wire form.
     pub fn from_wire(wire: &str) -> Result<EncodedEvent, WireError> {
+        let event = EncodedEvent::from_kept(wire)?;
+        let body = event
+            .tail
+            .strip_prefix(',')
+            .ok_or(WireError("tail does not start with ','"))?;
+        let object = format!("{{{body}");
+        let complete =
+            serde_json::from_str::<serde::de::IgnoredAny>(&object).is_ok() && object.ends_with('}');
+        if !complete {
+            return Err(WireError("tail does not complete a JSON object"));
+        }
+        Ok(event)
+    }
+
+    /// Parses [`to_wire`](EncodedEvent::to_wire)'s form written by this
+    /// process (the history's own copy): the tag is checked, the tail is
+    /// taken as it was written, without parsing its JSON again.
+    pub(crate) fn from_kept(wire: &str) -> Result<EncodedEvent, WireError> {
         let (tag, tail) = wire.split_once('\n').ok_or(WireError("no tag line"))?;
         let tag = match tag.split_at_checked(1) {
             Some(("a", code)) => {
@@ -218,15 +236,6 @@ impl EncodedEvent {
                 .ok_or(WireError("unknown control event"))?,
             _ => return Err(WireError("unknown tag")),
         };
-        let body = tail
-            .strip_prefix(',')
-            .ok_or(WireError("tail does not start with ','"))?;
-        let object = format!("{{{body}");
-        let complete =
-            serde_json::from_str::<serde::de::IgnoredAny>(&object).is_ok() && object.ends_with('}');
-        if !complete {
-            return Err(WireError("tail does not complete a JSON object"));
-        }
         Ok(EncodedEvent {
             tag,
             tail: tail.to_owned(),

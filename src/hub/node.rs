@@ -22,14 +22,14 @@ use crate::stream::table::{Kept, Positioned};
 use crate::stream::{Epoch, HistoryConfig, Position};
 
 /// The history keeps an event as its backplane wire form: one string,
-/// checked again when a resume reads it back.
+/// which only this process wrote, read back without parsing its JSON again.
 impl Kept for EncodedEvent {
     fn keep(&self, out: &mut String) {
         self.write_wire(out);
     }
 
     fn restore(kept: &str) -> Option<Self> {
-        EncodedEvent::from_wire(kept).ok()
+        EncodedEvent::from_kept(kept).ok()
     }
 }
 
