@@ -11,7 +11,7 @@
 //!   own sends them N ms apart. The run belongs to the user, not to the
 //!   connection: it goes on when the connection drops, and a client that
 //!   resumes (`since`) gets the events it missed. A `step_ms` out of range
-//!   is answered `{"type":"error","code":"bad_step_ms"}`;
+//!   is answered `{"type":"error","payload":{"code":"bad_step_ms"}}`;
 //! * `{"type":"drop"}` ends the connection at once, without a close frame,
 //!   as a network failure would (the browser sees 1006): the demo page's
 //!   "drop connection" button, for watching the client reconnect and
