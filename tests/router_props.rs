@@ -255,7 +255,7 @@ async fn check_ops(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut accepted = 0u64;
     let mut misses = 0u64;
 
-    let mut offsets = vec![0u64; USERS];
+    let mut offsets = [0u64; USERS];
     for &op in ops {
         sync_ready(&hub, &mut conns);
         let pick = |i: usize, n: usize| (n > 0).then(|| i % n);

@@ -9,7 +9,6 @@
 //! live offsets past the position it joined at, none before: never a
 //! partial replay.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
