@@ -4,7 +4,13 @@
 //!
 //! Behind the `browser-tests` feature so plain `cargo test` needs no
 //! browser; `scripts/test.sh` runs it (`--all-features`). Without Chromium
-//! the tests fail with the command that installs it.
+//! the tests fail with the command that installs it. With the `redis`
+//! feature too, a test runs two nodes on one `redis-server` (installed by
+//! `scripts/test.sh`, started as `tests/redis_server` does) and moves the
+//! client from one to the other mid-run.
+//!
+//! The DevTools driving is in `tests/browser/cdp.rs`, the demo page's
+//! helpers in `tests/browser/page.rs`.
 //!
 //! `WS_LIFECYCLE_SCREENSHOT=docs/demo.png cargo test --all-features --test
 //! browser` also writes the README's screenshot: an agent run whose
@@ -38,19 +44,23 @@ mod chat;
 #[path = "../examples/common/server.rs"]
 mod server;
 
+#[path = "browser/cdp.rs"]
+mod cdp;
+#[path = "browser/page.rs"]
+mod page;
+#[cfg(feature = "redis")]
+mod redis_server;
+#[cfg(feature = "redis")]
+mod support;
+
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
+use cdp::Browser;
+use page::{client_options, connect_as, events, log_lines, when};
+use serde_json::json;
 use ws_lifecycle::Hub;
 use ws_lifecycle::adapters::axum::{AxumTransport, WsUpgrade};
 use ws_lifecycle::auth::Authenticator;
@@ -58,7 +68,6 @@ use ws_lifecycle::close::{CloseCode, CloseFrame, CloseReason};
 use ws_lifecycle::id::UserId;
 
 const SECRET: &str = "browser test secret, 32 bytes or more";
-const CHROMIUM: &str = "/usr/bin/chromium";
 const AGENT_EVENTS: [&str; 5] = [
     "agent_started",
     "agent_thinking",
@@ -67,12 +76,12 @@ const AGENT_EVENTS: [&str; 5] = [
     "agent_completed",
 ];
 
-/// The demo server as `examples/axum_chat.rs` serves it.
-async fn demo_server(hub: Hub) -> SocketAddr {
+/// The demo server as `examples/axum_chat.rs` serves it; `/node` answers
+/// `node`.
+async fn demo_server(hub: Hub, node: &str) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let serving =
-        axum_app::serve(listener, hub, SECRET, "single node", std::future::pending()).unwrap();
+    let serving = axum_app::serve(listener, hub, SECRET, node, std::future::pending()).unwrap();
     tokio::spawn(serving);
     addr
 }
@@ -151,232 +160,6 @@ async fn non_echoing_server(hub: Hub) -> SocketAddr {
     addr
 }
 
-/// A headless Chromium and a DevTools connection to it.
-struct Browser {
-    _process: Child,
-    _profile: TempDir,
-    cdp: WebSocketStream<TcpStream>,
-    next_id: u64,
-}
-
-/// A fresh `--user-data-dir`, removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Browser {
-    async fn launch() -> Browser {
-        assert!(
-            std::path::Path::new(CHROMIUM).exists(),
-            "{CHROMIUM} is missing: run scripts/test.sh, or `sudo apt-get install -y chromium`"
-        );
-        static LAUNCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = format!("ws-lifecycle-chromium-{}-{n}", std::process::id());
-        let profile = std::env::temp_dir().join(dir);
-        let profile = TempDir(profile);
-        let mut process = Command::new(CHROMIUM)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1000,720",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.0.display()))
-            .arg("about:blank")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromium did not start");
-        let stderr = process.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let endpoint = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    return url.trim().to_owned();
-                }
-            }
-            panic!("chromium exited without a DevTools endpoint");
-        })
-        .await
-        .expect("no DevTools endpoint within 60 s");
-        // Keep draining stderr so Chromium never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let host = endpoint
-            .trim_start_matches("ws://")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_owned();
-        let stream = TcpStream::connect(host).await.unwrap();
-        let (cdp, _) = tokio_tungstenite::client_async(endpoint.as_str(), stream)
-            .await
-            .unwrap();
-        Browser {
-            _process: process,
-            _profile: profile,
-            cdp,
-            next_id: 0,
-        }
-    }
-
-    /// Sends a DevTools command and waits for its result; events that
-    /// arrive meanwhile are handed to `on_event`.
-    async fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut command = json!({ "id": id, "method": method, "params": params });
-        if let Some(session) = session {
-            command["sessionId"] = json!(session);
-        }
-        self.cdp
-            .send(Message::text(command.to_string()))
-            .await
-            .unwrap();
-        loop {
-            let message = self.recv().await;
-            if message["id"] == id {
-                assert!(message.get("error").is_none(), "{method}: {message}");
-                return message["result"].clone();
-            }
-        }
-    }
-
-    async fn recv(&mut self) -> Value {
-        loop {
-            let message = tokio::time::timeout(Duration::from_secs(60), self.cdp.next())
-                .await
-                .expect("no DevTools message within 60 s")
-                .expect("DevTools connection closed")
-                .unwrap();
-            if let Message::Text(text) = message {
-                return serde_json::from_str(text.as_str()).unwrap();
-            }
-        }
-    }
-
-    /// Opens `url` in a new tab and waits for its load event; returns the
-    /// tab's session id.
-    async fn open(&mut self, url: &str) -> String {
-        let target = self
-            .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
-            .await;
-        let attached = self
-            .call(
-                None,
-                "Target.attachToTarget",
-                json!({ "targetId": target["targetId"], "flatten": true }),
-            )
-            .await;
-        let session = attached["sessionId"].as_str().unwrap().to_owned();
-        self.call(Some(&session), "Page.enable", json!({})).await;
-        self.call(Some(&session), "Page.navigate", json!({ "url": url }))
-            .await;
-        loop {
-            let event = self.recv().await;
-            if event["method"] == "Page.loadEventFired" && event["sessionId"] == session.as_str() {
-                return session;
-            }
-        }
-    }
-
-    /// Evaluates `expression` (awaiting it if it is a promise) in a tab.
-    async fn eval(&mut self, session: &str, expression: &str) -> Value {
-        let result = self
-            .call(
-                Some(session),
-                "Runtime.evaluate",
-                json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
-            )
-            .await;
-        assert!(
-            result.get("exceptionDetails").is_none(),
-            "{expression}: {result}"
-        );
-        result["result"]["value"].clone()
-    }
-}
-
-/// Resolves once `condition` (a JS expression) holds, re-checking on every
-/// DOM change in the page (no polling), or rejects after 20 s.
-fn when(condition: &str) -> String {
-    format!(
-        "new Promise((resolve, reject) => {{
-            const check = () => {{ if ({condition}) {{ observer.disconnect(); resolve(true); return true; }} return false; }};
-            const observer = new MutationObserver(check);
-            observer.observe(document.body, {{ subtree: true, childList: true, characterData: true, attributes: true }});
-            if (!check()) setTimeout(() => {{ observer.disconnect(); reject(new Error('timed out: ' + {condition:?})); }}, 20000);
-        }})"
-    )
-}
-
-/// Connects the tab as `user` with the page's own button.
-async fn connect_as(browser: &mut Browser, tab: &str, user: &str) {
-    browser
-        .eval(tab, &format!("document.getElementById('user').value = {user:?}; document.getElementById('connect').click(); true"))
-        .await;
-}
-
-/// Sets the client's options for the tab's next connect (the demo page
-/// spreads `window.demoClientOptions` into them).
-async fn client_options(browser: &mut Browser, tab: &str, options: &Value) {
-    browser
-        .eval(tab, &format!("window.demoClientOptions = {options}; true"))
-        .await;
-}
-
-/// The page's event log: (type, seq) per frame.
-async fn events(browser: &mut Browser, tab: &str) -> Vec<(String, u64)> {
-    let value = browser
-        .eval(tab, "[...document.querySelectorAll('#events li.frame')].map(li => [li.dataset.type, Number(li.dataset.seq)])")
-        .await;
-    serde_json::from_value(value).unwrap()
-}
-
-/// One line of the page's log: a frame (`type`, with `off` for events of
-/// the user's stream and `recovered` for `ready`), or the client's own
-/// note (`type` "client", with the state and close code it reports).
-#[derive(Debug, serde::Deserialize)]
-struct Line {
-    #[serde(rename = "type")]
-    kind: String,
-    off: Option<u64>,
-    recovered: Option<String>,
-    state: Option<String>,
-    code: Option<String>,
-    reason: Option<String>,
-    resync: Option<String>,
-}
-
-async fn log_lines(browser: &mut Browser, tab: &str) -> Vec<Line> {
-    let value = browser
-        .eval(
-            tab,
-            "[...document.querySelectorAll('#events li')].map(li => ({
-                type: li.classList.contains('client') ? 'client' : li.dataset.type,
-                off: li.dataset.off === undefined ? null : Number(li.dataset.off),
-                recovered: li.dataset.recovered ?? null,
-                state: li.dataset.state ?? null,
-                code: li.dataset.code ?? null,
-                reason: li.dataset.reason ?? null,
-                resync: li.dataset.resync ?? null,
-            }))",
-        )
-        .await;
-    serde_json::from_value(value).unwrap()
-}
-
 /// An HS256 token for `user` under the test's secret, expiring
 /// `expires_in` seconds from now (negative: expired).
 fn token(user: &str, expires_in: i64) -> String {
@@ -400,7 +183,7 @@ fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_in_chromium_each_see_only_their_own_agent_run_in_order() {
     let hub = Hub::new();
-    let addr = demo_server(hub.clone()).await;
+    let addr = demo_server(hub.clone(), "single node").await;
     let mut browser = Browser::launch().await;
     let url = format!("http://{addr}/");
     let alice = browser.open(&url).await;
@@ -573,7 +356,7 @@ async fn a_connection_dropped_mid_run_resumes_and_the_page_shows_the_run_once_in
                 json!({ "format": "png" }),
             )
             .await;
-        std::fs::write(&path, base64_decode(shot["data"].as_str().unwrap())).unwrap();
+        std::fs::write(&path, cdp::base64_decode(shot["data"].as_str().unwrap())).unwrap();
     }
     assert_eq!(hub.metrics().isolation_refusals, 0);
 }
@@ -689,23 +472,110 @@ async fn close_codes_in_chromium_4401_refreshes_4429_waits_the_slow_backoff_4403
     assert!(hub.connections_of(&carol).is_empty());
 }
 
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|&c| c != b'=') {
-        acc = (acc << 6) | u32::from(value(c));
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
+/// Two nodes of one cluster on one `redis-server`: each a hub on its own
+/// `RedisBackplane` (one cluster key), serving the demo on its own port.
+/// The page comes from node B and its client is given both nodes, A first.
+/// A run starts on A; two events in, A shuts down (1012 `restart`). The
+/// client moves to B and resumes there with `since`: the user's stream is
+/// in Redis, so B replays what the run sent meanwhile (the run goes on, it
+/// is the user's), and the page shows the run whole, each `off` once.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shut_down_mid_run_hands_the_client_to_the_other_node_which_resumes_the_run() {
+    use redis_server::{RedisServer, config, node_with};
+    use ws_lifecycle::config::HubConfig;
+
+    let redis = RedisServer::start().await;
+    let (hub_a, backplane_a) = node_with(config(&redis.url()), HubConfig::default()).await;
+    let (hub_b, backplane_b) = node_with(config(&redis.url()), HubConfig::default()).await;
+    let a = demo_server(hub_a.clone(), backplane_a.node_id()).await;
+    let b = demo_server(hub_b.clone(), backplane_b.node_id()).await;
+    let mut browser = Browser::launch().await;
+    let tab = browser.open(&format!("http://{b}/")).await;
+    // The reconnect after the 1012 waits 0.7 s, so the run (an event every
+    // 0.5 s) sends one while the client has no connection: B replays it.
+    client_options(
+        &mut browser,
+        &tab,
+        &json!({
+            "url": [format!("ws://{a}/ws"), format!("ws://{b}/ws")],
+            "backoff": { "base": 700, "cap": 700, "min": 700 },
+        }),
+    )
+    .await;
+    let dana = UserId::new("dana").unwrap();
+    connect_as(&mut browser, &tab, "dana").await;
+    browser
+        .eval(
+            &tab,
+            &when("document.getElementById('status').textContent === 'ready'"),
+        )
+        .await;
+    assert_eq!(hub_a.connections_of(&dana).len(), 1, "the first URL: A");
+    assert!(hub_b.connections_of(&dana).is_empty());
+
+    browser.eval(&tab, "document.getElementById('text').value = 'plan a trip'; document.getElementById('step').value = '500'; document.getElementById('run').click(); true").await;
+    browser
+        .eval(
+            &tab,
+            &when("document.querySelector('#events li.frame[data-type=agent_thinking]')"),
+        )
+        .await;
+    let report = hub_a.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        (report.connections, report.forced),
+        (1, 0),
+        "A closed the page's connection with 1012: {report:?}"
+    );
+    browser
+        .eval(&tab, &when("document.querySelectorAll('#events li.frame[data-type=agent_completed]').length === 1 && document.querySelectorAll('#events li.frame[data-type=ready]').length === 2"))
+        .await;
+
+    // The client is on B now, on the connection of the page's last ready.
+    let on_b = hub_b.connections_of(&dana);
+    let shown = browser
+        .eval(&tab, "document.getElementById('conn').textContent")
+        .await;
+    assert_eq!(on_b.len(), 1);
+    assert_eq!(shown, on_b[0].id().as_str(), "the page's connection is B's");
+    assert!(hub_a.connections_of(&dana).is_empty());
+
+    let lines = log_lines(&mut browser, &tab).await;
+    let readies: Vec<Option<&str>> = (lines.iter().filter(|l| l.kind == "ready"))
+        .map(|l| l.recovered.as_deref())
+        .collect();
+    assert_eq!(
+        readies,
+        [Some("false"), Some("true")],
+        "a fresh connect on A, then a recovered resume on B: {lines:?}"
+    );
+    let restart = lines.iter().position(|l| {
+        l.kind == "client"
+            && l.state.as_deref() == Some("reconnecting")
+            && (l.code.as_deref(), l.reason.as_deref()) == (Some("1012"), Some("restart"))
+    });
+    let second_ready = lines.iter().rposition(|l| l.kind == "ready").unwrap();
+    assert!(
+        restart.is_some_and(|at| at < second_ready),
+        "the page saw A's 1012 restart, then B's ready: {lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.resync.is_none()),
+        "nothing to resync: {lines:?}"
+    );
+    // Each of the run's offsets once, in order, the events in order: two
+    // from A, then B's replay, then B's live events.
+    let run: Vec<(&str, u64)> = (lines
+        .iter()
+        .filter(|l| AGENT_EVENTS.contains(&l.kind.as_str())))
+    .map(|l| (l.kind.as_str(), l.off.unwrap()))
+    .collect();
+    let expected: Vec<(&str, u64)> = AGENT_EVENTS.into_iter().zip(1..).collect();
+    assert_eq!(run, expected, "{lines:?}");
+    assert!(
+        lines[second_ready..].iter().any(|l| l.replayed)
+            && lines[..second_ready].iter().all(|l| !l.replayed),
+        "B replayed what the run sent while the client moved: {lines:?}"
+    );
+    assert_eq!(hub_b.metrics().isolation_refusals, 0);
 }

@@ -274,6 +274,22 @@ test("a list of URLs: 1012 and a socket that never opened move to the next", asy
   assert.equal((await h.reconnect()).url, "wss://a/ws", "wraps around");
 });
 
+test("a node that restarts (1012): the next node gets since and its replay continues the stream", async () => {
+  const h = harness({ client: { url: ["wss://a/ws", "wss://b/ws"] } });
+  await h.ready({ epoch: "e1", off: 0, recovered: false });
+  h.last().frame({ type: "agent_started", off: 1 });
+  h.last().frame({ type: "agent_thinking", off: 2 });
+  h.last().serverClose(1012, "restart");
+  const b = await h.reconnect();
+  assert.equal(b.url, "wss://b/ws?since=e1:2");
+  b.ready({ epoch: "e1", off: 3, recovered: true });
+  b.frame({ type: "tool_executing", off: 3 }); // the replay
+  b.frame({ type: "tool_completed", off: 4 }); // live
+  assert.equal(h.events.state.at(-1).recovered, true);
+  assert.deepEqual(h.events.resync, []);
+  assert.deepEqual(h.seen, ["ready", "agent_started:1", "agent_thinking:2", "ready", "tool_executing:3", "tool_completed:4"]);
+});
+
 test("a URL function is asked on every connect, with why", async () => {
   const asked = [];
   const h = harness({ client: { url: (ctx) => (asked.push(ctx), `wss://node${asked.length}/ws`) } });
