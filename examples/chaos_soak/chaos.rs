@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::Message;
 
 use crate::client::{self, Clock, Dialer, End, Error, Identity, Record, Refused};
 use crate::demo_jwt::{self, DEMO_SECRET};
+use crate::stream::Ask;
 
 /// splitmix64: a seeded, reproducible plan without a `rand` dependency.
 pub(crate) struct Rng(u64);
@@ -151,7 +152,7 @@ pub(crate) async fn bad_token(
         Ok(offer) => offer,
         Err(e) => return attempt(false, format!("harness: {e}")),
     };
-    let mut ws = match dialer.handshake(node, &offer, None).await {
+    let mut ws = match dialer.handshake(node, &offer, "", None).await {
         Err(Refused::Http(status)) => {
             // 400/401/403 from the crate; 431 from hyper for a token too
             // large for its header limit. Anything else is not a refusal.
@@ -188,6 +189,9 @@ pub(crate) struct Flood {
     /// Every frame it received, checked like a receiver's (nobody
     /// publishes to a flood's user: anything but `ready` is a finding).
     pub(crate) record: Option<Record>,
+    /// When it started and stopped publishing (µs): its messages to
+    /// `flood-sink` weigh on the server's history meanwhile.
+    pub(crate) span_us: (u64, u64),
 }
 
 /// Most messages a flood sends: the server's burst allowance many times
@@ -202,6 +206,7 @@ pub(crate) async fn flood(dialer: Arc<Dialer>, node: usize, user: String, clock:
         sent: 0,
         detail,
         record: None,
+        span_us: (clock.now_us(), clock.now_us()),
     };
     let mut ws = match dialer.connect(node, &user, None).await {
         Ok(ws) => ws,
@@ -215,6 +220,7 @@ pub(crate) async fn flood(dialer: Arc<Dialer>, node: usize, user: String, clock:
         return failed(e.to_string());
     }
     let (mut sink, mut stream) = ws.split();
+    let started_us = clock.now_us();
     let sent = Arc::new(AtomicU64::new(0));
     let sender = tokio::spawn({
         let sent = Arc::clone(&sent);
@@ -256,6 +262,7 @@ pub(crate) async fn flood(dialer: Arc<Dialer>, node: usize, user: String, clock:
         sent: sent.load(Ordering::Relaxed),
         detail,
         record: Some(record),
+        span_us: (started_us, clock.now_us()),
     }
 }
 
@@ -288,16 +295,21 @@ pub(crate) async fn slow_reader(
 /// A step of the plan.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Action {
-    /// Chaos on a receiver slot; the slot reconnects after `reconnect`.
+    /// Chaos on a receiver slot; the slot reconnects after `reconnect`,
+    /// resuming its session when `resume` says how.
     Slot {
         slot: usize,
         cmd: client::Cmd,
         reconnect: Duration,
+        resume: Option<Ask>,
     },
     Slow(usize),
     Flood(usize),
     Bad(BadToken, usize),
 }
+
+/// Makes the resume choices' random sequence differ from the plan's.
+const RESUME_SALT: u64 = 0x5245_5355_4D45;
 
 /// What happens when, from the start of the churn.
 pub(crate) struct Plan {
@@ -308,10 +320,22 @@ pub(crate) struct Plan {
 impl Plan {
     /// About half the slots get a chaos action (some twice), a tenth of
     /// the connection count in bad tokens (every kind at least twice), a
-    /// few floods and slow readers. Slow readers start in the first 30%,
-    /// so the server has most of the churn to close them.
-    pub(crate) fn generate(seed: u64, connections: usize, users: usize, seconds: f64) -> Plan {
+    /// few floods and slow readers. Slow readers start in the first 10%,
+    /// so the server has most of the churn to close them, and the resumes
+    /// after their few seconds of megabytes (see `phase::SLOW_FEED`) can be
+    /// held to the history's window. A share
+    /// `resume_share` of the slot actions reconnect with `since` (one in
+    /// eight of those with a forged position); the choice has its own
+    /// random sequence, so a seed's other steps do not depend on it.
+    pub(crate) fn generate(
+        seed: u64,
+        connections: usize,
+        users: usize,
+        seconds: f64,
+        resume_share: f64,
+    ) -> Plan {
         let mut rng = Rng::new(seed);
+        let mut resume_rng = Rng::new(seed ^ RESUME_SALT);
         let mut steps = Vec::new();
         let at = |rng: &mut Rng, from: f64, to: f64| {
             Duration::from_secs_f64(seconds * (from + (to - from) * rng.unit()))
@@ -324,12 +348,18 @@ impl Plan {
             };
             let slot = rng.below(connections);
             let reconnect = Duration::from_millis(rng.below(500) as u64);
+            let resume = (resume_rng.unit() < resume_share).then(|| match resume_rng.below(16) {
+                0 => Ask::ForeignEpoch,
+                1 => Ask::Ahead,
+                _ => Ask::Genuine,
+            });
             steps.push((
                 at(&mut rng, 0.05, 0.9),
                 Action::Slot {
                     slot,
                     cmd,
                     reconnect,
+                    resume,
                 },
             ));
         }
@@ -345,7 +375,7 @@ impl Plan {
         // messages a second stay within its 250.
         let slow_readers = (connections / 400).clamp(2, 5);
         for n in 0..slow_readers {
-            steps.push((at(&mut rng, 0.05, 0.3), Action::Slow(n)));
+            steps.push((at(&mut rng, 0.02, 0.1), Action::Slow(n)));
         }
         steps.sort_by_key(|(at, _)| *at);
         Plan {

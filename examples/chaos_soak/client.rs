@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
 use crate::demo_jwt::{self, DEMO_SECRET};
+use crate::stream::{Handoff, StreamView};
 
 pub(crate) type Ws = WebSocketStream<TcpStream>;
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -101,16 +102,18 @@ impl Dialer {
     }
 
     /// One handshake with node `node` offering `offer` as
-    /// `Sec-WebSocket-Protocol`.
+    /// `Sec-WebSocket-Protocol`, with `query` (empty, or `?…`) after the
+    /// path.
     async fn handshake_once(
         &self,
         node: usize,
         offer: &str,
+        query: &str,
         recv_buffer: Option<u32>,
     ) -> Result<Ws, Refused> {
         let attempt = async {
             let other = |e: &dyn std::fmt::Display| Refused::Other(e.to_string());
-            let url = &self.node(node).map_err(|e| other(&e))?.1;
+            let url = format!("{}{query}", self.node(node).map_err(|e| other(&e))?.1);
             let stream = self.tcp(node, recv_buffer).await.map_err(|e| other(&e))?;
             let mut request = url.as_str().into_client_request().map_err(|e| other(&e))?;
             let offer = HeaderValue::from_str(offer).map_err(|e| other(&e))?;
@@ -137,11 +140,12 @@ impl Dialer {
         &self,
         node: usize,
         offer: &str,
+        query: &str,
         recv_buffer: Option<u32>,
     ) -> Result<Ws, Refused> {
         let give_up = Instant::now() + Duration::from_secs(30);
         loop {
-            match self.handshake_once(node, offer, recv_buffer).await {
+            match self.handshake_once(node, offer, query, recv_buffer).await {
                 Err(Refused::Http(503)) if Instant::now() < give_up => {
                     self.busy_retries.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -158,8 +162,20 @@ impl Dialer {
         user: &str,
         recv_buffer: Option<u32>,
     ) -> Result<Ws, Error> {
+        self.connect_with(node, user, "", recv_buffer).await
+    }
+
+    /// Connects to node `node` as `user` with a valid token, with `query`
+    /// (empty, or `?since=…`) on the URL.
+    pub(crate) async fn connect_with(
+        &self,
+        node: usize,
+        user: &str,
+        query: &str,
+        recv_buffer: Option<u32>,
+    ) -> Result<Ws, Error> {
         let offer = format!("jwt-auth, jwt.{}", demo_jwt::token(DEMO_SECRET, user)?);
-        match self.handshake(node, &offer, recv_buffer).await {
+        match self.handshake(node, &offer, query, recv_buffer).await {
             Ok(ws) => Ok(ws),
             Err(Refused::Http(status)) => Err(format!("{user}: HTTP {status}").into()),
             Err(Refused::Other(e)) => Err(format!("{user}: {e}").into()),
@@ -242,6 +258,11 @@ pub(crate) struct Record {
     pub(crate) end: End,
     /// Chosen for a chaos action (so not "stayed up").
     pub(crate) chaos: bool,
+    /// Its user's stream as it saw it: offsets, the resume it asked for.
+    pub(crate) stream: StreamView,
+    /// A receiver's slot, and the connection's serial number in the phase:
+    /// a slot's successive connections are one session.
+    pub(crate) slot: Option<(usize, u64)>,
 }
 
 impl Record {
@@ -263,6 +284,8 @@ impl Record {
             latencies_us: Vec::new(),
             end: End::Open,
             chaos: false,
+            stream: StreamView::default(),
+            slot: None,
         }
     }
 
@@ -304,11 +327,17 @@ impl Record {
                     self.ready_us = Some(now);
                     self.progress.ready_us.store(now.max(1), Ordering::Relaxed);
                 }
+                self.stream.on_ready(&frame);
+                return;
             }
             Some("message") => self.message(&frame, now),
-            Some("gap") => self.gaps_us.push(now),
+            Some("gap") => {
+                self.gaps_us.push(now);
+                self.stream.on_gap();
+            }
             _ => self.unexpected += 1,
         }
+        self.stream.on_frame(&frame);
     }
 
     fn message(&mut self, frame: &Value, now: u64) {
@@ -382,14 +411,35 @@ pub(crate) enum Cmd {
 }
 
 /// Reads and checks frames until told otherwise, the server ends the
-/// connection, or `deadline`.
+/// connection, or `deadline`; then hands the session's position to the
+/// next connection of the slot (`handoff`) before acting on the command.
 pub(crate) async fn receive(
-    mut ws: Ws,
+    ws: Ws,
     mut record: Record,
-    mut cmd: oneshot::Receiver<Cmd>,
+    cmd: oneshot::Receiver<Cmd>,
+    handoff: oneshot::Sender<Handoff>,
     clock: Clock,
     deadline: Instant,
 ) -> Record {
+    let told = read_until_told(ws, &mut record, cmd, deadline, clock).await;
+    // What the client processed ends here, also when the connection ended
+    // on its own: it is what it would resume from.
+    let _ = handoff.send(record.stream.hand_off(clock.now_us()));
+    if let Some((ws, cmd)) = told {
+        act(ws, &mut record, cmd, clock).await;
+    }
+    record
+}
+
+/// Reads and checks frames until a command (returned with the socket), the
+/// end of the connection, or `deadline` (`None`, `record.end` set).
+async fn read_until_told(
+    mut ws: Ws,
+    record: &mut Record,
+    mut cmd: oneshot::Receiver<Cmd>,
+    deadline: Instant,
+    clock: Clock,
+) -> Option<(Ws, Cmd)> {
     enum Step {
         Cmd(Cmd),
         Next(Option<Result<Message, tungstenite::Error>>),
@@ -403,27 +453,24 @@ pub(crate) async fn receive(
             () = tokio::time::sleep_until(deadline.into()) => Step::Deadline,
         };
         match step {
-            Step::Cmd(cmd) => {
-                act(ws, &mut record, cmd, clock).await;
-                return record;
-            }
+            Step::Cmd(cmd) => return Some((ws, cmd)),
             Step::Next(Some(Ok(message))) => {
                 if let Some(end) = record.observe(&message, clock) {
                     record.end = end;
-                    return record;
+                    return None;
                 }
             }
             Step::Next(Some(Err(e))) => {
                 record.end = End::Gone(e.to_string());
-                return record;
+                return None;
             }
             Step::Next(None) => {
                 record.end = End::Gone("end of stream".into());
-                return record;
+                return None;
             }
             Step::Deadline => {
                 record.end = End::Deadline;
-                return record;
+                return None;
             }
         }
     }

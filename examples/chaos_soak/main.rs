@@ -24,9 +24,31 @@
 //! to its baseline. Prints the figures, a table of assertions and one JSON
 //! line; exits non-zero if an assertion fails. Options: `--connections`,
 //! `--users`, `--seconds`, `--publishers`, `--rate` (publishes per second
-//! overall), `--seed`, `--server`. Every loop is bounded in count and time
-//! (the server's log is read until the server exits, which the soak
-//! ensures).
+//! overall), `--seed`, `--server`, `--resume-share`. Every loop is bounded
+//! in count and time (the server's log is read until the server exits,
+//! which the soak ensures).
+//!
+//! Session resume (docs/resume.md): each receiver slot is a session. A
+//! share of the reconnects (`--resume-share`, a third by default) dial
+//! with `?since=<epoch>:<off>`: the epoch of the previous connection's
+//! `ready` frame and the last offset it processed in order (the `ready`
+//! frame's `off` if none); one in eight of them forges the position
+//! (another user's epoch, or an offset far ahead). A resume whose absence,
+//! from the drop to the new `ready`, the server's history covers (2
+//! minutes, 1,000 events per user; on one node also a shard's 1 MiB of the
+//! 64 MiB budget, counting every event published meanwhile, to anyone, as
+//! if it shared the user's shard) must say `recovered: true`, and the
+//! session must then get every offset after `since` exactly once, in
+//! order, none it had processed (by offset and by message id). Any other
+//! must say `recovered: false` and replay nothing (no offset at or below
+//! the new `ready.off`). Every connection must see its user's offsets in
+//! order from where `ready` puts it (a jump only after a `gap` frame), and
+//! an offset must name the same message on every connection of the user.
+//! The slow readers' users are published to for 4 s only: their 32 KiB
+//! events would otherwise crowd every other user out of their history
+//! shards for the whole run. The server keeps the soak's events for 2
+//! minutes: on one node the RSS row allows for what that history may hold
+//! (`resume::history_kib`).
 //!
 //! Two-node mode, `--nodes 2`: it starts a `redis-server` (`--redis-server
 //! PATH`, default from `PATH`) on a free loopback port and two `axum_chat`
@@ -45,7 +67,10 @@
 //! not unexpected in a cluster. `--sigstop-redis SECS` (implies `--nodes
 //! 2`) freezes Redis with SIGSTOP for SECS, 40% into the churn, then thaws
 //! it: every message must still arrive exactly once, or its connection must
-//! receive a `gap` frame after the message was sent.
+//! receive a `gap` frame after the message was sent. A resuming reconnect
+//! dials the other node than the connection it follows (a resume anywhere);
+//! the resume assertions are the same, without the byte budget (Redis keeps
+//! the history), and a resume while Redis is frozen may not recover.
 
 #[path = "../common/args.rs"]
 mod args;
@@ -60,7 +85,9 @@ mod phase;
 mod proc;
 mod publisher;
 mod report;
+mod resume;
 mod server;
+mod stream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -103,10 +130,12 @@ struct Options {
     /// How long Redis is frozen (`--sigstop-redis`), if it is.
     sigstop_redis: Option<Duration>,
     redis_server: String,
+    /// The share of reconnects that resume their session (`since`).
+    resume_share: f64,
 }
 
 /// Every option but the `--ci` flag takes a value.
-const OPTIONS: [&str; 10] = [
+const OPTIONS: [&str; 11] = [
     "connections",
     "users",
     "seconds",
@@ -117,6 +146,7 @@ const OPTIONS: [&str; 10] = [
     "nodes",
     "sigstop-redis",
     "redis-server",
+    "resume-share",
 ];
 
 impl Options {
@@ -162,6 +192,7 @@ impl Options {
             nodes: num("nodes", if sigstop_redis.is_some() { 2.0 } else { 1.0 })? as usize,
             sigstop_redis,
             redis_server: given.parsed("redis-server", "redis-server".to_owned())?,
+            resume_share: num("resume-share", 1.0 / 3.0)?,
         };
         options.check()?;
         Ok(options)
@@ -184,6 +215,9 @@ impl Options {
         }
         if !(5.0..=3600.0).contains(&self.seconds) {
             return Err("--seconds: 5 to 3600".into());
+        }
+        if !(0.0..=1.0).contains(&self.resume_share) {
+            return Err("--resume-share: 0 to 1".into());
         }
         if !(1..=2).contains(&self.nodes) {
             return Err("--nodes: 1 or 2".into());
@@ -277,7 +311,13 @@ async fn main() -> Result<(), Error> {
     // check measured glibc's arenas, not the crate: they held 2-3 MiB more
     // after the soak while the heap in use grew by 0.2 MiB (malloc_stats
     // through gdb; docs/reliability.md).
-    let warm_plan = Plan::generate(o.seed ^ WARM_UP_SALT, o.connections, o.users, setup.seconds);
+    let warm_plan = Plan::generate(
+        o.seed ^ WARM_UP_SALT,
+        o.connections,
+        o.users,
+        setup.seconds,
+        o.resume_share,
+    );
     let warm = phase::run(&setup, &warm_plan).await?;
     let delivered: usize = warm.receivers.iter().map(|r| r.ks.len()).sum();
     println!(
@@ -324,14 +364,20 @@ async fn main() -> Result<(), Error> {
         }),
         _ => None,
     };
-    let plan = Plan::generate(o.seed, o.connections, o.users, o.seconds);
+    let plan = Plan::generate(o.seed, o.connections, o.users, o.seconds, o.resume_share);
     let outcome = phase::run(&setup, &plan).await?;
+    // One node keeps the users' history in its memory; with Redis, Redis
+    // does.
+    let history_kib = match o.nodes {
+        1 => resume::history_kib(&outcome),
+        _ => 0,
+    };
     let (after, _, settle) = server::wait_for(&mut servers, SETTLE, |all| {
         all.iter().zip(&baseline).all(|(g, b)| {
             g.connections == 0
                 && g.users == 0
                 && g.tasks == b.tasks
-                && g.rss_kib <= b.rss_kib + b.rss_kib / 10
+                && g.rss_kib <= b.rss_kib + b.rss_kib / 10 + history_kib
         })
     })
     .await?;
@@ -348,6 +394,7 @@ async fn main() -> Result<(), Error> {
         baseline: &baseline,
         after: &after,
         settle,
+        history_kib,
         server_errors: errors,
         rules: frames::Rules {
             cluster: o.nodes > 1,
@@ -360,6 +407,7 @@ async fn main() -> Result<(), Error> {
             "seed": o.seed, "connections": o.connections, "users": o.users, "seconds": o.seconds,
             "publishers": o.publishers, "rate": o.rate, "inbound_rate": INBOUND_RATE,
             "nodes": o.nodes, "sigstop_redis_s": o.sigstop_redis.map(|d| d.as_secs_f64()),
+            "resume_share": o.resume_share,
         }),
         warm_up: &warm,
     });

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 use crate::chaos::{self, Action, BadAttempt, Flood, Plan};
 use crate::client::{self, Clock, Cmd, Dialer, Error, Identity, Progress, Record};
 use crate::cluster::{Freeze, Frozen, Placement};
-use crate::publisher::{self, Job, PublisherLog};
+use crate::publisher::{self, Feed, Job, PublisherLog};
+use crate::stream::{Ask, Handoff, Position, Resume};
 
 /// Handshakes in flight at once: well under the server's 256 upgrades in
 /// flight, past which it answers 503.
@@ -27,6 +28,18 @@ const DRAIN: Duration = Duration::from_secs(15);
 /// 3 s into its stall, which lasts 7 s at least.
 const SLOW_RATE: f64 = 50.0;
 const SLOW_PAD: usize = 32 * 1024;
+/// How long each slow reader's user is published to, from its start: 6.4
+/// MB, twice what fills the kernel's buffers (after which the server's
+/// 1 s write timeout closes the connection). Not longer, because every
+/// event is kept in the server's history: megabytes for one user evict
+/// the history of the users sharing its shard, and a resume over such a
+/// stretch cannot be asked to recover (`resume.rs` counts it outside the
+/// window).
+const SLOW_FEED: Duration = Duration::from_secs(4);
+/// How long a reconnect waits for its predecessor's hand-off.
+const HANDOFF_WAIT: Duration = Duration::from_secs(10);
+/// A forged `since` offset this far past the session's: never a stream's.
+const AHEAD: u64 = 1_000_000_000;
 
 /// What a phase runs.
 #[derive(Clone)]
@@ -80,6 +93,17 @@ struct Live {
     task: JoinHandle<Record>,
     progress: Arc<Progress>,
     user: String,
+    /// Where the session stands once the connection is dropped.
+    handoff: oneshot::Receiver<Handoff>,
+    node: usize,
+}
+
+/// A slot's next connection: after which one, and whether it resumes.
+struct Reopen {
+    handoff: oneshot::Receiver<Handoff>,
+    resume: Option<Ask>,
+    /// The previous connection's node.
+    node: usize,
 }
 
 /// What the tasks opening receivers share.
@@ -90,15 +114,68 @@ struct Ctx {
     failures: Arc<Mutex<Vec<String>>>,
     gate: Arc<Semaphore>,
     deadline: Instant,
+    /// Numbers the receivers, in the order their slots open them.
+    serial: Arc<AtomicU64>,
+    /// The latest epoch seen per user, for positions forged with another
+    /// user's epoch.
+    epochs: Arc<Mutex<HashMap<String, String>>>,
+    /// Until when each slow reader's user is published to.
+    feed: Feed,
 }
 
 fn soak_user(u: usize) -> String {
     format!("soak-{u}")
 }
 
+/// The `since` of a reconnect that resumes as `ask`, once the previous
+/// connection of the slot handed off its session's position (`None`: the
+/// session has none, or the hand-off did not come).
+async fn resume_from(
+    ctx: &Ctx,
+    user: &str,
+    ask: Ask,
+    handoff: oneshot::Receiver<Handoff>,
+) -> Option<Resume> {
+    let handoff = tokio::time::timeout(HANDOFF_WAIT, handoff)
+        .await
+        .ok()?
+        .ok()?;
+    let session = handoff.position?;
+    let since = match ask {
+        Ask::Genuine => session.clone(),
+        Ask::ForeignEpoch => {
+            let epochs = ctx.epochs.lock();
+            let other = epochs
+                .iter()
+                .find(|(u, e)| u.as_str() != user && **e != session.epoch)
+                .map(|(_, e)| e.clone());
+            Position {
+                epoch: other.unwrap_or_else(|| "forged-epoch".to_owned()),
+                off: session.off,
+            }
+        }
+        Ask::Ahead => Position {
+            epoch: session.epoch.clone(),
+            off: session.off.saturating_add(AHEAD),
+        },
+    };
+    ctx.epochs
+        .lock()
+        .insert(user.to_owned(), session.epoch.clone());
+    Some(Resume {
+        ask,
+        since,
+        session,
+        dropped_us: handoff.dropped_us,
+    })
+}
+
 /// Opens the receiver of `slot` after `delay`: slots go to users
-/// round-robin, so no user exceeds the server's 16 connections.
-async fn open_slot(ctx: Ctx, slot: usize, delay: Duration) {
+/// round-robin, so no user exceeds the server's 16 connections. After a
+/// chaos action (`reopen`), a resuming reconnect waits for the previous
+/// connection's position and dials with `since`; on two nodes it dials the
+/// other node than the previous connection's (a resume anywhere).
+async fn open_slot(ctx: Ctx, slot: usize, delay: Duration, reopen: Option<Reopen>) {
     tokio::time::sleep(delay).await;
     let (users, publishers) = (ctx.setup.users.max(1), ctx.setup.publishers.max(1));
     let u = slot % users;
@@ -107,21 +184,41 @@ async fn open_slot(ctx: Ctx, slot: usize, delay: Duration) {
         publisher: format!("publisher-{}", u % publishers),
     };
     let placement = ctx.setup.placement;
-    let node = placement.receiver(slot, users, publishers);
+    let mut node = placement.receiver(slot, users, publishers);
+    let mut resume = None;
+    if let Some(Reopen {
+        handoff,
+        resume: Some(ask),
+        node: before,
+    }) = reopen
+    {
+        resume = resume_from(&ctx, &id.user, ask, handoff).await;
+        if resume.is_some() {
+            node = (before + 1) % placement.nodes.max(1);
+        }
+    }
+    let query = resume.as_ref().map_or(String::new(), |r| r.since.query());
     let connected = {
         let _permit = ctx.gate.acquire().await.ok();
-        ctx.setup.dialer.connect(node, &id.user, None).await
+        ctx.setup
+            .dialer
+            .connect_with(node, &id.user, &query, None)
+            .await
     };
     match connected {
         Ok(ws) => {
             let mut record = Record::new(id.clone());
             record.cross_node = node != placement.publisher(u % publishers);
+            record.stream.resume = resume;
+            record.slot = Some((slot, ctx.serial.fetch_add(1, Ordering::Relaxed)));
             let progress = Arc::clone(&record.progress);
             let (cmd, commands) = oneshot::channel();
+            let (handing, handoff) = oneshot::channel();
             let task = tokio::spawn(client::receive(
                 ws,
                 record,
                 commands,
+                handing,
                 ctx.setup.clock,
                 ctx.deadline,
             ));
@@ -130,6 +227,8 @@ async fn open_slot(ctx: Ctx, slot: usize, delay: Duration) {
                 task,
                 progress,
                 user: id.user,
+                handoff,
+                node,
             };
             if let Some(place) = ctx.slots.lock().get_mut(slot) {
                 *place = Some(live);
@@ -171,6 +270,7 @@ async fn join_all<T>(tasks: Vec<JoinHandle<T>>, deadline: Instant, lost: &mut u6
 async fn start_publishers(
     setup: &Setup,
     plan: &Plan,
+    feed: &Feed,
     stop: &watch::Receiver<bool>,
     deadline: Instant,
 ) -> Result<Vec<JoinHandle<PublisherLog>>, Error> {
@@ -186,6 +286,7 @@ async fn start_publishers(
                 rate: setup.rate / setup.publishers as f64,
                 pad: 0,
                 gaps: placement.nodes > 1,
+                feed: None,
             };
             (placement.publisher(p), job)
         })
@@ -199,6 +300,7 @@ async fn start_publishers(
             rate: SLOW_RATE * plan.slow_readers as f64,
             pad: SLOW_PAD,
             gaps: placement.nodes > 1,
+            feed: Some(Arc::clone(feed)),
         };
         jobs.push((placement.slow().0, job));
     }
@@ -238,6 +340,7 @@ async fn churn(ctx: &Ctx, plan: &Plan, start: Instant) -> Churn {
                 slot,
                 cmd,
                 reconnect,
+                resume,
             } => {
                 let Some((slot, live)) = take_occupied(&ctx.slots, slot) else {
                     c.actions.skipped += 1;
@@ -252,10 +355,18 @@ async fn churn(ctx: &Ctx, plan: &Plan, start: Instant) -> Churn {
                 }
                 let _ = live.cmd.send(cmd);
                 c.stricken.push(live.task);
-                c.reconnects
-                    .push(tokio::spawn(open_slot(ctx.clone(), slot, reconnect)));
+                let reopen = Reopen {
+                    handoff: live.handoff,
+                    resume,
+                    node: live.node,
+                };
+                let open = open_slot(ctx.clone(), slot, reconnect, Some(reopen));
+                c.reconnects.push(tokio::spawn(open));
             }
             Action::Slow(n) => {
+                ctx.feed
+                    .lock()
+                    .insert(format!("slow-{n}"), Instant::now() + SLOW_FEED);
                 let (resume, resumed) = oneshot::channel();
                 c.resumes.push(resume);
                 let id = Identity {
@@ -293,17 +404,21 @@ pub(crate) async fn run(setup: &Setup, plan: &Plan) -> Result<Outcome, Error> {
     let deadline =
         Instant::now() + Duration::from_secs_f64(setup.seconds) + Duration::from_secs(180);
     let (stop, stopped) = watch::channel(false);
-    let publishers = start_publishers(setup, plan, &stopped, deadline).await?;
+    let feed = Feed::default();
+    let publishers = start_publishers(setup, plan, &feed, &stopped, deadline).await?;
     let ctx = Ctx {
         setup: setup.clone(),
         slots: Arc::new(Mutex::new((0..setup.connections).map(|_| None).collect())),
         failures: Arc::new(Mutex::new(Vec::new())),
         gate: Arc::new(Semaphore::new(HANDSHAKES)),
         deadline,
+        serial: Arc::new(AtomicU64::new(0)),
+        epochs: Arc::new(Mutex::new(HashMap::new())),
+        feed,
     };
     let mut lost_tasks = 0;
     let opening = (0..setup.connections)
-        .map(|slot| tokio::spawn(open_slot(ctx.clone(), slot, Duration::ZERO)))
+        .map(|slot| tokio::spawn(open_slot(ctx.clone(), slot, Duration::ZERO, None)))
         .collect();
     join_all(opening, deadline, &mut lost_tasks).await;
 

@@ -3,9 +3,11 @@
 //! handles one connection's inbound messages in order).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::Message;
@@ -13,8 +15,8 @@ use tokio_tungstenite::tungstenite::protocol::Message;
 use crate::client::{self, Clock, Identity, Record, Ws};
 
 const TICK: Duration = Duration::from_millis(20);
-/// The most `gap` frames a publisher reads: a bound for its loop, far
-/// above one per backplane outage.
+/// The most `gap` frames and pings a publisher reads: a bound for its
+/// loop, far above one per backplane outage or 25 s of silence.
 const MAX_GAPS: usize = 10_000;
 
 /// Whether `text` is a `gap` frame.
@@ -30,6 +32,8 @@ pub(crate) struct PublisherLog {
     pub(crate) sent: HashMap<String, Vec<u64>>,
     /// Why the connection failed before we closed it, if it did.
     pub(crate) failure: Option<String>,
+    /// Bytes of padding in each payload.
+    pub(crate) pad: usize,
 }
 
 impl PublisherLog {
@@ -48,7 +52,13 @@ pub(crate) struct Job {
     pub(crate) pad: usize,
     /// A node of a cluster: its backplane may send `gap` frames.
     pub(crate) gaps: bool,
+    /// When set, a user is published to only until the instant it names
+    /// (its turns in the round-robin pass by unused otherwise).
+    pub(crate) feed: Option<Feed>,
 }
+
+/// Per user, until when a publisher with a feed publishes to them.
+pub(crate) type Feed = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// Publishes `job` round-robin over its users until `stop` (or
 /// `deadline`), then closes.
@@ -63,6 +73,7 @@ pub(crate) async fn run(
         name: job.name.clone(),
         sent: job.users.iter().map(|u| (u.clone(), Vec::new())).collect(),
         failure: None,
+        pad: job.pad,
     };
     let mut own = Record::new(Identity {
         user: job.name.clone(),
@@ -73,14 +84,18 @@ pub(crate) async fn run(
         return log;
     }
     let (mut sink, mut stream) = ws.split();
-    // The server sends a publisher nothing after `ready` (but, on a node
-    // of a cluster, the backplane's `gap` frames): anything else it reads
-    // here before we close (a close frame, an error) is a failure.
+    // The server sends a publisher nothing after `ready` (but pings, and
+    // on a node of a cluster the backplane's `gap` frames): anything else
+    // it reads here before we close (a close frame, an error) is a
+    // failure.
     let gaps = job.gaps;
     let reader = tokio::spawn(async move {
         for _ in 0..MAX_GAPS {
             match tokio::time::timeout_at(deadline.into(), stream.next()).await {
                 Ok(Some(Ok(Message::Text(text)))) if gaps && is_gap(&text) => continue,
+                // A publisher with a feed falls silent between its users'
+                // turns, and the server pings a silent connection.
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
                 Ok(Some(Ok(Message::Close(frame)))) => {
                     return Some(format!(
                         "server closed: {:?}",
@@ -93,7 +108,7 @@ pub(crate) async fn run(
                 Err(_) => return None,
             }
         }
-        Some("too many gap frames".to_owned())
+        Some("too many gap frames or pings".to_owned())
     });
     let started = Instant::now();
     // Never more than a tenth of a second's worth at once, so a stalled
@@ -115,6 +130,16 @@ pub(crate) async fn run(
                 break;
             };
             next_user = next_user.wrapping_add(1);
+            if let Some(feed) = &job.feed {
+                let fed = feed
+                    .lock()
+                    .get(user)
+                    .is_some_and(|&until| Instant::now() < until);
+                if !fed {
+                    published += 1;
+                    continue;
+                }
+            }
             let Some(times) = log.sent.get_mut(user) else {
                 break;
             };

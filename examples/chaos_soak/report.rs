@@ -12,6 +12,7 @@ use crate::frames::{
     sent_times, unexpected,
 };
 use crate::phase::Outcome;
+use crate::resume::{self, Limits};
 use crate::server::Gauges;
 
 /// One assertion.
@@ -22,7 +23,7 @@ pub(crate) struct Check {
     pass: bool,
 }
 
-fn check(
+pub(crate) fn check(
     name: &'static str,
     measured: impl ToString,
     expected: impl ToString,
@@ -44,6 +45,8 @@ pub(crate) struct Inputs<'a> {
     /// Per node.
     pub(crate) after: &'a [Gauges],
     pub(crate) settle: Duration,
+    /// What the history may hold of the phase's events, per node (KiB).
+    pub(crate) history_kib: u64,
     /// ERROR lines over every node, and the last one.
     pub(crate) server_errors: (u64, Option<String>),
     pub(crate) rules: Rules,
@@ -123,7 +126,20 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
         gaps_excuse_losses: false,
         ..rules
     };
-    let warm_up_findings = frame_findings(i.warm_up, warm_up_rules);
+    let limits = Limits {
+        // With Redis keeping the streams, the history's bytes are Redis's.
+        byte_budget: !rules.cluster,
+        frozen: o.frozen.map(|f| (f.stopped_us, f.continued_us)),
+    };
+    let resume = resume::evaluate(o, limits);
+    let warm_up_resume = resume::evaluate(
+        i.warm_up,
+        Limits {
+            frozen: None,
+            ..limits
+        },
+    );
+    let warm_up_findings = frame_findings(i.warm_up, warm_up_rules) + warm_up_resume.failures();
     let refused = o.bad.iter().filter(|b| b.refused).count();
     let floods_4429 = o.floods.iter().filter(|f| f.code == Some(4429)).count();
     let slow_closed = slow
@@ -140,7 +156,7 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
     let (connections_after, users_after) = (sum(|g| g.connections), sum(|g| g.users));
     let isolation_refusals = sum(|g| g.isolation_refusals);
     let tasks_back = a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.tasks == b.tasks);
-    let rss_limit = |b: &Gauges| b.rss_kib + b.rss_kib / 10;
+    let rss_limit = |b: &Gauges| b.rss_kib + b.rss_kib / 10 + i.history_kib;
     let rss_back = a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.rss_kib <= rss_limit(b));
     let rss_after = a
         .iter()
@@ -151,9 +167,12 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let rss_expected = per_node(&|b| format!("<= {} ({})", rss_limit(b), b.rss_kib), b);
+    let rss_expected = per_node(
+        &|b| format!("<= {} ({} + {})", rss_limit(b), b.rss_kib, i.history_kib),
+        b,
+    );
 
-    let checks = [
+    let mut checks = vec![
         check(
             "messages delivered to the wrong user",
             wrong_user,
@@ -287,12 +306,18 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
             tasks_back,
         ),
         check(
-            "server RSS after, KiB (baseline)",
+            "server RSS after, KiB (baseline + history)",
             rss_after,
             rss_expected,
             rss_back,
         ),
     ];
+    // The resume rows go after the other delivery rows.
+    let at = checks
+        .iter()
+        .position(|c| c.name == "healthy connections dropped")
+        .unwrap_or(checks.len());
+    checks.splice(at..at, resume.checks());
 
     let published: u64 = o.logs.iter().map(|l| l.published()).sum();
     let delivered: u64 = all().map(|r| r.ks.len() as u64).sum();
@@ -323,6 +348,7 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
         i.settle.as_secs_f64(),
         i.busy_retries,
     );
+    println!("{}", resume.line());
     println!(
         "bad tokens: {}",
         bad_kinds
@@ -360,6 +386,8 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
     }
     print_failures(o, &dropped, i);
     print_unexcused(o, &sent, rules);
+    resume::print_breaks(o);
+    resume::print_breaks(i.warm_up);
     print_table(&checks);
 
     let failed = checks.iter().filter(|c| !c.pass).count();
@@ -376,9 +404,10 @@ pub(crate) fn print(i: &Inputs<'_>) -> usize {
         "missed_covered_by_gap": covered, "holes_excused": excused,
         "healthy_dropped": dropped.len(), "connect_failures": o.connect_failures.len(),
         "latency_ms": { "p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99), "max": percentile(&latencies, 1.0) },
-        "drain_s": o.drain.0.as_secs_f64(), "settle_s": i.settle.as_secs_f64(),
+        "drain_s": o.drain.0.as_secs_f64(), "settle_s": i.settle.as_secs_f64(), "history_kib": i.history_kib,
         "baseline": b.iter().map(|b| json!({ "tasks": b.tasks, "rss_kib": b.rss_kib })).collect::<Vec<_>>(),
         "after": a.iter().map(|a| json!({ "connections": a.connections, "users": a.users, "tasks": a.tasks, "rss_kib": a.rss_kib, "isolation_refusals": a.isolation_refusals })).collect::<Vec<_>>(),
+        "resume": resume.json(),
         "server_error_lines": i.server_errors.0, "busy_retries": i.busy_retries,
         "failed": failed, "passed": failed == 0,
     });
