@@ -9,6 +9,12 @@
 //! `IN_FLIGHT` events (default 1,000) unreceived at any time, so the figure
 //! is a sustained rate, not a queue's burst; a small `IN_FLIGHT` measures
 //! latency without queueing.
+//!
+//! `WS_LIFECYCLE_REDIS_STREAMS=0` runs both nodes with
+//! [`RedisConfig::streams`] off (plain `PUBLISH`es, no offsets or history
+//! in Redis), for comparison; unset or any other value keeps the default
+//! (streams on: one append script call per batch of events, see
+//! docs/benchmarks.md). The JSON line says which (`"streams"`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let events: u64 = args.next().map_or(Ok(100_000), |a| a.parse())?;
     let users: u64 = args.next().map_or(Ok(100), |a| a.parse())?;
     let window: u64 = args.next().map_or(Ok(1_000), |a| a.parse())?;
+    let streams = std::env::var("WS_LIFECYCLE_REDIS_STREAMS").ok().as_deref() != Some("0");
 
     let node = |url: &str| -> Result<
         (Hub, tokio::sync::watch::Receiver<bool>),
@@ -47,7 +54,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     > {
         // Every node of a cluster shares the key; this one is for the demo only.
         let key = ClusterKey::new(b"redis_throughput's demo cluster key, not a secret")?;
-        let backplane = RedisBackplane::new(RedisConfig::new(url, key))?;
+        let mut config = RedisConfig::new(url, key);
+        config.streams = streams;
+        let backplane = RedisBackplane::new(config)?;
         let health = backplane.health();
         Ok((Hub::builder().backplane(backplane).build()?, health))
     };
@@ -130,6 +139,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{}",
         serde_json::json!({
             "scenario": "redis_cross_node",
+            "streams": streams,
             "events": events,
             "users": users,
             "in_flight": window,

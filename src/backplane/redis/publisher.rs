@@ -2,6 +2,7 @@
 //! every loss turned into a `gap` for the users it touched.
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -244,16 +245,28 @@ async fn serve(
                 .seal(&channel, &shared.node, Kind::Gap, 0, |_| {});
             pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
         }
+        // Stream events go in calls of the append script, each a run of
+        // consecutive ones (up to `APPEND_BATCH`); the other messages stay
+        // where they were between them, so a channel's order is kept.
+        let calls = appends(&batch);
         let now = super::now_ms();
-        for item in &batch {
-            if item.kind == Kind::Stream {
-                add_append(&mut pipe, shared, item, now, true);
-            } else {
+        let mut at = 0;
+        for call in &calls {
+            for item in batch.get(at..call.start).unwrap_or_default() {
                 pipe.cmd("PUBLISH")
                     .arg(&item.channel)
                     .arg(&item.payload)
                     .ignore();
             }
+            let items = batch.get(call.clone()).unwrap_or_default();
+            stream::append(&mut pipe, shared, items, now, true);
+            at = call.end;
+        }
+        for item in batch.get(at..).unwrap_or_default() {
+            pipe.cmd("PUBLISH")
+                .arg(&item.channel)
+                .arg(&item.payload)
+                .ignore();
         }
         let started = timer.start();
         let replies = shared
@@ -276,10 +289,8 @@ async fn serve(
             .stats
             .gaps_published
             .fetch_add(told, Ordering::Relaxed);
-        if replies.iter().any(Result::is_err) {
-            let streamed = batch.iter().filter(|item| item.kind == Kind::Stream);
-            let refused = settle(shared, conn, streamed.zip(replies)).await;
-            batch.clear();
+        if !calls.is_empty() {
+            let refused = settle(shared, conn, &batch, &calls, replies).await;
             match refused {
                 Settled::Lost(lost) if lost.events > 0 => {
                     let events = lost.report(shared, link);
@@ -290,35 +301,30 @@ async fn serve(
                     );
                 }
                 Settled::Lost(_) => {}
-                Settled::ConnectionLost(lost) => return Some(lost),
+                Settled::ConnectionLost(lost) => {
+                    batch.clear();
+                    return Some(lost);
+                }
             }
         }
         batch.clear();
     }
 }
 
-/// Adds the append script for a stream event to `pipe`.
-fn add_append(
-    pipe: &mut redis::Pipeline,
-    shared: &Shared,
-    item: &Outgoing,
-    now: u64,
-    by_sha: bool,
-) {
-    let (head, body) = item
-        .payload
-        .split_at_checked(item.body_at)
-        .unwrap_or((item.payload.as_str(), ""));
-    stream::append(
-        pipe,
-        shared,
-        &item.user,
-        &item.channel,
-        head,
-        body,
-        now,
-        by_sha,
-    );
+/// The calls of the append script for `batch`'s stream events: its runs of
+/// consecutive stream events, cut every [`stream::APPEND_BATCH`] events.
+fn appends(batch: &[Outgoing]) -> Vec<Range<usize>> {
+    let mut calls: Vec<Range<usize>> = Vec::new();
+    for (i, item) in batch.iter().enumerate() {
+        if item.kind != Kind::Stream {
+            continue;
+        }
+        match calls.last_mut() {
+            Some(call) if call.end == i && call.len() < stream::APPEND_BATCH => call.end = i + 1,
+            _ => calls.push(i..i + 1),
+        }
+    }
+    calls
 }
 
 enum Settled {
@@ -328,31 +334,34 @@ enum Settled {
     ConnectionLost(Lost),
 }
 
-/// Looks at the replies of a pipeline's stream events, some of which Redis
-/// refused. A script missing from the server's cache (it restarted, or
-/// someone ran `SCRIPT FLUSH`) ran nothing: those events are sent again by
-/// text (`EVAL`), unless an event after them landed, which a retry would
-/// overtake (then they are lost, and told as a gap). Any other refusal
-/// loses its event.
-async fn settle<'a>(
+/// Looks at the replies of a pipeline's append calls (`replies`, one per
+/// call of `calls`, in order). A call Redis ran tells, per event, its
+/// offset or why it refused it: a refused event is lost. A call whose script
+/// was missing from the server's cache (it restarted, or someone ran
+/// `SCRIPT FLUSH`) ran nothing: its events are sent again by text (`EVAL`),
+/// unless a later call of the pipeline ran, which a retry would overtake
+/// (then they are lost, and told as a gap). Any other failure of a call
+/// loses all its events.
+async fn settle(
     shared: &Shared,
     conn: &mut MultiplexedConnection,
-    replies: impl Iterator<Item = (&'a Outgoing, redis::RedisResult<redis::Value>)>,
+    batch: &[Outgoing],
+    calls: &[Range<usize>],
+    replies: Vec<redis::RedisResult<redis::Value>>,
 ) -> Settled {
-    let replies: Vec<_> = replies.collect();
-    let last_landed = replies.iter().rposition(|(_, reply)| reply.is_ok());
+    let last_ran = replies.iter().rposition(|reply| !unrun(reply));
     let mut lost = Lost::default();
     let mut retry = Vec::new();
-    for (i, (item, reply)) in replies.into_iter().enumerate() {
-        match reply {
-            Ok(_) => {}
-            Err(error) if stream::is_noscript(&error) && last_landed.is_none_or(|l| i > l) => {
-                retry.push(item);
+    let mut replies = replies.into_iter();
+    for (i, call) in calls.iter().enumerate() {
+        let items = batch.get(call.clone()).unwrap_or_default();
+        match replies.next() {
+            Some(reply) if unrun(&reply) && last_ran.is_none_or(|l| i > l) => {
+                retry.push(call.clone());
             }
-            Err(error) => {
-                tracing::debug!(%error, "Redis backplane: an event was refused");
-                lost.add(shared, item);
-            }
+            Some(reply) => tally(shared, items, reply, &mut lost),
+            // Fewer replies than calls: nothing says these landed.
+            None => items.iter().for_each(|item| lost.add(shared, item)),
         }
     }
     if retry.is_empty() {
@@ -361,27 +370,72 @@ async fn settle<'a>(
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     let now = super::now_ms();
-    for item in &retry {
-        add_append(&mut pipe, shared, item, now, false);
+    for call in &retry {
+        let items = batch.get(call.clone()).unwrap_or_default();
+        stream::append(&mut pipe, shared, items, now, false);
     }
     let replies = shared
         .within(pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(conn))
         .await;
     match replies {
         Ok(replies) => {
-            for (item, reply) in retry.into_iter().zip(replies) {
-                if let Err(error) = reply {
-                    tracing::debug!(%error, "Redis backplane: an event was refused");
-                    lost.add(shared, item);
+            let mut replies = replies.into_iter();
+            for call in retry {
+                let items = batch.get(call).unwrap_or_default();
+                match replies.next() {
+                    Some(reply) => tally(shared, items, reply, &mut lost),
+                    None => items.iter().for_each(|item| lost.add(shared, item)),
                 }
             }
             Settled::Lost(lost)
         }
         Err(_) => {
-            for item in retry {
-                lost.add(shared, item);
+            for call in retry {
+                for item in batch.get(call).unwrap_or_default() {
+                    lost.add(shared, item);
+                }
             }
             Settled::ConnectionLost(lost)
+        }
+    }
+}
+
+/// Whether an append call ran nothing: its script was missing (`NOSCRIPT`).
+fn unrun(reply: &redis::RedisResult<redis::Value>) -> bool {
+    reply.as_ref().is_err_and(stream::is_noscript)
+}
+
+/// Adds to `lost` the events of one append call (`items`) that `reply`
+/// does not show placed: the events Redis refused, or all of them when the
+/// call failed or its reply is not the script's.
+fn tally(
+    shared: &Shared,
+    items: &[Outgoing],
+    reply: redis::RedisResult<redis::Value>,
+    lost: &mut Lost,
+) {
+    use redis::Value;
+    match reply {
+        Ok(Value::Int(_)) if items.len() == 1 => {}
+        Ok(Value::Array(results)) if items.len() > 1 && results.len() == items.len() => {
+            for (item, result) in items.iter().zip(results) {
+                if !matches!(result, Value::Int(_)) {
+                    tracing::debug!(?result, "Redis backplane: an event was refused");
+                    lost.add(shared, item);
+                }
+            }
+        }
+        Ok(reply) => {
+            tracing::warn!(
+                ?reply,
+                "Redis backplane: the append script's reply is not one it gives; its events \
+                 are counted lost"
+            );
+            items.iter().for_each(|item| lost.add(shared, item));
+        }
+        Err(error) => {
+            tracing::debug!(%error, "Redis backplane: events were refused");
+            items.iter().for_each(|item| lost.add(shared, item));
         }
     }
 }
@@ -390,6 +444,34 @@ async fn settle<'a>(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn outgoing(kind: Kind) -> Outgoing {
+        Outgoing {
+            user: UserId::new("u").unwrap(),
+            kind,
+            channel: String::new(),
+            payload: String::new(),
+            body_at: 0,
+        }
+    }
+
+    #[test]
+    fn stream_events_go_in_runs_cut_at_the_call_cap_and_other_messages_split_them() {
+        let cap = stream::APPEND_BATCH;
+        let mut batch: Vec<Outgoing> = (0..cap + 3).map(|_| outgoing(Kind::Stream)).collect();
+        batch.push(outgoing(Kind::Disconnect));
+        batch.push(outgoing(Kind::Stream));
+        batch.push(outgoing(Kind::Gap));
+        batch.push(outgoing(Kind::Disconnect));
+        batch.push(outgoing(Kind::Stream));
+        batch.push(outgoing(Kind::Stream));
+        assert_eq!(
+            appends(&batch),
+            vec![0..cap, cap..cap + 3, cap + 4..cap + 5, cap + 7..cap + 9]
+        );
+        assert!(appends(&[outgoing(Kind::Disconnect)]).is_empty());
+        assert!(appends(&[]).is_empty());
+    }
 
     #[test]
     fn losses_collapse_into_one_cluster_wide_gap_past_their_bound() {
