@@ -200,7 +200,7 @@ fn history(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     let frames = Arc::new(Semaphore::new(0));
     let mut hubs = Vec::new();
-    for (name, keep) in [("on", true), ("off", false)] {
+    for (name, keep) in [("off", false), ("on", true)] {
         let hub = roomy_hub_with(|config| {
             if !keep {
                 config.history = HistoryConfig::off();

@@ -86,6 +86,9 @@ struct Shard {
     /// Reused to write an event's bytes before they go into the ring.
     scratch: String,
     bytes: usize,
+    /// When the queue's front arrived (kept here so a send need not read
+    /// the front to know nothing has expired).
+    oldest: Option<Instant>,
 }
 
 impl Shard {
@@ -96,6 +99,7 @@ impl Shard {
             ring: VecDeque::new(),
             scratch: String::new(),
             bytes: 0,
+            oldest: None,
         })
     }
 
@@ -256,6 +260,7 @@ impl<T: Kept> Table<T> {
                 len,
                 cost,
             });
+            shard.oldest.get_or_insert(now);
             shard.bytes += cost;
         }
         (off, result)
@@ -270,9 +275,20 @@ impl<T: Kept> Table<T> {
         room: usize,
         connected: &impl Fn(&UserId) -> bool,
     ) {
+        // Decided from the shard's own fields, which the send has in cache:
+        // the queue's front is touched only to evict. Over the budget, it
+        // makes room for an eighth of it at once, so evictions come in runs
+        // through memory laid out in order (which the CPU prefetches), not
+        // one cold read per send.
+        let expired = |oldest: Option<Instant>| {
+            oldest.is_some_and(|at| now.saturating_duration_since(at) > self.config.window)
+        };
+        if !expired(shard.oldest) && shard.bytes + room <= self.budget {
+            return;
+        }
+        let low = self.budget - self.budget / 8;
         while let Some(front) = shard.arrivals.front() {
-            let expired = now.saturating_duration_since(front.at) > self.config.window;
-            if !expired && shard.bytes + room <= self.budget {
+            if !expired(Some(front.at)) && shard.bytes + room <= low {
                 break;
             }
             let Some(arrival) = shard.arrivals.pop_front() else {
@@ -291,6 +307,7 @@ impl<T: Kept> Table<T> {
                 shard.bytes = shard.bytes.saturating_sub(ENTRY_COST);
             }
         }
+        shard.oldest = shard.arrivals.front().map(|a| a.at);
     }
 
     /// The user's position, and with `since` the retained events after it
@@ -477,6 +494,7 @@ impl<T: Kept> Table<T> {
             len: 0,
             cost: MARKER_COST,
         });
+        shard.oldest.get_or_insert(now);
         shard.bytes += MARKER_COST;
     }
 
