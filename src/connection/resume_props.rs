@@ -61,6 +61,7 @@ fn run(seen: u64, since_offset: u64, same_epoch: bool, steps: &[Step], per_user:
         let (_, ()) = table.append(
             &user,
             event(),
+            64,
             |off, event| {
                 if entered.load(Ordering::Relaxed) {
                     let routed = Routed::for_user(user.clone(), off, event);

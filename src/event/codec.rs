@@ -2,6 +2,8 @@
 //! connection's frame made from it by splicing in `seq`, and the form
 //! another node receives through a backplane.
 
+use std::sync::Arc;
+
 use crate::event::{AgentEventKind, EventName, WIRE_VERSION};
 
 /// How a connection's frames spell the event type.
@@ -65,8 +67,10 @@ impl TypeTag {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedEvent {
     tag: TypeTag,
-    /// Everything after the type field, starting with `,`.
-    tail: String,
+    /// Everything after the type field, starting with `,`: serialised once
+    /// and shared, so a copy for each of a fan-out's users, and the copy a
+    /// user's history keeps, cost a reference count, not the bytes again.
+    tail: Arc<str>,
 }
 
 /// A backplane message is not an event's wire form: the message is corrupt
@@ -77,15 +81,18 @@ pub struct WireError(&'static str);
 
 impl EncodedEvent {
     pub(crate) fn from_parts(tag: TypeTag, tail: String) -> Self {
-        EncodedEvent { tag, tail }
+        EncodedEvent {
+            tag,
+            tail: Arc::from(tail),
+        }
     }
 
     /// Bytes this event adds to a connection's buffer, for byte limits:
-    /// what its shared bytes occupy (their allocation, not just their
-    /// length) plus an allowance for the frame's prefix.
+    /// its shared bytes plus an allowance for the frame's prefix (counted
+    /// whole by every buffer holding it, though they share one copy).
     pub fn weight(&self) -> usize {
         // prefix + seq digits + type: a fixed allowance keeps this O(1).
-        self.tail.capacity() + 48
+        self.tail.len() + 48
     }
 
     /// The exact length of the frame for `seq` in `mode`.
@@ -238,7 +245,7 @@ impl EncodedEvent {
         };
         Ok(EncodedEvent {
             tag,
-            tail: tail.to_owned(),
+            tail: Arc::from(tail),
         })
     }
 }

@@ -18,20 +18,8 @@ use crate::hub::Inner;
 use crate::id::UserId;
 use crate::metrics::Metrics;
 use crate::router::InsertError;
-use crate::stream::table::{Kept, Positioned};
+use crate::stream::table::Positioned;
 use crate::stream::{Epoch, HistoryConfig, Position};
-
-/// The history keeps an event as its backplane wire form: one string,
-/// which only this process wrote, read back without parsing its JSON again.
-impl Kept for EncodedEvent {
-    fn keep(&self, out: &mut String) {
-        self.write_wire(out);
-    }
-
-    fn restore(kept: &str) -> Option<Self> {
-        EncodedEvent::from_kept(kept).ok()
-    }
-}
 
 impl Owner for Inner {
     fn context(&self) -> &Arc<Context> {
@@ -220,9 +208,11 @@ impl Node for Inner {
         Metrics::inc(&self.ctx.metrics.c.backplane_received);
         // This node's stream of the user: the remote event gets the next
         // offset here, like a local send.
+        let weight = event.weight();
         let (_, told) = self.streams.append(
             user,
             event,
+            weight,
             |off, event| {
                 let d = self.route(user, &Routed::for_user(user.clone(), off, event));
                 (d.accepted() as usize, !d.is_miss())

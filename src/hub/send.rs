@@ -288,9 +288,11 @@ impl Inner {
                 ..Delivery::default()
             };
         }
+        let weight = event.weight();
         let (off, mut delivery) = self.streams.append(
             user,
             event,
+            weight,
             |off, event| {
                 let routed = Routed::for_user(user.clone(), off, event);
                 let mut d = self.route(user, &routed);

@@ -8,14 +8,14 @@
 //! resuming connection listens first, reads second: whatever it misses
 //! live is in what it reads).
 //!
-//! A shard keeps its retained events in arrival order, their bytes in one
-//! ring: forgetting the oldest is advancing the ring's start, which
-//! touches no memory the event was in. Holding each event as its own
-//! allocation instead (shared with the connections' queues) made every
-//! eviction a cache miss on memory written long ago, and a fan-out with
-//! history twice as slow (docs/benchmarks.md, "The users' streams"). A
-//! resume reads its user's events back from the ring, newest first, until
-//! it reaches its position: a cost paid per resume, not per send.
+//! A shard keeps its retained events in one queue, in arrival order, each a
+//! share of the event the connections' queues had (the serialised bytes
+//! are shared by every user of a fan-out and by the history): retaining is
+//! a reference count, not a copy. Forgetting is popping the queue's front,
+//! in runs of an eighth of the budget at a time so that it streams through
+//! memory laid out in order; a send reads nothing else of the queue. A
+//! resume reads its user's events from the back of the queue until it
+//! reaches its position: a cost paid per resume, not per send.
 //!
 //! Memory is bounded by [`HistoryConfig`]: the byte budget is split evenly
 //! across the shards, each of which forgets its oldest events first (the
@@ -33,21 +33,11 @@ use crate::id::UserId;
 use crate::stream::{Epoch, HistoryConfig, Position};
 
 /// Bytes counted for a user's entry, and for each retained event beyond
-/// its own bytes (its record, with slack for the queues' growth), so that
-/// a flood of tiny events to many users stays within the budget too.
+/// its weight (its record, with slack for the queue's growth), so that a
+/// flood of tiny events to many users stays within the budget too.
 pub(crate) const ENTRY_COST: usize = 160;
 pub(crate) const RETAINED_COST: usize = 96;
 const MARKER_COST: usize = 64;
-
-/// What the table keeps of an item: its bytes, written once into the
-/// shard's ring, and the item made again from them for a resume.
-pub(crate) trait Kept: Sized {
-    /// Appends the item's bytes to `out`.
-    fn keep(&self, out: &mut String);
-    /// The item from what [`keep`](Kept::keep) wrote (`None`: not an item
-    /// of this type, which the table never asks).
-    fn restore(kept: &str) -> Option<Self>;
-}
 
 struct Stream {
     epoch: Epoch,
@@ -67,83 +57,63 @@ impl Stream {
     }
 }
 
-/// One retained event (or, with offset 0, an idle entry's marker, see
-/// [`Table::release`]), in its shard's order of arrival; its bytes are the
-/// next `len` of the ring.
-struct Arrival {
+/// One retained event (or, with no item, an idle entry's marker, see
+/// [`Table::release`]), in its shard's order of arrival.
+struct Arrival<T> {
     user: UserId,
     off: u64,
     at: Instant,
-    len: usize,
     cost: usize,
+    item: Option<T>,
 }
 
-struct Shard {
+struct Shard<T> {
     streams: HashMap<UserId, Stream>,
-    arrivals: VecDeque<Arrival>,
-    /// The retained events' bytes, in arrival order.
-    ring: VecDeque<u8>,
-    /// Reused to write an event's bytes before they go into the ring.
-    scratch: String,
+    arrivals: VecDeque<Arrival<T>>,
     bytes: usize,
     /// When the queue's front arrived (kept here so a send need not read
     /// the front to know nothing has expired).
     oldest: Option<Instant>,
 }
 
-impl Shard {
+impl<T: Clone> Shard<T> {
     fn empty() -> Mutex<Self> {
         Mutex::new(Shard {
             streams: HashMap::new(),
             arrivals: VecDeque::new(),
-            ring: VecDeque::new(),
-            scratch: String::new(),
             bytes: 0,
             oldest: None,
         })
     }
 
-    /// `user`'s retained events after `after`, oldest first, when they are
-    /// all there and the oldest is younger than `window`.
-    fn history<T: Kept>(
+    /// `user`'s retained events after `after` up to `head`, oldest first,
+    /// when they are all there and none is older than `window`.
+    fn history(
         &self,
         user: &UserId,
         after: u64,
         head: u64,
-        oldest: Instant,
+        now: Instant,
+        window: std::time::Duration,
     ) -> Option<Vec<(u64, T)>> {
-        let mut end = self.ring.len();
         let mut found = Vec::new();
         let mut want = head;
         for arrival in self.arrivals.iter().rev() {
-            let start = end.checked_sub(arrival.len)?;
-            if arrival.off != 0 && (arrival.user.ptr_eq(user) || arrival.user == *user) {
-                if arrival.off != want {
-                    return None;
-                }
-                if arrival.at < oldest {
-                    return None;
-                }
-                found.push((arrival.off, start, end));
-                if want == after + 1 {
-                    break;
-                }
-                want -= 1;
+            let Some(item) = &arrival.item else { continue };
+            if !(arrival.user.ptr_eq(user) || arrival.user == *user) {
+                continue;
             }
-            end = start;
+            if arrival.off != want || now.saturating_duration_since(arrival.at) > window {
+                return None;
+            }
+            found.push((arrival.off, item.clone()));
+            if want == after + 1 {
+                found.reverse();
+                return Some(found);
+            }
+            want -= 1;
         }
-        if want != after + 1 || found.len() as u64 != head - after {
-            return None;
-        }
-        let mut out = Vec::with_capacity(found.len());
-        let mut text = Vec::new();
-        for (off, start, end) in found.into_iter().rev() {
-            text.clear();
-            text.extend(self.ring.range(start..end));
-            let kept = std::str::from_utf8(&text).ok()?;
-            out.push((off, T::restore(kept)?));
-        }
-        Some(out)
+        None
     }
 }
 
@@ -171,17 +141,16 @@ pub(crate) enum Positioned {
 }
 
 pub(crate) struct Table<T> {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Mutex<Shard<T>>]>,
     /// Never used: [`Table::shard`] masks its index by the shards' count,
     /// a power of two; this spares it an indexing that could panic.
-    spare: Mutex<Shard>,
+    spare: Mutex<Shard<T>>,
     hasher: RandomState,
     config: HistoryConfig,
     budget: usize,
-    kept: std::marker::PhantomData<fn() -> T>,
 }
 
-impl<T: Kept> Table<T> {
+impl<T: Clone> Table<T> {
     pub(crate) fn new(shards: usize, config: HistoryConfig) -> Self {
         let shards = shards.clamp(1, 4096).next_power_of_two();
         Table {
@@ -190,11 +159,10 @@ impl<T: Kept> Table<T> {
             hasher: RandomState::new(),
             budget: config.max_bytes / shards,
             config,
-            kept: std::marker::PhantomData,
         }
     }
 
-    fn shard(&self, user: &UserId) -> &Mutex<Shard> {
+    fn shard(&self, user: &UserId) -> &Mutex<Shard<T>> {
         let hash = self.hasher.hash_one(user) as usize;
         let index = hash & (self.shards.len() - 1);
         self.shards.get(index).unwrap_or(&self.spare)
@@ -211,6 +179,7 @@ impl<T: Kept> Table<T> {
         &self,
         user: &UserId,
         item: T,
+        weight: usize,
         route: impl FnOnce(u64, T) -> (R, bool),
         connected: impl Fn(&UserId) -> bool,
     ) -> (u64, R) {
@@ -224,10 +193,7 @@ impl<T: Kept> Table<T> {
             }
             None => (1, true),
         };
-        if keep {
-            shard.scratch.clear();
-            item.keep(&mut shard.scratch);
-        }
+        let kept = keep.then(|| item.clone());
         let (result, here) = route(off, item);
         if fresh {
             if !keep && !here {
@@ -238,27 +204,24 @@ impl<T: Kept> Table<T> {
             shard.streams.insert(user.clone(), stream);
             shard.bytes += ENTRY_COST;
         }
-        if keep {
+        if let Some(kept) = kept {
             let now = Instant::now();
-            let len = shard.scratch.len();
-            let cost = len + RETAINED_COST;
+            let cost = weight + RETAINED_COST;
             self.evict(shard, now, cost, &connected);
             if let Some(stream) = shard.streams.get_mut(user) {
                 stream.first = stream.first.min(off);
                 if stream.head + 1 - stream.first > self.config.max_events_per_user as u64 {
-                    // The user's oldest is forgotten; its bytes stay counted
-                    // until the shard's queue reaches them.
+                    // The user's oldest is forgotten; it stays counted
+                    // until the shard's queue reaches it.
                     stream.first += 1;
                 }
             }
-            reserve(&mut shard.ring, len, self.budget);
-            shard.ring.extend(shard.scratch.as_bytes());
             shard.arrivals.push_back(Arrival {
                 user: user.clone(),
                 off,
                 at: now,
-                len,
                 cost,
+                item: Some(kept),
             });
             shard.oldest.get_or_insert(now);
             shard.bytes += cost;
@@ -270,7 +233,7 @@ impl<T: Kept> Table<T> {
     /// `room` more bytes from fitting the budget.
     fn evict(
         &self,
-        shard: &mut Shard,
+        shard: &mut Shard<T>,
         now: Instant,
         room: usize,
         connected: &impl Fn(&UserId) -> bool,
@@ -294,7 +257,6 @@ impl<T: Kept> Table<T> {
             let Some(arrival) = shard.arrivals.pop_front() else {
                 break;
             };
-            shard.ring.drain(..arrival.len.min(shard.ring.len()));
             shard.bytes = shard.bytes.saturating_sub(arrival.cost);
             let Some(stream) = shard.streams.get_mut(&arrival.user) else {
                 continue;
@@ -349,8 +311,7 @@ impl<T: Kept> Table<T> {
                 if first > after + 1 {
                     return None;
                 }
-                let oldest = Instant::now().checked_sub(self.config.window)?;
-                shard.history(user, after, head, oldest)
+                shard.history(user, after, head, Instant::now(), self.config.window)
             });
         Read { position, history }
     }
@@ -491,8 +452,8 @@ impl<T: Kept> Table<T> {
             user: user.clone(),
             off: 0,
             at: now,
-            len: 0,
             cost: MARKER_COST,
+            item: None,
         });
         shard.oldest.get_or_insert(now);
         shard.bytes += MARKER_COST;
@@ -509,28 +470,9 @@ impl<T: Kept> Table<T> {
     }
 }
 
-/// A ring that grows as a `VecDeque` does, but never past `budget` (one
-/// shard's share) plus what one event needs: the budget bounds its
-/// capacity, not only what it holds.
-fn reserve(ring: &mut VecDeque<u8>, more: usize, budget: usize) {
-    let needed = ring.len() + more;
-    if needed > ring.capacity() {
-        let doubled = ring.capacity().saturating_mul(2).max(4096);
-        let target = doubled.min(budget.max(needed)).max(needed);
-        ring.reserve_exact(target - ring.len());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    impl Kept for () {
-        fn keep(&self, _: &mut String) {}
-        fn restore(_: &str) -> Option<Self> {
-            Some(())
-        }
-    }
 
     fn alice() -> UserId {
         UserId::new("alice").unwrap_or_else(|e| panic!("{e}"))
@@ -576,7 +518,7 @@ mod tests {
         let table: Table<()> = Table::new(1, history);
         for u in 0..2_000 {
             let user = UserId::new(format!("u{u}")).unwrap_or_else(|e| panic!("{e}"));
-            let _ = table.append(&user, (), |_, ()| ((), false), |_| false);
+            let _ = table.append(&user, (), 200, |_, ()| ((), false), |_| false);
             table.release(&user, |_| false);
         }
         assert!(table.bytes() <= 64 * 1024, "{}", table.bytes());
