@@ -205,6 +205,9 @@ fn history(c: &mut Criterion) {
             if !keep {
                 config.history = HistoryConfig::off();
             }
+            if let Ok(mib) = std::env::var("WS_LIFECYCLE_BENCH_HISTORY_MIB") {
+                config.history.max_bytes = mib.parse::<usize>().unwrap() << 20;
+            }
         });
         let users: Vec<UserId> = (0..1000)
             .map(|u| UserId::new(format!("fan-{u}")).unwrap())
