@@ -2,10 +2,13 @@
 //! history's byte budget holding under a flood of events to many users.
 //!
 //! ```text
-//! cargo run --release --example history_memory -- [users] [events_per_user] [budget_mib]
+//! cargo run --release --example history_memory -- [users] [events_per_user] [budget_mib] [shared|distinct]
 //! ```
 //!
-//! Defaults: 100,000 users, 10 events each, the default 64 MiB budget. The
+//! Defaults: 100,000 users, 10 events each, the default 64 MiB budget, one
+//! event serialised once and sent to everyone (`shared`, a fan-out: every
+//! user's history holds the same bytes); `distinct` serialises each send
+//! apart, as events for one user each are. The
 //! flood goes to users with no connection (their events are kept for a
 //! resume, as the protocol says), one event per user per round, so every
 //! user's stream grows together. Prints the table's own count
@@ -36,6 +39,7 @@ fn main() -> Result<(), Error> {
     let users = arg(1, 100_000)?;
     let per_user = arg(2, 10)?;
     let budget_mib = arg(3, 64)?;
+    let distinct = std::env::args().nth(4).as_deref() == Some("distinct");
     let mut config = HubConfig::default();
     config.history.max_bytes = budget_mib << 20;
     let hub = Hub::builder().config(config).build()?;
@@ -51,16 +55,24 @@ fn main() -> Result<(), Error> {
     let pid = std::process::id();
     let before = proc::rss_kib(pid)?;
     let started = Instant::now();
+    let payload = json!({ "text": "x".repeat(120), "step": 3 });
+    let name = EventName::new("agent_note")?;
     for _ in 0..per_user {
         for user in &ids {
-            let _ = hub.send_encoded_to_user(user, event.clone());
+            let event = if distinct {
+                Event::custom(name.clone(), payload.clone()).encode()?
+            } else {
+                event.clone()
+            };
+            let _ = hub.send_encoded_to_user(user, event);
         }
     }
     let elapsed = started.elapsed();
     let after = proc::rss_kib(pid)?;
     let usage = hub.history_usage();
     let sent = users * per_user;
-    println!("users {users}, events sent {sent}, budget {budget_mib} MiB");
+    let kind = if distinct { "distinct" } else { "shared" };
+    println!("users {users}, events sent {sent} ({kind}), budget {budget_mib} MiB");
     println!(
         "sent in {:.2} s ({:.0} events/s)",
         elapsed.as_secs_f64(),
