@@ -118,9 +118,9 @@ use tokio::sync::{Notify, mpsc, watch};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
 pub use self::client::TlsOptions;
 pub use self::config::{ClusterKey, RedisConfig, RedisConfigError};
-use self::publisher::{Losses, Outgoing};
+use self::publisher::Losses;
 use self::subscriber::Subscriptions;
-use self::wire::{Kind, hex};
+use self::wire::{Kind, Outgoing, hex};
 use super::{BackplaneError, NodeLink};
 use crate::id::UserId;
 use crate::stream::HistoryConfig;

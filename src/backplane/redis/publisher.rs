@@ -10,25 +10,11 @@ use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::wire::{self, Kind};
+use super::wire::{self, Kind, Outgoing};
 use super::{Shared, stream};
 use crate::backplane::NodeLink;
 use crate::event::control::GapReason;
 use crate::id::UserId;
-
-/// One message waiting for the publishing connection, signed already (on
-/// the sender's thread: its buffer is allocated and freed there's no lock
-/// between).
-pub(super) struct Outgoing {
-    /// Whom it is for: told of a gap if the message is lost.
-    pub(super) user: UserId,
-    pub(super) kind: Kind,
-    pub(super) channel: String,
-    pub(super) payload: String,
-    /// Where the body starts in `payload` (a stream event's position line
-    /// is inserted there, by Redis).
-    pub(super) body_at: usize,
-}
 
 /// Users whose events this node accepted (or was asked to publish) and the
 /// other nodes did not get. Flushed as `G` messages once the publishing

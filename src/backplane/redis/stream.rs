@@ -23,8 +23,7 @@ use std::time::Duration;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
-use super::publisher::Outgoing;
-use super::wire::{self, Kind};
+use super::wire::{self, Kind, Outgoing};
 use super::{Shared, duration_ms, now_ms};
 use crate::backplane::{BackplaneError, StreamRead};
 use crate::event::EncodedEvent;

@@ -288,6 +288,20 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// One message waiting for the publishing connection, signed already (on
+/// the sender's thread: its buffer is allocated and freed there's no lock
+/// between).
+pub(super) struct Outgoing {
+    /// Whom it is for: told of a gap if the message is lost.
+    pub(super) user: UserId,
+    pub(super) kind: Kind,
+    pub(super) channel: String,
+    pub(super) payload: String,
+    /// Where the body starts in `payload` (a stream event's position line
+    /// is inserted there, by Redis).
+    pub(super) body_at: usize,
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
