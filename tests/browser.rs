@@ -59,7 +59,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cdp::Browser;
-use page::{client_options, connect_as, events, log_lines, when};
+use page::{Line, client_options, connect_as, events, log_lines, when};
 use serde_json::json;
 use ws_lifecycle::Hub;
 use ws_lifecycle::adapters::axum::{AxumTransport, WsUpgrade};
@@ -178,6 +178,22 @@ fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
         CloseCode::new(code).unwrap(),
         CloseReason::new(reason).unwrap(),
     )
+}
+
+/// The page resumed without asking the app to resync, and shows each of
+/// the run's offsets once, in order, with the run's events in order.
+fn assert_the_run_once_in_order(lines: &[Line]) {
+    assert!(
+        lines.iter().all(|l| l.resync.is_none()),
+        "nothing to resync: {lines:?}"
+    );
+    let run: Vec<(&str, u64)> = (lines
+        .iter()
+        .filter(|l| AGENT_EVENTS.contains(&l.kind.as_str())))
+    .map(|l| (l.kind.as_str(), l.off.unwrap()))
+    .collect();
+    let expected: Vec<(&str, u64)> = AGENT_EVENTS.into_iter().zip(1..).collect();
+    assert_eq!(run, expected, "{lines:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,19 +340,8 @@ async fn a_connection_dropped_mid_run_resumes_and_the_page_shows_the_run_once_in
         drop_note.is_some(),
         "the page saw the drop as 1006: {lines:?}"
     );
-    assert!(
-        lines.iter().all(|l| l.resync.is_none()),
-        "nothing to resync: {lines:?}"
-    );
-    // Each of the run's offsets once, in order, with the events in order:
-    // what came before the drop, the replay, then live.
-    let run: Vec<(&str, u64)> = (lines
-        .iter()
-        .filter(|l| AGENT_EVENTS.contains(&l.kind.as_str())))
-    .map(|l| (l.kind.as_str(), l.off.unwrap()))
-    .collect();
-    let expected: Vec<(&str, u64)> = AGENT_EVENTS.into_iter().zip(1..).collect();
-    assert_eq!(run, expected, "{lines:?}");
+    // What came before the drop, the replay, then live.
+    assert_the_run_once_in_order(&lines);
     // The run went on while the connection was gone: some of it came
     // after the drop, all of it after the second ready.
     let second_ready = lines.iter().rposition(|l| l.kind == "ready").unwrap();
@@ -559,19 +564,8 @@ async fn a_node_shut_down_mid_run_hands_the_client_to_the_other_node_which_resum
         restart.is_some_and(|at| at < second_ready),
         "the page saw A's 1012 restart, then B's ready: {lines:?}"
     );
-    assert!(
-        lines.iter().all(|l| l.resync.is_none()),
-        "nothing to resync: {lines:?}"
-    );
-    // Each of the run's offsets once, in order, the events in order: two
-    // from A, then B's replay, then B's live events.
-    let run: Vec<(&str, u64)> = (lines
-        .iter()
-        .filter(|l| AGENT_EVENTS.contains(&l.kind.as_str())))
-    .map(|l| (l.kind.as_str(), l.off.unwrap()))
-    .collect();
-    let expected: Vec<(&str, u64)> = AGENT_EVENTS.into_iter().zip(1..).collect();
-    assert_eq!(run, expected, "{lines:?}");
+    // Two from A, then B's replay, then B's live events.
+    assert_the_run_once_in_order(&lines);
     assert!(
         lines[second_ready..].iter().any(|l| l.replayed)
             && lines[..second_ready].iter().all(|l| !l.replayed),

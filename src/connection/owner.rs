@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 
 use crate::connection::outbox::Routed;
 use crate::connection::shared::{ConnShared, Context};
+use crate::event::EncodedEvent;
 use crate::id::UserId;
 use crate::stream::Position;
 
@@ -21,6 +22,23 @@ pub(crate) struct Joined {
     /// when they cover everything up to `position` (`None`: they do not,
     /// or the history could not be read).
     pub(crate) history: Option<Vec<Arc<Routed>>>,
+}
+
+impl Joined {
+    /// `user`'s stream at `position`, with `history` as `(offset, event)`.
+    pub(crate) fn new(
+        user: &UserId,
+        position: Position,
+        history: Option<Vec<(u64, EncodedEvent)>>,
+    ) -> Self {
+        let history = history.map(|events| {
+            events
+                .into_iter()
+                .map(|(off, event)| Routed::for_user(user.clone(), off, event))
+                .collect()
+        });
+        Joined { position, history }
+    }
 }
 
 /// Why a connection could not enter the routing table.

@@ -122,15 +122,7 @@ impl Owner for Inner {
     ) -> BoxFuture<'a, Joined> {
         if !self.remote_streams {
             let read = self.streams.read(user, since);
-            let joined = Joined {
-                position: read.position,
-                history: read.history.map(|events| {
-                    events
-                        .into_iter()
-                        .map(|(off, event)| Routed::for_user(user.clone(), off, event))
-                        .collect()
-                }),
-            };
+            let joined = Joined::new(user, read.position, read.history);
             return std::future::ready(joined).boxed();
         }
         async move {
@@ -141,16 +133,7 @@ impl Owner for Inner {
             match read {
                 Ok(read) => {
                     self.streams.join_at(user, &read.position);
-                    let history = read.events.map(|events| {
-                        events
-                            .into_iter()
-                            .map(|(off, event)| Routed::for_user(user.clone(), off, event))
-                            .collect()
-                    });
-                    Joined {
-                        position: read.position,
-                        history,
-                    }
+                    Joined::new(user, read.position, read.events)
                 }
                 Err(error) => {
                     // Not recovered; the position is this node's last
@@ -163,10 +146,7 @@ impl Owner for Inner {
                         epoch: Epoch::mint(),
                         offset: 0,
                     });
-                    Joined {
-                        position,
-                        history: None,
-                    }
+                    Joined::new(user, position, None)
                 }
             }
         }
