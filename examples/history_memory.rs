@@ -2,13 +2,15 @@
 //! history's byte budget holding under a flood of events to many users.
 //!
 //! ```text
-//! cargo run --release --example history_memory -- [users] [events_per_user] [budget_mib] [shared|distinct]
+//! cargo run --release --example history_memory -- [users] [events_per_user] [budget_mib] [shared|distinct|fanout]
 //! ```
 //!
 //! Defaults: 100,000 users, 10 events each, the default 64 MiB budget, one
 //! event serialised once and sent to everyone (`shared`, a fan-out: every
 //! user's history holds the same bytes); `distinct` serialises each send
-//! apart, as events for one user each are. The
+//! apart, as events for one user each are; `fanout` sends each round as
+//! one `send_to_users` to everyone (the table keeps the event once per
+//! shard and a 4-byte arrival per user). The
 //! flood goes to users with no connection (their events are kept for a
 //! resume, as the protocol says), one event per user per round, so every
 //! user's stream grows together. Prints the table's own count
@@ -39,7 +41,9 @@ fn main() -> Result<(), Error> {
     let users = arg(1, 100_000)?;
     let per_user = arg(2, 10)?;
     let budget_mib = arg(3, 64)?;
-    let distinct = std::env::args().nth(4).as_deref() == Some("distinct");
+    let mode = std::env::args().nth(4);
+    let distinct = mode.as_deref() == Some("distinct");
+    let fanout = mode.as_deref() == Some("fanout");
     let mut config = HubConfig::default();
     config.history.max_bytes = budget_mib << 20;
     let hub = Hub::builder().config(config).build()?;
@@ -58,6 +62,10 @@ fn main() -> Result<(), Error> {
     let payload = json!({ "text": "x".repeat(120), "step": 3 });
     let name = EventName::new("agent_note")?;
     for _ in 0..per_user {
+        if fanout {
+            let _ = hub.send_encoded_to_users(&ids, &event);
+            continue;
+        }
         for user in &ids {
             let event = if distinct {
                 Event::custom(name.clone(), payload.clone()).encode()?
@@ -71,7 +79,11 @@ fn main() -> Result<(), Error> {
     let after = proc::rss_kib(pid)?;
     let usage = hub.history_usage();
     let sent = users * per_user;
-    let kind = if distinct { "distinct" } else { "shared" };
+    let kind = match (distinct, fanout) {
+        (true, _) => "distinct",
+        (_, true) => "fanout",
+        _ => "shared",
+    };
     println!("users {users}, events sent {sent} ({kind}), budget {budget_mib} MiB");
     println!(
         "sent in {:.2} s ({:.0} events/s)",
@@ -89,12 +101,12 @@ fn main() -> Result<(), Error> {
         "RSS {before} KiB -> {after} KiB (+{:.1} MiB)",
         (after.saturating_sub(before)) as f64 / 1024.0
     );
-    // Every stream's retained events, counted: the table's cost per event
-    // (shared bytes plus bookkeeping) and the process's.
-    let retained = usage.bytes / event.weight().max(1);
+    // Events retained, once per user they are kept for.
+    let retained = usage.retained as u64;
     println!(
-        "one event weighs {} bytes in the budget (+ its share of the entry); about {retained} events retained",
-        event.weight()
+        "one event weighs {} bytes (+ bookkeeping); {retained} events retained over all users; {:.1} bytes of RSS growth per retained event",
+        event.weight(),
+        (after.saturating_sub(before) * 1024) as f64 / retained.max(1) as f64
     );
     Ok(())
 }

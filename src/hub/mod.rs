@@ -216,6 +216,7 @@ impl Hub {
         crate::stream::HistoryUsage {
             streams: self.inner.streams.users(),
             bytes: self.inner.streams.bytes(),
+            retained: self.inner.streams.retained(),
         }
     }
 

@@ -83,6 +83,21 @@ impl FanOut {
     pub fn accepted(&self) -> u32 {
         self.queued.saturating_add(self.buffered)
     }
+
+    /// Counts one user's delivery.
+    fn add(&mut self, d: &Delivery) {
+        self.users = self.users.saturating_add(1);
+        self.missed = self
+            .missed
+            .saturating_add(u32::from(d.is_miss() && d.offset.is_some()));
+        self.queued = self.queued.saturating_add(d.queued);
+        self.buffered = self.buffered.saturating_add(d.buffered);
+        self.refused = self.refused.saturating_add(d.refused);
+        self.streamed = self.streamed.saturating_add(u32::from(d.offset.is_some()));
+        if let Remote::Failed(_) = d.remote {
+            self.remote_failed = self.remote_failed.saturating_add(1);
+        }
+    }
 }
 
 impl Hub {
@@ -168,20 +183,27 @@ impl Hub {
         encoded: &EncodedEvent,
     ) -> FanOut {
         let mut out = FanOut::default();
-        for user in users {
-            let d = self.inner.send(user, encoded.clone());
-            out.users = out.users.saturating_add(1);
-            out.missed = out
-                .missed
-                .saturating_add(u32::from(d.is_miss() && d.offset.is_some()));
-            out.queued = out.queued.saturating_add(d.queued);
-            out.buffered = out.buffered.saturating_add(d.buffered);
-            out.refused = out.refused.saturating_add(d.refused);
-            out.streamed = out.streamed.saturating_add(u32::from(d.offset.is_some()));
-            if let Remote::Failed(_) = d.remote {
-                out.remote_failed = out.remote_failed.saturating_add(1);
+        if self.inner.remote_streams {
+            for user in users {
+                out.add(&self.inner.send(user, encoded.clone()));
             }
+            return out;
         }
+        let users: Vec<&UserId> = users.into_iter().collect();
+        self.inner.streams.append_many(
+            &users,
+            encoded,
+            encoded.weight(),
+            |user, off, event| {
+                let delivery = self.inner.route_and_publish(user, off, event);
+                (delivery, !delivery.is_miss())
+            },
+            |user| self.inner.router.has_user(user),
+            |off, mut delivery: Delivery| {
+                delivery.offset = Some(off);
+                out.add(&delivery);
+            },
+        );
         out
     }
 
@@ -294,15 +316,23 @@ impl Inner {
             event,
             weight,
             |off, event| {
-                let routed = Routed::for_user(user.clone(), off, event);
-                let mut d = self.route(user, &routed);
-                d.remote = self.publish(user, &routed.event);
+                let d = self.route_and_publish(user, off, event);
                 (d, !d.is_miss())
             },
             |user| self.router.has_user(user),
         );
         delivery.offset = Some(off);
         delivery
+    }
+
+    /// Hands `event`, at `off` in `user`'s stream, to the user's local
+    /// connections and to the backplane (under the stream's lock: the
+    /// caller holds it).
+    fn route_and_publish(&self, user: &UserId, off: u64, event: EncodedEvent) -> Delivery {
+        let routed = Routed::for_user(user.clone(), off, event);
+        let mut d = self.route(user, &routed);
+        d.remote = self.publish(user, &routed.event);
+        d
     }
 
     /// The one routing helper: offers `routed` to each of `user`'s

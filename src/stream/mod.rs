@@ -20,6 +20,7 @@ use std::time::Duration;
 
 mod merge;
 mod position;
+mod shard;
 pub(crate) mod table;
 
 pub(crate) use merge::replay;
@@ -156,4 +157,9 @@ pub struct HistoryUsage {
     /// Bytes counted against [`HistoryConfig::max_bytes`]: the retained
     /// events' shared bytes plus their bookkeeping, and each entry's.
     pub bytes: usize,
+    /// Events retained, counted once per user they are kept for (a fan-out
+    /// to ten users counts ten), including those past a user's
+    /// [`max_events_per_user`](HistoryConfig::max_events_per_user) that
+    /// still wait for their turn to be forgotten.
+    pub retained: usize,
 }

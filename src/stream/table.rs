@@ -8,14 +8,12 @@
 //! resuming connection listens first, reads second: whatever it misses
 //! live is in what it reads).
 //!
-//! A shard keeps its retained events in one queue, in arrival order, each a
-//! share of the event the connections' queues had (the serialised bytes
-//! are shared by every user of a fan-out and by the history): retaining is
-//! a reference count, not a copy. Forgetting is popping the queue's front,
-//! in runs of an eighth of the budget at a time so that it streams through
-//! memory laid out in order; a send reads nothing else of the queue. A
-//! resume reads its user's events from the back of the queue until it
-//! reaches its position: a cost paid per resume, not per send.
+//! What a shard retains, and how it forgets, is in [`shard`](super::shard):
+//! an event once per shard, a 16-byte arrival per user it went to. A
+//! fan-out ([`Table::append_many`]) takes each shard's lock once for all
+//! its users there, and retains the event once there. A resume reads its
+//! user's arrivals from the back of the queue until it reaches its
+//! position: a cost paid per resume, not per send.
 //!
 //! Memory is bounded by [`HistoryConfig`]: the byte budget is split evenly
 //! across the shards, each of which forgets its oldest events first (the
@@ -23,99 +21,14 @@
 //! lives while the user has a connection here or retained history; the
 //! hub removes it otherwise ([`Table::release`]).
 
-use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use crate::id::UserId;
+use crate::stream::shard::{ARRIVAL_COST, EVENT_COST, MARKER_COST, Shard, Stream};
 use crate::stream::{Epoch, HistoryConfig, Position};
-
-/// Bytes counted for a user's entry, and for each retained event beyond
-/// its weight (its record, with slack for the queue's growth), so that a
-/// flood of tiny events to many users stays within the budget too.
-pub(crate) const ENTRY_COST: usize = 160;
-pub(crate) const RETAINED_COST: usize = 96;
-const MARKER_COST: usize = 64;
-
-struct Stream {
-    epoch: Epoch,
-    /// The latest offset assigned (or, for a backplane's stream, delivered).
-    head: u64,
-    /// The oldest offset still retained (`head + 1`: none).
-    first: u64,
-}
-
-impl Stream {
-    fn new(epoch: Epoch, head: u64) -> Self {
-        Stream {
-            epoch,
-            head,
-            first: head + 1,
-        }
-    }
-}
-
-/// One retained event (or, with no item, an idle entry's marker, see
-/// [`Table::release`]), in its shard's order of arrival.
-struct Arrival<T> {
-    user: UserId,
-    off: u64,
-    at: Instant,
-    cost: usize,
-    item: Option<T>,
-}
-
-struct Shard<T> {
-    streams: HashMap<UserId, Stream>,
-    arrivals: VecDeque<Arrival<T>>,
-    bytes: usize,
-    /// When the queue's front arrived (kept here so a send need not read
-    /// the front to know nothing has expired).
-    oldest: Option<Instant>,
-}
-
-impl<T: Clone> Shard<T> {
-    fn empty() -> Mutex<Self> {
-        Mutex::new(Shard {
-            streams: HashMap::new(),
-            arrivals: VecDeque::new(),
-            bytes: 0,
-            oldest: None,
-        })
-    }
-
-    /// `user`'s retained events after `after` up to `head`, oldest first,
-    /// when they are all there and none is older than `window`.
-    fn history(
-        &self,
-        user: &UserId,
-        after: u64,
-        head: u64,
-        now: Instant,
-        window: std::time::Duration,
-    ) -> Option<Vec<(u64, T)>> {
-        let mut found = Vec::new();
-        let mut want = head;
-        for arrival in self.arrivals.iter().rev() {
-            let Some(item) = &arrival.item else { continue };
-            if !(arrival.user.ptr_eq(user) || arrival.user == *user) {
-                continue;
-            }
-            if arrival.off != want || now.saturating_duration_since(arrival.at) > window {
-                return None;
-            }
-            found.push((arrival.off, item.clone()));
-            if want == after + 1 {
-                found.reverse();
-                return Some(found);
-            }
-            want -= 1;
-        }
-        None
-    }
-}
 
 /// What [`Table::read`] found.
 pub(crate) struct Read<T> {
@@ -154,18 +67,23 @@ impl<T: Clone> Table<T> {
     pub(crate) fn new(shards: usize, config: HistoryConfig) -> Self {
         let shards = shards.clamp(1, 4096).next_power_of_two();
         Table {
-            shards: (0..shards).map(|_| Shard::empty()).collect(),
-            spare: Shard::empty(),
+            shards: (0..shards).map(|_| Mutex::new(Shard::new())).collect(),
+            spare: Mutex::new(Shard::new()),
             hasher: RandomState::new(),
             budget: config.max_bytes / shards,
             config,
         }
     }
 
-    fn shard(&self, user: &UserId) -> &Mutex<Shard<T>> {
+    fn shard_index(&self, user: &UserId) -> usize {
         let hash = self.hasher.hash_one(user) as usize;
-        let index = hash & (self.shards.len() - 1);
-        self.shards.get(index).unwrap_or(&self.spare)
+        hash & (self.shards.len() - 1)
+    }
+
+    fn shard(&self, user: &UserId) -> &Mutex<Shard<T>> {
+        self.shards
+            .get(self.shard_index(user))
+            .unwrap_or(&self.spare)
     }
 
     /// Assigns `user`'s next offset to `item`, keeps it and hands it on,
@@ -186,51 +104,142 @@ impl<T: Clone> Table<T> {
         let keep = self.config.keeps();
         let mut guard = self.shard(user).lock();
         let shard = &mut *guard;
-        let (off, fresh) = match shard.streams.get_mut(user) {
-            Some(stream) => {
-                stream.head += 1;
-                (stream.head, false)
-            }
-            None => (1, true),
-        };
-        let kept = keep.then(|| item.clone());
-        let (result, here) = route(off, item);
-        if fresh {
-            if !keep && !here {
-                return (off, result);
-            }
-            let mut stream = Stream::new(Epoch::mint(), 0);
-            stream.head = off;
-            shard.streams.insert(user.clone(), stream);
-            shard.bytes += ENTRY_COST;
+        let now = keep.then(Instant::now);
+        if let Some(now) = now {
+            self.evict(shard, now, weight + EVENT_COST + ARRIVAL_COST, &connected);
         }
-        if let Some(kept) = kept {
-            let now = Instant::now();
-            let cost = weight + RETAINED_COST;
-            self.evict(shard, now, cost, &connected);
-            if let Some(stream) = shard.streams.get_mut(user) {
-                stream.first = stream.first.min(off);
-                if stream.head + 1 - stream.first > self.config.max_events_per_user as u64 {
-                    // The user's oldest is forgotten; it stays counted
-                    // until the shard's queue reaches it.
-                    stream.first += 1;
-                }
-            }
-            shard.arrivals.push_back(Arrival {
-                user: user.clone(),
-                off,
-                at: now,
-                cost,
-                item: Some(kept),
-            });
-            shard.oldest.get_or_insert(now);
-            shard.bytes += cost;
+        let kept = keep.then(|| item.clone());
+        let (off, slot, result) = self.step(shard, user, keep, |off| route(off, item));
+        if let (Some(now), Some(slot), Some(kept)) = (now, slot, kept) {
+            shard.keep(kept, weight + EVENT_COST, now, &[slot]);
         }
         (off, result)
     }
 
-    /// Forgets, oldest first, what is past the window, and what keeps
-    /// `room` more bytes from fitting the budget.
+    /// [`append`](Table::append) for each of `users` (a fan-out), each
+    /// shard's lock taken once for all its users, and the event retained
+    /// once per shard. `route` is called for each user in turn (in the
+    /// shards' order, not the list's), `each` with what it returned and
+    /// the user's offset. A user listed twice gets two offsets.
+    pub(crate) fn append_many<'u, R>(
+        &self,
+        users: &[&'u UserId],
+        item: &T,
+        weight: usize,
+        mut route: impl FnMut(&'u UserId, u64, T) -> (R, bool),
+        connected: impl Fn(&UserId) -> bool,
+        mut each: impl FnMut(u64, R),
+    ) {
+        let keep = self.config.keeps();
+        let now = keep.then(Instant::now);
+        let order = self.by_shard(users);
+        let mut slots: Vec<u32> = Vec::new();
+        let mut rest = order.as_slice();
+        while let Some(&(index, _)) = rest.first() {
+            let split = rest.partition_point(|(shard, _)| *shard == index);
+            let (run, next) = rest.split_at(split);
+            rest = next;
+            let mut guard = self.shards.get(index).unwrap_or(&self.spare).lock();
+            let shard = &mut *guard;
+            if let Some(now) = now {
+                let room = weight + EVENT_COST + run.len() * ARRIVAL_COST;
+                self.evict(shard, now, room, &connected);
+            }
+            slots.clear();
+            for &(_, user) in run {
+                let (off, slot, result) =
+                    self.step(shard, user, keep, |off| route(user, off, item.clone()));
+                if let Some(slot) = slot.filter(|_| keep) {
+                    slots.push(slot);
+                }
+                each(off, result);
+            }
+            // The arrivals are written together, after the routing, so the
+            // CPU overlaps their stores rather than waiting on each of them
+            // at the next lock the routing takes; the shard lock is still
+            // held, so no reader sees one routed and not yet retained.
+            if let (Some(now), false) = (now, slots.is_empty()) {
+                shard.keep(item.clone(), weight + EVENT_COST, now, &slots);
+            }
+        }
+    }
+
+    /// `users` with their shards' indexes, grouped by shard (a counting
+    /// sort: one pass to count, one to place).
+    fn by_shard<'u>(&self, users: &[&'u UserId]) -> Vec<(usize, &'u UserId)> {
+        let indexed: Vec<(usize, &'u UserId)> = users
+            .iter()
+            .map(|user| (self.shard_index(user), *user))
+            .collect();
+        let mut starts = vec![0usize; self.shards.len() + 1];
+        for &(index, _) in &indexed {
+            if let Some(count) = starts.get_mut(index + 1) {
+                *count += 1;
+            }
+        }
+        for i in 1..starts.len() {
+            let before = starts.get(i - 1).copied().unwrap_or(0);
+            if let Some(start) = starts.get_mut(i) {
+                *start += before;
+            }
+        }
+        let mut order = indexed.clone();
+        for &(index, user) in &indexed {
+            if let Some(start) = starts.get_mut(index)
+                && let Some(place) = order.get_mut(*start)
+            {
+                *place = (index, user);
+                *start += 1;
+            }
+        }
+        order
+    }
+
+    /// Assigns `user`'s next offset and routes with it, creating the
+    /// user's entry if it has none (unless there is no history and nobody
+    /// took the event). Returns the offset, the entry's slot and what
+    /// `route` returned.
+    fn step<R>(
+        &self,
+        shard: &mut Shard<T>,
+        user: &UserId,
+        keep: bool,
+        route: impl FnOnce(u64) -> (R, bool),
+    ) -> (u64, Option<u32>, R) {
+        let slot = shard.slot(user);
+        let (off, slot) = match slot.and_then(|s| shard.entry_mut(s).map(|e| (s, e))) {
+            Some((slot, entry)) => {
+                if keep {
+                    entry.refer();
+                }
+                let stream = &mut entry.stream;
+                stream.head += 1;
+                if keep {
+                    // Past the per-user cap, the user's oldest is
+                    // forgotten; it stays counted until the shard's queue
+                    // reaches it.
+                    let cap = self.config.max_events_per_user as u64;
+                    stream.floor = stream.floor.max((stream.head + 1).saturating_sub(cap));
+                }
+                (stream.head, Some(slot))
+            }
+            None => (1, None),
+        };
+        let (result, here) = route(off);
+        if slot.is_some() || (!keep && !here) {
+            return (off, slot, result);
+        }
+        let mut stream = Stream::new(Epoch::mint(), off);
+        if keep {
+            stream.floor = off;
+        }
+        let slot = shard.insert(user, stream);
+        if keep && let Some(entry) = slot.and_then(|s| shard.entry_mut(s)) {
+            entry.refer();
+        }
+        (off, slot, result)
+    }
+
     fn evict(
         &self,
         shard: &mut Shard<T>,
@@ -238,38 +247,7 @@ impl<T: Clone> Table<T> {
         room: usize,
         connected: &impl Fn(&UserId) -> bool,
     ) {
-        // Decided from the shard's own fields, which the send has in cache:
-        // the queue's front is touched only to evict. Over the budget, it
-        // makes room for an eighth of it at once, so evictions come in runs
-        // through memory laid out in order (which the CPU prefetches), not
-        // one cold read per send.
-        let expired = |oldest: Option<Instant>| {
-            oldest.is_some_and(|at| now.saturating_duration_since(at) > self.config.window)
-        };
-        if !expired(shard.oldest) && shard.bytes + room <= self.budget {
-            return;
-        }
-        let low = self.budget - self.budget / 8;
-        while let Some(front) = shard.arrivals.front() {
-            if !expired(Some(front.at)) && shard.bytes + room <= low {
-                break;
-            }
-            let Some(arrival) = shard.arrivals.pop_front() else {
-                break;
-            };
-            shard.bytes = shard.bytes.saturating_sub(arrival.cost);
-            let Some(stream) = shard.streams.get_mut(&arrival.user) else {
-                continue;
-            };
-            if arrival.off >= stream.first {
-                stream.first = arrival.off + 1;
-            }
-            if stream.first > stream.head && !connected(&arrival.user) {
-                shard.streams.remove(&arrival.user);
-                shard.bytes = shard.bytes.saturating_sub(ENTRY_COST);
-            }
-        }
-        shard.oldest = shard.arrivals.front().map(|a| a.at);
+        shard.evict(now, room, self.config.window, self.budget, connected);
     }
 
     /// The user's position, and with `since` the retained events after it
@@ -279,13 +257,11 @@ impl<T: Clone> Table<T> {
     pub(crate) fn read(&self, user: &UserId, since: Option<&Position>) -> Read<T> {
         let mut guard = self.shard(user).lock();
         let shard = &mut *guard;
-        if !shard.streams.contains_key(user) {
-            shard.bytes += ENTRY_COST;
-            shard
-                .streams
-                .insert(user.clone(), Stream::new(Epoch::mint(), 0));
-        }
-        let Some(stream) = shard.streams.get(user) else {
+        let slot = match shard.slot(user) {
+            Some(slot) => Some(slot),
+            None => shard.insert(user, Stream::new(Epoch::mint(), 0)),
+        };
+        let Some((slot, entry)) = slot.and_then(|s| shard.entry(s).map(|e| (s, e))) else {
             // Inserted just above, under the same lock.
             return Read {
                 position: Position {
@@ -296,30 +272,25 @@ impl<T: Clone> Table<T> {
             };
         };
         let position = Position {
-            epoch: stream.epoch.clone(),
-            offset: stream.head,
+            epoch: entry.stream.epoch.clone(),
+            offset: entry.stream.head,
         };
-        let (head, first) = (stream.head, stream.first);
         let history = since
-            .filter(|since| since.epoch == position.epoch && since.offset <= head)
+            .filter(|since| since.epoch == position.epoch && since.offset <= position.offset)
             .filter(|_| self.config.keeps())
             .and_then(|since| {
-                let after = since.offset;
-                if after == head {
+                if since.offset == position.offset {
                     return Some(Vec::new());
                 }
-                if first > after + 1 {
-                    return None;
-                }
-                shard.history(user, after, head, Instant::now(), self.config.window)
+                shard.history(slot, since.offset, Instant::now(), self.config.window)
             });
         Read { position, history }
     }
 
     /// The user's position, if the table has the user.
     pub(crate) fn position(&self, user: &UserId) -> Option<Position> {
-        let shard = self.shard(user).lock();
-        shard.streams.get(user).map(|s| Position {
+        let mut shard = self.shard(user).lock();
+        shard.stream_mut(user).map(|s| Position {
             epoch: s.epoch.clone(),
             offset: s.head,
         })
@@ -341,18 +312,13 @@ impl<T: Clone> Table<T> {
         route: impl FnOnce(Positioned),
         connected: impl Fn(&UserId) -> bool,
     ) -> Positioned {
-        let mut shard = self.shard(user).lock();
-        let shard = &mut *shard;
-        if !shard.streams.contains_key(user) && !connected(user) {
-            return Positioned::Next;
-        }
-        let Some(stream) = shard.streams.get_mut(user) else {
-            shard.bytes += ENTRY_COST;
-            shard.streams.insert(
-                user.clone(),
-                Stream::new(position.epoch.clone(), position.offset),
-            );
-            route(Positioned::Next);
+        let mut guard = self.shard(user).lock();
+        let shard = &mut *guard;
+        let Some(stream) = shard.stream_mut(user) else {
+            if connected(user) {
+                shard.insert(user, Stream::new(position.epoch.clone(), position.offset));
+                route(Positioned::Next);
+            }
             return Positioned::Next;
         };
         if stream.epoch != position.epoch {
@@ -377,17 +343,13 @@ impl<T: Clone> Table<T> {
     /// are on their way to this node and still due to the user's other
     /// connections here (the new one drops them as older than its start).
     pub(crate) fn join_at(&self, user: &UserId, position: &Position) {
-        let mut shard = self.shard(user).lock();
-        let shard = &mut *shard;
-        match shard.streams.get_mut(user) {
+        let mut guard = self.shard(user).lock();
+        let shard = &mut *guard;
+        match shard.stream_mut(user) {
             Some(s) if s.epoch == position.epoch => {}
             Some(s) => *s = Stream::new(position.epoch.clone(), position.offset),
             None => {
-                shard.bytes += ENTRY_COST;
-                shard.streams.insert(
-                    user.clone(),
-                    Stream::new(position.epoch.clone(), position.offset),
-                );
+                shard.insert(user, Stream::new(position.epoch.clone(), position.offset));
             }
         }
     }
@@ -399,10 +361,10 @@ impl<T: Clone> Table<T> {
     /// had an entry.
     pub(crate) fn restart(&self, user: &UserId) -> bool {
         let mut shard = self.shard(user).lock();
-        match shard.streams.get_mut(user) {
+        match shard.stream_mut(user) {
             Some(s) => {
                 s.epoch = Epoch::mint();
-                s.first = s.head + 1;
+                s.floor = s.head + 1;
                 true
             }
             None => false,
@@ -413,7 +375,7 @@ impl<T: Clone> Table<T> {
     /// offset delivered becomes `position`'s.
     pub(crate) fn skip_to(&self, user: &UserId, position: &Position) {
         let mut shard = self.shard(user).lock();
-        if let Some(s) = shard.streams.get_mut(user)
+        if let Some(s) = shard.stream_mut(user)
             && s.epoch == position.epoch
         {
             *s = Stream::new(position.epoch.clone(), s.head.max(position.offset));
@@ -422,106 +384,55 @@ impl<T: Clone> Table<T> {
 
     /// `user` may have lost their last connection here. Without history
     /// their entry goes at once (nothing could be resumed from it). With
-    /// history, an entry with nothing retained stays for the window, so a
-    /// client that saw nothing yet can still resume from its `ready`
-    /// position: it is queued with the shard's arrivals (a marker, offset
-    /// 0) and goes when they reach it, unless the user is back.
+    /// history, an entry with retained events goes with the last of them,
+    /// and one with none stays for the window, so a client that saw
+    /// nothing yet can still resume from its `ready` position: a marker is
+    /// queued with the shard's events, and the entry goes when the queue
+    /// reaches it, unless the user is back.
     pub(crate) fn release(&self, user: &UserId, connected: impl Fn(&UserId) -> bool) {
         let mut guard = self.shard(user).lock();
         let shard = &mut *guard;
-        let Some(stream) = shard.streams.get(user) else {
+        let Some(slot) = shard.slot(user) else {
             return;
         };
         if connected(user) {
             return;
         }
         if !self.config.keeps() {
-            shard.streams.remove(user);
-            shard.bytes = shard.bytes.saturating_sub(ENTRY_COST);
+            shard.remove(slot);
             return;
         }
-        if stream.first <= stream.head {
-            // Retained history: the entry goes with its last event.
+        if shard.is_referenced(slot) {
             return;
         }
-        // Counted like any arrival, so connection churn alone stays within
-        // the budget too.
+        // Counted like any event, so connection churn alone stays within
+        // the budget too. Evicting first cannot take this entry: no
+        // arrival points at it.
         let now = Instant::now();
         self.evict(shard, now, MARKER_COST, &connected);
-        shard.arrivals.push_back(Arrival {
-            user: user.clone(),
-            off: 0,
-            at: now,
-            cost: MARKER_COST,
-            item: None,
-        });
-        shard.oldest.get_or_insert(now);
-        shard.bytes += MARKER_COST;
+        shard.mark(slot, now);
     }
 
     /// Bytes counted against the budget, over all shards.
     pub(crate) fn bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().bytes).sum()
+        self.shards.iter().map(|s| s.lock().bytes()).sum()
+    }
+
+    /// Events retained, once per user they are kept for.
+    pub(crate) fn retained(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().retained()).sum()
     }
 
     /// Users with an entry.
     pub(crate) fn users(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().streams.len()).sum()
+        self.shards.iter().map(|s| s.lock().users()).sum()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+#[path = "table_tests.rs"]
+mod tests;
 
-    fn alice() -> UserId {
-        UserId::new("alice").unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[test]
-    fn a_remote_stream_has_a_cursor_only_while_its_user_is_connected_here() {
-        let table: Table<()> = Table::new(4, HistoryConfig::off());
-        let user = alice();
-        let epoch = Epoch::mint();
-        let at = |offset| Position {
-            epoch: epoch.clone(),
-            offset,
-        };
-        // Nobody here: no cursor is kept (nothing to deliver to).
-        let mut routed = 0;
-        table.deliver_at(&user, &at(4), |_| routed += 1, |_| false);
-        assert_eq!((routed, table.position(&user)), (0, None));
-        // A connection joins at 9: the cursor starts there, not at a stale 4,
-        // so a later event is the next one, not a hole to repair behind it.
-        table.join_at(&user, &at(9));
-        let placed = table.deliver_at(&user, &at(10), |_| routed += 1, |_| true);
-        assert_eq!((placed, routed), (Positioned::Next, 1));
-        assert_eq!(
-            table.deliver_at(&user, &at(10), |_| {}, |_| true),
-            Positioned::Repeat
-        );
-        assert_eq!(
-            table.deliver_at(&user, &at(13), |_| {}, |_| true),
-            Positioned::Hole { after: 10 }
-        );
-        // The last connection left: the cursor goes with it.
-        table.release(&user, |_| false);
-        assert_eq!(table.position(&user), None);
-    }
-
-    #[test]
-    fn the_byte_budget_holds_and_idle_entries_age_out() {
-        let history = HistoryConfig {
-            max_bytes: 64 * 1024,
-            ..HistoryConfig::default()
-        };
-        let table: Table<()> = Table::new(1, history);
-        for u in 0..2_000 {
-            let user = UserId::new(format!("u{u}")).unwrap_or_else(|e| panic!("{e}"));
-            let _ = table.append(&user, (), 200, |_, ()| ((), false), |_| false);
-            table.release(&user, |_| false);
-        }
-        assert!(table.bytes() <= 64 * 1024, "{}", table.bytes());
-        assert!(table.users() < 2_000);
-    }
-}
+#[cfg(test)]
+#[path = "table_props.rs"]
+mod props;
