@@ -58,6 +58,10 @@ fn roomy_hub_with(edit: impl FnOnce(&mut HubConfig)) -> Hub {
     config.pre_ready_buffer = BufferLimit::new(usize::MAX, usize::MAX);
     config.outbound_queue = BufferLimit::new(usize::MAX, usize::MAX);
     config.max_connections_per_user = 1024;
+    // The benches' clients read and never answer: with the default 25 s
+    // heartbeat, a run longer than that would have every connection pinged
+    // (a burst of frames in whichever bench runs then) and closed.
+    config.ping_interval = Duration::from_secs(24 * 60 * 60);
     edit(&mut config);
     Hub::builder().config(config).build().unwrap()
 }
@@ -203,9 +207,18 @@ fn history(c: &mut Criterion) {
     // The hub built first runs measurably slower in some cases (where its
     // memory landed): `WS_LIFECYCLE_BENCH_HISTORY_FIRST=on` builds the
     // history-on hub first, to see both orders.
-    let mut order = [("off", false), ("on", true)];
+    //
+    // Two hubs of one process differ by up to 25 % with the same
+    // configuration (both with history off: whichever was built second, or
+    // where its memory landed), more than the difference measured here; so
+    // `WS_LIFECYCLE_BENCH_HISTORY_ONLY=on` (or `off`) builds that hub alone,
+    // for a comparison of processes run alternately (docs/benchmarks.md).
+    let mut order = vec![("off", false), ("on", true)];
     if std::env::var("WS_LIFECYCLE_BENCH_HISTORY_FIRST").as_deref() == Ok("on") {
         order.reverse();
+    }
+    if let Ok(only) = std::env::var("WS_LIFECYCLE_BENCH_HISTORY_ONLY") {
+        order.retain(|(name, _)| *name == only);
     }
     for (name, keep) in order {
         let hub = roomy_hub_with(|config| {
@@ -227,40 +240,23 @@ fn history(c: &mut Criterion) {
         hubs.push((name, hub, users, crowd));
     }
     // The steady state is measured: a server's history fills once, then
-    // stays at its budget, each send evicting as much as it adds. The
-    // history-on hub sends until its history is full (its bytes drop: a
-    // shard evicted) and a quarter more; the off hub sends as many, so both
-    // start from the same state of the allocator.
-    let mut fills = None;
-    for (name, hub, users, _) in hubs
-        .iter()
-        .rev()
-        .filter(|h| h.0 == "on")
-        .chain(hubs.iter().filter(|h| h.0 == "off"))
-    {
-        let mut sent = 0usize;
-        let mut peak = 0usize;
+    // stays at its budget, each send evicting as much as it adds. Each hub
+    // first sends 4,000 fan-outs (`WS_LIFECYCLE_BENCH_HISTORY_FILL`), past
+    // the ~2,800 that fill the default 64 MiB here; the off hub as many, so
+    // both start from the same state of the allocator.
+    let fill: usize =
+        std::env::var("WS_LIFECYCLE_BENCH_HISTORY_FILL").map_or(4_000, |n| n.parse().unwrap());
+    for (name, hub, users, _) in &hubs {
         rt.block_on(async {
-            loop {
+            for _ in 0..fill {
                 let accepted = hub.send_to_users(users, &ev).unwrap().accepted();
                 frames.acquire_many(accepted).await.unwrap().forget();
-                sent += 1;
-                match fills {
-                    Some(n) if sent >= n => break,
-                    Some(_) => {}
-                    None => {
-                        let bytes = hub.history_usage().bytes;
-                        if (bytes < peak && sent >= 4) || sent >= 100_000 {
-                            fills = Some(sent + sent / 4);
-                        }
-                        peak = peak.max(bytes);
-                    }
-                }
             }
         });
+        let usage = hub.history_usage();
         eprintln!(
-            "history/{name}: {sent} fan-outs sent before measuring, {} bytes of history",
-            hub.history_usage().bytes
+            "history/{name}: {fill} fan-outs sent before measuring; {} bytes of history, {} events retained",
+            usage.bytes, usage.retained
         );
     }
     // Interleaved on/off, so both see the same machine state.
