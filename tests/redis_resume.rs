@@ -339,7 +339,7 @@ async fn a_wrong_epoch_or_an_offset_ahead_is_not_recovered() {
 /// What the library's append script is, read from its source so the test
 /// runs the very script the nodes run.
 fn append_script() -> &'static str {
-    const SOURCE: &str = include_str!("../src/backplane/redis/stream.rs");
+    const SOURCE: &str = include_str!("../src/backplane/redis/append.rs");
     let start = SOURCE.find("pub(super) const APPEND: &str = r\"").unwrap();
     let text = &SOURCE[start..];
     let text = &text[text.find('"').unwrap() + 1..];
@@ -362,28 +362,29 @@ async fn append_unpublished(url: &str, user: &UserId, payload: Value) -> u64 {
     mac.update(format!("{channel}\n{node}\nS\n{body}").as_bytes());
     let head = format!("v2\n{node}\nS\n{}\n", hex(&mac.finalize().into_bytes()));
     let mut admin = admin(url).await;
-    redis::cmd("EVAL")
+    let placed: Vec<u64> = redis::cmd("EVAL")
         .arg(append_script())
         .arg(2)
         .arg(format!("wsl:s:{hex_user}"))
         .arg(format!("wsl:h:{hex_user}"))
-        .arg(head)
-        .arg(body)
-        .arg("unused-fresh-epoch")
-        .arg(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64,
-        )
+        // History length, trim period, window, lease, renewal slack, fresh
+        // epoch, and `0`: not published.
         .arg(1000)
+        .arg(62)
         .arg(120_000)
         .arg(86_400_000)
-        .arg(channel)
+        .arg(30_000)
+        .arg("unused-fresh-epoch")
         .arg(0)
+        .arg(channel)
+        .arg(1)
+        .arg(head)
+        .arg(body)
         .query_async(&mut admin)
         .await
-        .unwrap()
+        .unwrap();
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    placed[0]
 }
 
 /// (e) A pub/sub message every node missed: the next event reveals the

@@ -18,22 +18,27 @@
 //! * **Streams** ([`RedisConfig::streams`], on by
 //!   default). Redis keeps each user's stream, so offsets are the same on
 //!   every node and a client resumes (`since=<epoch>:<offset>`) on any
-//!   node. Keys per user: `<prefix>:s:<hex>`, a hash of `epoch` and `off`
-//!   (the latest offset), and `<prefix>:h:<hex>`, the history, a Redis
-//!   stream with entry ids `<off>-0` holding the message as published and
-//!   its publish time. Each event goes through **one Lua script**
-//!   (`EVALSHA`, loaded with `SCRIPT LOAD` at every connection of the
-//!   publisher, `EVAL` when the server answers `NOSCRIPT`), pipelined like
-//!   the plain `PUBLISH`es: atomically it creates a missing meta with a
-//!   fresh epoch (deleting any history left of an older life), increments
-//!   `off`, appends the signed message to the history (`XADD … MAXLEN ~`
+//!   node. Keys per user: `<prefix>:s:<hex>`, a hash of `epoch`, `off`
+//!   (the latest offset) and `renew` (see below), and `<prefix>:h:<hex>`,
+//!   the history, a Redis stream with entry ids `<off>-0` holding the
+//!   message as published and its publish time. Each run of queued events
+//!   goes through **one Lua script** call (`EVALSHA`, loaded with
+//!   `SCRIPT LOAD` at every connection of the publisher, `EVAL` when the
+//!   server answers `NOSCRIPT`; see `append.rs`), pipelined like the plain
+//!   `PUBLISH`es: atomically, per user, it creates a missing meta with a
+//!   fresh epoch (deleting any history left of an older life) or advances
+//!   `off` by the user's events of the call; per event it appends the
+//!   signed message to the history (`XADD … MAXLEN ~`
 //!   [`max_events_per_user`](crate::stream::HistoryConfig::max_events_per_user);
-//!   skipped when the hub keeps no history), expires the history one
+//!   skipped when the hub keeps no history) and publishes it with its
+//!   `<epoch>:<offset>` (kind `S`). The history expires one
 //!   [`window`](crate::stream::HistoryConfig::window) after the last event
-//!   and the meta after a day (or the window if longer, renewed by every
-//!   event and every resume read: a client still connected must not see
-//!   its stream restart because nobody sent it anything for a while), and
-//!   publishes the message with its `<epoch>:<offset>` (kind `S`). Every
+//!   and the meta a day after it (or the window if longer, renewed by
+//!   events and resume reads: a client still connected must not see its
+//!   stream restart because nobody sent it anything for a while); the
+//!   expiries are renewed only when the meta's `renew` time is due, so
+//!   each key may live up to the renewal slack (a quarter of the window, at
+//!   most a minute) longer. Every
 //!   node, the sender included, delivers it from the subscription: the hub
 //!   does not deliver stream events locally. A resume reads the meta and
 //!   the missed entries in one script
@@ -96,6 +101,7 @@
 //!   false`; a resume read that fails (Redis down) is not recovered.
 
 mod admission;
+mod append;
 mod client;
 mod config;
 mod presence;
@@ -120,7 +126,7 @@ pub use self::client::TlsOptions;
 pub use self::config::{ClusterKey, RedisConfig, RedisConfigError};
 use self::publisher::Losses;
 use self::subscriber::Subscriptions;
-use self::wire::{Kind, Outgoing, hex};
+use self::wire::{Kind, Outgoing};
 use super::{BackplaneError, NodeLink};
 use crate::id::UserId;
 use crate::stream::HistoryConfig;
@@ -276,12 +282,18 @@ impl Shared {
         self.started.get().map(|(link, _)| link)
     }
 
+    /// `<prefix>:<kind>:<hex of the user id>`, built without `format!`:
+    /// the publisher builds two per user and call.
     fn key(&self, kind: &str, user: &UserId) -> String {
-        format!(
-            "{}:{kind}:{}",
-            self.config.prefix,
-            hex(user.as_str().as_bytes())
-        )
+        let prefix = &self.config.prefix;
+        let user = user.as_str().as_bytes();
+        let mut key = String::with_capacity(prefix.len() + kind.len() + 2 + user.len() * 2);
+        key.push_str(prefix);
+        key.push(':');
+        key.push_str(kind);
+        key.push(':');
+        wire::push_hex(&mut key, user);
+        key
     }
 }
 

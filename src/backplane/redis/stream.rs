@@ -1,157 +1,49 @@
-//! The users' streams, kept in Redis (stream mode): the two scripts that
-//! write and read them atomically, and reading the history back.
+//! The users' streams, kept in Redis (stream mode): reading them back (the
+//! read script, the history's entries). Appending is in `append.rs`.
 //!
 //! Keys, per user (`<hex>` is the user id in hex, as for the channel):
 //!
-//! * `<prefix>:s:<hex>`, the stream's meta: a hash of `epoch` and `off`
-//!   (the latest offset). Created with a fresh epoch (minted by the node
-//!   that finds it missing) whenever it is missing, and the history key is
+//! * `<prefix>:s:<hex>`, the stream's meta: a hash of `epoch`, `off` (the
+//!   latest offset) and `renew` (the time, ms, until which the append
+//!   script need not renew the keys' expiries; missing in a meta the read
+//!   script made). Created with a fresh epoch (minted by the node that
+//!   finds it missing) whenever it is missing, and the history key is
 //!   deleted then: a new epoch never inherits an old life's entries.
-//!   Expires after [`lease`]: far longer than the history window, because
-//!   a client still connected must not see its stream restart (a new
-//!   epoch, a `gap`) only because nobody sent it anything for a while.
+//!   Expires [`lease`] after the last event or resume read at least, and at
+//!   most the renewal slack (`append::renewal_slack`) later: far longer
+//!   than the history window, because a client still connected must not
+//!   see its stream restart (a new epoch, a `gap`) only because nobody sent
+//!   it anything for a while.
 //! * `<prefix>:h:<hex>`, the history: a Redis stream whose entry ids are
 //!   `<off>-0`, each holding the message exactly as published (`m`) and
-//!   the publish time in ms (`t`). Trimmed to about
+//!   the publish time in ms (`t`, Redis's clock). Trimmed to about
 //!   [`max_events_per_user`](crate::stream::HistoryConfig::max_events_per_user)
-//!   entries (`MAXLEN ~`), and expiring one window after the last append.
+//!   entries (`MAXLEN ~`), and expiring one window after the last append
+//!   at least, at most the renewal slack later; a resume refuses entries
+//!   older than the window by their `t`.
 
-use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
-use super::wire::{self, Kind, Outgoing};
+use super::wire::{self, Kind};
 use super::{Shared, duration_ms, now_ms};
 use crate::backplane::{BackplaneError, StreamRead};
 use crate::event::EncodedEvent;
 use crate::id::UserId;
 use crate::stream::{Epoch, HistoryConfig, Position};
 
-/// Appends a batch of events to their users' streams and publishes them,
-/// atomically: one call per run of consecutive stream events of a
-/// publisher batch, up to [`APPEND_BATCH`] events, not one call per event.
-///
-/// Per event, two KEYS (meta, history) and nine ARGV: 1 the sealed message
-/// up to its body, 2 the body, 3 a fresh epoch (used when the meta is
-/// missing; read at the user's first event of the call only), 4 now (ms),
-/// 5 the history's length (`0`: keep none), 6 the history's expiry (ms),
-/// 7 the meta's lease (ms), 8 the user's channel, 9 `1` to publish (the
-/// library always publishes; tests leave a message out on purpose with
-/// `0`). So a call of one event is the former per-event script's call.
-///
-/// First, per user of the call, once: the meta is read (`HMGET`) and its
-/// `off` advanced by the user's number of events in one write (`HSET`),
-/// or created with the fresh epoch (the history deleted: a new epoch never
-/// inherits an old life's entries); a user whose meta cannot be read or
-/// written (a key of another type, an `off` that is not a whole number
-/// below 10^15, Redis out of memory or read-only) has all its events of the
-/// call refused, and nothing of them is published. Then per event, in
-/// order: the offset is the next one reserved, the position line is put
-/// between the sealed head and the body (so what is published and kept is
-/// `v2\n<node>\nS\n<mac>\n<epoch>:<off>\n<body>`), the message is
-/// added to the history (`XADD … MAXLEN ~`) and published. Last, each key's
-/// expiry is renewed once (`PEXPIRE`). Every command runs under
-/// `redis.pcall`, so one user's refusal never fails the others' events (an
-/// event whose `PUBLISH` fails is reported refused too, though placed). A
-/// failed `XADD` (an id Redis refuses because someone rewrote the keys)
-/// does not stop the publish: delivery matters more than the history.
-///
-/// Returns, for one event, its offset (or the error that refused it, as an
-/// error reply); for more, a table with one entry per event: its offset,
-/// or the error text that refused it.
-pub(super) const APPEND: &str = r"
-local n = #KEYS / 2
-if n < 1 or n % 1 ~= 0 or #ARGV ~= n * 9 then
-  return redis.error_reply('ERR append: expected 2 keys and 9 arguments per event')
-end
-local users, touched = {}, {}
-for i = 1, n do
-  local meta = KEYS[2 * i - 1]
-  local user = users[meta]
-  if user then
-    user.count = user.count + 1
-  else
-    users[meta] = {first = i, count = 1}
-    touched[#touched + 1] = meta
-  end
-end
-for _, meta in ipairs(touched) do
-  local user = users[meta]
-  local got = redis.pcall('HMGET', meta, 'epoch', 'off')
-  local written
-  if got.err then
-    user.err = got.err
-  elseif not got[1] then
-    user.epoch, user.off = ARGV[9 * user.first - 6], 0
-    redis.pcall('DEL', KEYS[2 * user.first])
-    written = redis.pcall('HSET', meta, 'epoch', user.epoch, 'off', user.count)
-  else
-    local off = got[2] or '0'
-    if #off > 15 or not string.find(off, '^%d+$') then
-      user.err = 'ERR hash value is not an integer'
-    else
-      user.epoch, user.off = got[1], tonumber(off)
-      written = redis.pcall('HSET', meta, 'off', string.format('%d', user.off + user.count))
-    end
-  end
-  if type(written) == 'table' and written.err then
-    user.err = written.err
-  end
-end
-local results, expiries, expiring = {}, {}, {}
-for i = 1, n do
-  local meta, history, a = KEYS[2 * i - 1], KEYS[2 * i], 9 * (i - 1)
-  local user = users[meta]
-  if user.err then
-    results[i] = user.err
-  else
-    user.off = user.off + 1
-    local position = string.format('%d', user.off)
-    local message = ARGV[a + 1] .. user.epoch .. ':' .. position .. '\n' .. ARGV[a + 2]
-    if ARGV[a + 5] ~= '0' then
-      redis.pcall('XADD', history, 'MAXLEN', '~', ARGV[a + 5], position .. '-0', 'm', message, 't', ARGV[a + 4])
-      if not expiries[history] then
-        expiring[#expiring + 1] = history
-      end
-      expiries[history] = ARGV[a + 6]
-    end
-    if not expiries[meta] then
-      expiring[#expiring + 1] = meta
-    end
-    expiries[meta] = ARGV[a + 7]
-    local published = 0
-    if ARGV[a + 9] == '1' then
-      published = redis.pcall('PUBLISH', ARGV[a + 8], message)
-    end
-    if type(published) == 'table' and published.err then
-      results[i] = published.err
-    else
-      results[i] = user.off
-    end
-  end
-end
-for _, key in ipairs(expiring) do
-  redis.pcall('PEXPIRE', key, expiries[key])
-end
-if n > 1 then
-  return results
-elseif type(results[1]) == 'number' then
-  return results[1]
-end
-return redis.error_reply(results[1])
-";
-
 /// Reads a user's stream, atomically: its meta (created with the fresh
 /// epoch when missing, so an empty stream has an epoch a client can later
 /// resume with; the lease renewed) and, when `since` is of that epoch and
 /// behind the latest offset, the history entries after it.
 ///
-/// KEYS: meta, history. ARGV: 1 a fresh epoch, 2 the meta's lease (ms),
-/// 3 `since`'s epoch (empty: none), 4 `since`'s offset. Returns
-/// `{epoch, off}` or `{epoch, off, entries}`.
+/// KEYS: meta, history. ARGV: 1 a fresh epoch, 2 the meta's lease (ms,
+/// the append script's renewal slack included), 3 `since`'s epoch (empty:
+/// none), 4 `since`'s offset. Returns `{epoch, off}` or
+/// `{epoch, off, entries}`. It leaves the meta's `renew` as it is.
 pub(super) const READ: &str = r"
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'off')
 local epoch, off = meta[1], tonumber(meta[2]) or 0
@@ -241,60 +133,7 @@ pub(super) fn keeps_history(history: &HistoryConfig) -> bool {
     history.enabled && !history.window.is_zero() && history.max_events_per_user > 0
 }
 
-/// Most events in one call of the append script. Redis runs a script
-/// atomically, every other client waiting meanwhile: at the ~2 µs an event
-/// costs inside the script (docs/benchmarks.md), a call of 64 holds Redis
-/// for about 0.15 ms, and the call's fixed cost (~6 µs) is shared by 64.
-pub(super) const APPEND_BATCH: usize = 64;
-
-/// Adds one call of the append script for `items` (stream events, at most
-/// [`APPEND_BATCH`]: the caller splits) to `pipe`.
-pub(super) fn append(
-    pipe: &mut redis::Pipeline,
-    shared: &Shared,
-    items: &[Outgoing],
-    now: u64,
-    by_sha: bool,
-) {
-    let history = shared.history();
-    let length = if keeps_history(&history) {
-        history.max_events_per_user
-    } else {
-        0
-    }
-    .to_string();
-    let now = now.to_string();
-    let expiry = duration_ms(history.window).max(1).to_string();
-    let lease = duration_ms(lease(&history)).to_string();
-    let mut cmd = APPEND_SCRIPT.invocation(by_sha);
-    cmd.arg(items.len().saturating_mul(2));
-    for item in items {
-        cmd.arg(shared.key("s", &item.user))
-            .arg(shared.key("h", &item.user));
-    }
-    // A fresh epoch per user of the call: the script reads it at the
-    // user's first event only.
-    let mut minted = HashSet::with_capacity(items.len());
-    for item in items {
-        let (head, body) = item
-            .payload
-            .split_at_checked(item.body_at)
-            .unwrap_or((item.payload.as_str(), ""));
-        let fresh = minted.insert(&item.user).then(Epoch::mint);
-        cmd.arg(head)
-            .arg(body)
-            .arg(fresh.as_ref().map_or("", Epoch::as_str))
-            .arg(&now)
-            .arg(&length)
-            .arg(&expiry)
-            .arg(&lease)
-            .arg(&item.channel)
-            .arg(1);
-    }
-    pipe.add_command(cmd);
-}
-
-pub(super) static APPEND_SCRIPT: Script = Script::new(APPEND);
+pub(super) static APPEND_SCRIPT: Script = Script::new(super::append::APPEND);
 pub(super) static READ_SCRIPT: Script = Script::new(READ);
 
 /// One history entry as Redis returned it.
@@ -347,7 +186,10 @@ pub(super) async fn read(
     }
     let history = shared.history();
     let fresh = Epoch::mint();
-    let lease = duration_ms(lease(&history)).to_string();
+    // Plus the slack, as the append script renews it: a read between two
+    // renewals must not shorten what the last event's renewal promised.
+    let lease = duration_ms(lease(&history).saturating_add(super::append::renewal_slack(&history)))
+        .to_string();
     let (since_epoch, since_off) = since.map_or((String::new(), String::new()), |s| {
         (s.epoch.as_str().to_owned(), s.offset.to_string())
     });

@@ -256,36 +256,64 @@ pub(super) fn hex(bytes: &[u8]) -> String {
     out
 }
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
+/// Appends `bytes` in lowercase hex to `out`. Written through a small
+/// buffer, not a character at a time: it runs for every message's channel
+/// and tag.
+pub(super) fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for &b in bytes {
-        for nibble in [b >> 4, b & 0x0f] {
-            if let Some(&digit) = DIGITS.get(usize::from(nibble)) {
-                out.push(char::from(digit));
+    let digit = |nibble: u8| DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0');
+    out.reserve(bytes.len() * 2);
+    let mut buf = [0u8; 64];
+    for chunk in bytes.chunks(buf.len() / 2) {
+        for (pair, &b) in buf.chunks_exact_mut(2).zip(chunk) {
+            if let [hi, lo] = pair {
+                *hi = digit(b >> 4);
+                *lo = digit(b & 0x0f);
             }
         }
+        // Hex digits are ASCII: this cannot fail.
+        if let Some(text) = buf
+            .get(..chunk.len() * 2)
+            .and_then(|digits| std::str::from_utf8(digits).ok())
+        {
+            out.push_str(text);
+        }
+    }
+}
+
+/// The value of one hex digit (either case).
+fn nibble(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The byte of two hex digits.
+fn unhex_pair(pair: &[u8]) -> Option<u8> {
+    match pair {
+        [hi, lo] => Some(nibble(*hi)? << 4 | nibble(*lo)?),
+        _ => None,
     }
 }
 
 /// Decodes `text` (exactly twice `out`'s length) into `out`.
 fn unhex_into(text: &str, out: &mut [u8]) -> bool {
     text.len() == out.len() * 2
-        && out.iter_mut().enumerate().all(|(i, byte)| {
-            text.get(2 * i..2 * i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-                .map(|b| *byte = b)
-                .is_some()
-        })
+        && text
+            .as_bytes()
+            .chunks_exact(2)
+            .zip(out.iter_mut())
+            .all(|(pair, byte)| unhex_pair(pair).map(|b| *byte = b).is_some())
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    text.as_bytes().chunks_exact(2).map(unhex_pair).collect()
 }
 
 /// One message waiting for the publishing connection, signed already (on
@@ -313,6 +341,23 @@ mod tests {
 
     fn seal(signer: &Signer, channel: &str, node: &str, kind: Kind, body: &str) -> String {
         signer.seal(channel, node, kind, body.len(), |out| out.push_str(body))
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_what_is_not_hex() {
+        let bytes: Vec<u8> = (0..=255).chain(0..40).collect();
+        let text = hex(&bytes);
+        assert_eq!(text.len(), bytes.len() * 2);
+        assert!(text.starts_with("000102") && text.contains("7f80") && text.contains("feff"));
+        assert_eq!(unhex(&text), Some(bytes.clone()));
+        assert_eq!(unhex(&text.to_uppercase()), Some(bytes));
+        let mut tag = [0u8; 2];
+        assert!(unhex_into("0aFf", &mut tag) && tag == [0x0a, 0xff]);
+        for bad in ["0", "+f", "0g", "ü0", "0 "] {
+            assert_eq!(unhex(bad), None, "{bad:?}");
+        }
+        assert!(!unhex_into("+f00", &mut tag));
+        assert!(!unhex_into("00", &mut tag));
     }
 
     #[test]
