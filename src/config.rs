@@ -201,7 +201,9 @@ pub struct HubConfig {
     /// How event types are spelled on the wire. Default: names.
     pub wire_mode: WireMode,
     /// Shards of the routing table (rounded up to a power of two). More
-    /// shards, less contention between cores. Default: 64.
+    /// shards, less contention between cores. The table of the users'
+    /// streams takes four per core, at least 8, and no more than this (a
+    /// fan-out writes into each of its shards). Default: 64.
     pub router_shards: usize,
     /// How much of each user's stream is kept for resuming clients
     /// (see [`stream`](crate::stream)). Default: 2 minutes, at most 1,000

@@ -1,7 +1,7 @@
 //! [`HubBuilder`].
 
 use crate::stream::HistoryConfig;
-use crate::stream::table::Table;
+use crate::stream::table::{self, Table};
 use std::sync::{Arc, Weak};
 
 use crate::backplane::{Backplane, Node, NodeLink, SharedBackplane};
@@ -84,7 +84,7 @@ impl HubBuilder {
             self.config.history
         };
         let inner = Arc::new(Inner {
-            streams: Table::new(self.config.router_shards, history),
+            streams: Table::new(table::shards_for(self.config.router_shards), history),
             remote_streams,
             router: Router::new(self.config.router_shards),
             admission: Arc::new(Admission::new(&self.config)),

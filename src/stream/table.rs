@@ -63,6 +63,19 @@ pub(crate) struct Table<T> {
     budget: usize,
 }
 
+/// Shards of a hub's stream table: four per core, at least 8, and no
+/// more than the routing table's (`router_shards`).
+///
+/// Fewer than the routing table's on small machines, because a fan-out
+/// writes into every shard it reaches: each shard's queues are their own
+/// memory, and on a 2-core VM a 1,000-user fan-out with history on was
+/// 13 – 27 % slower than with it off over 64 shards, 0 – 11 % over 8
+/// (docs/benchmarks.md). Four per core keeps concurrent senders apart.
+pub(crate) fn shards_for(router_shards: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    router_shards.min(cores.saturating_mul(4).max(8))
+}
+
 impl<T: Clone> Table<T> {
     pub(crate) fn new(shards: usize, config: HistoryConfig) -> Self {
         let shards = shards.clamp(1, 4096).next_power_of_two();

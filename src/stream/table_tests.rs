@@ -134,3 +134,11 @@ fn an_entry_lives_while_an_arrival_points_at_it_and_goes_with_the_last() {
     assert_eq!(off, 1);
     assert_eq!(table.read(&a, Some(&since)).history, Some(vec![(1, 10)]));
 }
+
+#[test]
+fn the_stream_table_has_four_shards_per_core_within_the_routing_tables() {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    assert_eq!(shards_for(64), 64.min((4 * cores).max(8)));
+    assert_eq!(shards_for(4), 4, "never more than the routing table's");
+    assert!(shards_for(4096) >= 8);
+}
