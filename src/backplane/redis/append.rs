@@ -9,12 +9,10 @@
 //! and one `HSET` of its meta (however many of the call's events are the
 //! user's); the keys' expiries only when due.
 
-use std::time::Duration;
-
-use super::stream::{APPEND_SCRIPT, keeps_history, lease};
+use super::stream::{Script, keeps_history, lease, renewal_slack};
 use super::wire::Outgoing;
 use super::{Shared, duration_ms};
-use crate::stream::{Epoch, HistoryConfig};
+use crate::stream::Epoch;
 
 /// Appends a batch of events to their users' streams and publishes them,
 /// atomically: one call per run of consecutive stream events of a
@@ -178,6 +176,9 @@ end
 return results
 ";
 
+/// The append script, loaded on each server once.
+pub(super) static APPEND_SCRIPT: Script = Script::new(APPEND);
+
 /// Most events in one call of the append script: a whole publisher batch.
 /// The larger the call, the more of a user's events share one read and
 /// write of its meta, and the less each event pays of the call. The price:
@@ -195,23 +196,6 @@ pub(super) const APPEND_BATCH: usize = 512;
 /// length, on top of what `MAXLEN ~` leaves.
 pub(super) fn trim_every(length: usize) -> usize {
     (length / 16).clamp(1, 64)
-}
-
-/// The longest renewal slack: a key outlives its lease or window by at
-/// most this.
-const MAX_SLACK: Duration = Duration::from_secs(60);
-
-/// How long the keys' expiries may go unrenewed (see [`APPEND`]): a quarter
-/// of the history window (of the meta's lease when no history is kept),
-/// at most [`MAX_SLACK`]. So a busy user's keys are renewed about every
-/// 30 s with the default two-minute window, instead of at every event.
-pub(super) fn renewal_slack(history: &HistoryConfig) -> Duration {
-    let base = if keeps_history(history) {
-        history.window
-    } else {
-        lease(history)
-    };
-    (base / 4).min(MAX_SLACK)
 }
 
 /// Puts each user's events of `items` together, keeping their order (and
@@ -331,17 +315,5 @@ mod tests {
         assert_eq!(trim_every(160), 10);
         assert_eq!(trim_every(1_000), 62);
         assert_eq!(trim_every(100_000), 64);
-    }
-
-    #[test]
-    fn the_slack_is_a_quarter_of_the_window_at_most_a_minute() {
-        let mut history = HistoryConfig {
-            window: Duration::from_secs(120),
-            ..HistoryConfig::default()
-        };
-        assert_eq!(renewal_slack(&history), Duration::from_secs(30));
-        history.window = Duration::from_secs(3600);
-        assert_eq!(renewal_slack(&history), MAX_SLACK);
-        assert_eq!(renewal_slack(&HistoryConfig::off()), MAX_SLACK);
     }
 }

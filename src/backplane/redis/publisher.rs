@@ -141,7 +141,7 @@ pub(super) async fn run(
         if shared.config.streams {
             // A server that restarted has forgotten them; `EVAL` stands in
             // for a script it does not have (NOSCRIPT) anyway.
-            stream::APPEND_SCRIPT.load(&shared, &mut conn).await;
+            append::APPEND_SCRIPT.load(&shared, &mut conn).await;
             stream::READ_SCRIPT.load(&shared, &mut conn).await;
         }
         backoff = super::FIRST_BACKOFF;

@@ -10,7 +10,7 @@
 //!   finds it missing) whenever it is missing, and the history key is
 //!   deleted then: a new epoch never inherits an old life's entries.
 //!   Expires [`lease`] after the last event or resume read at least, and at
-//!   most the renewal slack (`append::renewal_slack`) later: far longer
+//!   most the renewal slack ([`renewal_slack`]) later: far longer
 //!   than the history window, because a client still connected must not
 //!   see its stream restart (a new epoch, a `gap`) only because nobody sent
 //!   it anything for a while.
@@ -127,13 +127,29 @@ pub(super) fn lease(history: &HistoryConfig) -> Duration {
     history.window.max(Duration::from_secs(24 * 60 * 60))
 }
 
+/// The longest renewal slack: a key outlives its lease or window by at
+/// most this.
+const MAX_SLACK: Duration = Duration::from_secs(60);
+
+/// How long the keys' expiries may go unrenewed (see the append script): a quarter
+/// of the history window (of the meta's lease when no history is kept),
+/// at most [`MAX_SLACK`]. So a busy user's keys are renewed about every
+/// 30 s with the default two-minute window, instead of at every event.
+pub(super) fn renewal_slack(history: &HistoryConfig) -> Duration {
+    let base = if keeps_history(history) {
+        history.window
+    } else {
+        lease(history)
+    };
+    (base / 4).min(MAX_SLACK)
+}
+
 /// Whether the history is kept at all (the byte budget does not apply to
 /// Redis, which bounds each user's history by count and expiry instead).
 pub(super) fn keeps_history(history: &HistoryConfig) -> bool {
     history.enabled && !history.window.is_zero() && history.max_events_per_user > 0
 }
 
-pub(super) static APPEND_SCRIPT: Script = Script::new(super::append::APPEND);
 pub(super) static READ_SCRIPT: Script = Script::new(READ);
 
 /// One history entry as Redis returned it.
@@ -188,8 +204,7 @@ pub(super) async fn read(
     let fresh = Epoch::mint();
     // Plus the slack, as the append script renews it: a read between two
     // renewals must not shorten what the last event's renewal promised.
-    let lease = duration_ms(lease(&history).saturating_add(super::append::renewal_slack(&history)))
-        .to_string();
+    let lease = duration_ms(lease(&history).saturating_add(renewal_slack(&history))).to_string();
     let (since_epoch, since_off) = since.map_or((String::new(), String::new()), |s| {
         (s.epoch.as_str().to_owned(), s.offset.to_string())
     });
@@ -423,5 +438,17 @@ mod tests {
         assert_eq!(lease(&history), Duration::from_secs(200_000));
         assert!(keeps_history(&history));
         assert!(!keeps_history(&HistoryConfig::off()));
+    }
+
+    #[test]
+    fn the_slack_is_a_quarter_of_the_window_at_most_a_minute() {
+        let mut history = HistoryConfig {
+            window: Duration::from_secs(120),
+            ..HistoryConfig::default()
+        };
+        assert_eq!(renewal_slack(&history), Duration::from_secs(30));
+        history.window = Duration::from_secs(3600);
+        assert_eq!(renewal_slack(&history), MAX_SLACK);
+        assert_eq!(renewal_slack(&HistoryConfig::off()), MAX_SLACK);
     }
 }
