@@ -71,7 +71,7 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// Counts the arrival of a retained event about to point at this entry
-    /// (see [`Shard::arrive`]).
+    /// (see [`Shard::keep`]).
     pub(crate) fn refer(&mut self) {
         self.refs = self.refs.saturating_add(1);
         self.kept = self.kept.saturating_add(1);

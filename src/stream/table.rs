@@ -1,15 +1,16 @@
 //! The hub's table of user streams: each user's epoch, latest offset and
-//! retained history, in memory, sharded like the routing table.
+//! retained history, in memory, sharded ([`shards_for`]).
 //!
-//! The offset is assigned, the event retained and handed to the user's
-//! connections under the user's shard lock, so every connection of the
-//! user sees offsets in increasing order whoever sends concurrently, and
-//! an event is in the history before any connection can have it (a
-//! resuming connection listens first, reads second: whatever it misses
-//! live is in what it reads).
+//! The offset is assigned, the event handed to the user's connections and
+//! retained under the user's shard lock, so every connection of the user
+//! sees offsets in increasing order whoever sends concurrently, and an
+//! event is in the history before the lock is released, so before any
+//! read can look for it (a resuming connection listens first, reads
+//! second, under the same lock: whatever it misses live is in what it
+//! reads).
 //!
 //! What a shard retains, and how it forgets, is in [`shard`](super::shard):
-//! an event once per shard, a 16-byte arrival per user it went to. A
+//! an event once per shard, a 4-byte arrival per user it went to. A
 //! fan-out ([`Table::append_many`]) takes each shard's lock once for all
 //! its users there, and retains the event once there. A resume reads its
 //! user's arrivals from the back of the queue until it reaches its

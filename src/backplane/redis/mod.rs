@@ -201,7 +201,7 @@ struct Shared {
     subscriber_wake: Notify,
     presence_wake: Notify,
     /// Bumped after every change of `subs.subscribed` or of the
-    /// subscriber's health, for [`Backplane::ready_for`].
+    /// subscriber's health, for [`Backplane::ready_for`](crate::backplane::Backplane::ready_for).
     generation: watch::Sender<u64>,
     /// Whether the publishing connection is up.
     publisher_up: watch::Sender<bool>,
