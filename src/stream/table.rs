@@ -178,34 +178,14 @@ impl<T: Clone> Table<T> {
         }
     }
 
-    /// `users` with their shards' indexes, grouped by shard (a counting
-    /// sort: one pass to count, one to place).
+    /// `users` with their shards' indexes, grouped by shard (a stable sort:
+    /// a user listed twice keeps its two places' order).
     fn by_shard<'u>(&self, users: &[&'u UserId]) -> Vec<(usize, &'u UserId)> {
-        let indexed: Vec<(usize, &'u UserId)> = users
+        let mut order: Vec<(usize, &'u UserId)> = users
             .iter()
             .map(|user| (self.shard_index(user), *user))
             .collect();
-        let mut starts = vec![0usize; self.shards.len() + 1];
-        for &(index, _) in &indexed {
-            if let Some(count) = starts.get_mut(index + 1) {
-                *count += 1;
-            }
-        }
-        for i in 1..starts.len() {
-            let before = starts.get(i - 1).copied().unwrap_or(0);
-            if let Some(start) = starts.get_mut(i) {
-                *start += before;
-            }
-        }
-        let mut order = indexed.clone();
-        for &(index, user) in &indexed {
-            if let Some(start) = starts.get_mut(index)
-                && let Some(place) = order.get_mut(*start)
-            {
-                *place = (index, user);
-                *start += 1;
-            }
-        }
+        order.sort_by_key(|(shard, _)| *shard);
         order
     }
 
